@@ -71,7 +71,7 @@ class TaskRevokedError(TaskError):
     """The task was revoked (or expired) before or while it ran."""
 
 
-class TimeoutError(TaskError, builtins.TimeoutError):  # noqa: A001 - Celery's name
+class TimeoutError(TaskError, builtins.TimeoutError):
     """``AsyncResult.get()`` gave up waiting."""
 
 

@@ -186,9 +186,7 @@ class Broker(ABC):
         """Delete the result record."""
 
     @abstractmethod
-    def watch_result(
-        self, task_id: str, last: bytes | None, timeout: float
-    ) -> bytes | None:
+    def watch_result(self, task_id: str, last: bytes | None, timeout: float) -> bytes | None:
         """Return the current record as soon as it differs from ``last`` (at once if it
         already does), or after ``timeout`` seconds whatever it is. Woken by writes,
         not by polling on a fixed interval."""

@@ -1,0 +1,204 @@
+"""Running one task invocation: app context, request, hooks, signals, retry decisions.
+
+Shared by the worker and by eager runs (``apply`` and ``TASKS_ALWAYS_EAGER``), so both go
+through the same machinery. Storing the outcome is the caller's business.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as traceback_module
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import signals, states
+from .exceptions import EncodeError, Retry, TaskRevokedError
+from .result import EagerResult
+from .task import Request, Task, exponential_backoff, pop_request, push_request
+
+if TYPE_CHECKING:
+    from .extension import _TasksState
+
+logger = logging.getLogger("flask_tasks.worker")
+
+
+class ExceptionInfo:
+    """``einfo`` passed to hooks: the exception, its type and the formatted traceback."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exception = exc
+        self.type = type(exc)
+        self.traceback = "".join(
+            traceback_module.format_exception(type(exc), exc, exc.__traceback__)
+        )
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
+@dataclass
+class Outcome:
+    """How one run ended."""
+
+    state: str
+    value: Any = None
+    einfo: Optional[ExceptionInfo] = None
+    #: Set when ``state`` is RETRY.
+    retry: Optional[Retry] = None
+
+    @property
+    def traceback(self) -> str | None:
+        return self.einfo.traceback if self.einfo else None
+
+
+def execute(state: _TasksState, task: Task[Any, Any], request: Request) -> Outcome:
+    """Run ``task`` for ``request`` inside the app context, with hooks and signals."""
+    token = push_request(request)
+    try:
+        with state.app.app_context():
+            return _run(state, task, request)
+    finally:
+        pop_request(token)
+
+
+def _run(state: _TasksState, task: Task[Any, Any], request: Request) -> Outcome:
+    args, kwargs = request.args, request.kwargs
+    if signals.task_prerun.receivers:
+        signals.task_prerun.send(task, task_id=request.id, task=task, args=args, kwargs=kwargs)
+    try:
+        task.before_start(request.id or "", args, kwargs)
+        value = task.run(*args, **kwargs)
+    except Retry as retry:
+        outcome = _retried(task, request, retry)
+    except TaskRevokedError as exc:  # revoked with terminate=True while running
+        outcome = Outcome(states.REVOKED, exc, ExceptionInfo(exc))
+    except Exception as exc:
+        outcome = _failed_or_autoretried(state, task, request, exc)
+    else:
+        outcome = Outcome(states.SUCCESS, value)
+        task.on_success(value, request.id or "", args, kwargs)
+        if signals.task_success.receivers:
+            signals.task_success.send(task, result=value)
+    task.after_return(outcome.state, outcome.value, request.id or "", args, kwargs, outcome.einfo)
+    if signals.task_postrun.receivers:
+        signals.task_postrun.send(
+            task,
+            task_id=request.id,
+            task=task,
+            args=args,
+            kwargs=kwargs,
+            retval=outcome.value,
+            state=outcome.state,
+        )
+    return outcome
+
+
+def _retried(task: Task[Any, Any], request: Request, retry: Retry) -> Outcome:
+    reason = retry.exc if retry.exc is not None else retry
+    einfo = ExceptionInfo(reason)
+    task.on_retry(reason, request.id or "", request.args, request.kwargs, einfo)
+    if signals.task_retry.receivers:
+        signals.task_retry.send(task, request=request, reason=reason, einfo=einfo)
+    return Outcome(states.RETRY, reason, einfo, retry)
+
+
+def _failed_or_autoretried(
+    state: _TasksState, task: Task[Any, Any], request: Request, exc: Exception
+) -> Outcome:
+    options = state.task_options(task)
+    autoretry_for = options.get("autoretry_for") or ()
+    if autoretry_for and isinstance(exc, tuple(autoretry_for)):
+        retry_kwargs = dict(options.get("retry_kwargs") or {})
+        backoff = options.get("retry_backoff")
+        if backoff and "countdown" not in retry_kwargs:
+            retry_kwargs["countdown"] = exponential_backoff(
+                1.0 if backoff is True else float(backoff),
+                request.retries,
+                float(options.get("retry_backoff_max") or 600),
+                bool(options.get("retry_jitter", True)),
+            )
+        try:
+            task.retry(exc=exc, **retry_kwargs)
+        except Retry as retry:
+            return _retried(task, request, retry)
+        except Exception as final:  # max_retries reached: the original error fails the task
+            return _failed(task, request, final)
+    return _failed(task, request, exc)
+
+
+def _failed(task: Task[Any, Any], request: Request, exc: BaseException) -> Outcome:
+    einfo = ExceptionInfo(exc)
+    task.on_failure(exc, request.id or "", request.args, request.kwargs, einfo)
+    if signals.task_failure.receivers:
+        signals.task_failure.send(
+            task,
+            task_id=request.id,
+            exception=exc,
+            args=request.args,
+            kwargs=request.kwargs,
+            traceback=exc.__traceback__,
+            einfo=einfo,
+        )
+    return Outcome(states.FAILURE, exc, einfo)
+
+
+def is_expected(task: Task[Any, Any], exc: BaseException) -> bool:
+    """True for exceptions listed in the task's ``throws`` (logged without traceback)."""
+    return bool(task.throws) and isinstance(exc, tuple(task.throws))
+
+
+def apply_eagerly(
+    state: _TasksState,
+    task: Task[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    task_id: str,
+    throw: Optional[bool],
+    options: dict[str, Any],
+) -> EagerResult:
+    """Run a task here as a worker would, arguments and result round-tripped through the
+    serializer, retries run at once (countdowns are not waited for)."""
+    codec = state.codec
+    serializer = options.get("serializer") or task.serializer
+    args, kwargs = _round_trip(codec, [list(args), kwargs], serializer)
+    args = tuple(args)
+    retries = 0
+    while True:
+        request = Request(
+            id=task_id,
+            task=task.name,
+            args=args,
+            kwargs=kwargs,
+            retries=retries,
+            is_eager=True,
+            called_directly=False,
+            headers=dict(options.get("headers") or {}),
+            queue=options.get("queue"),
+            priority=options.get("priority"),
+        )
+        outcome = execute(state, task, request)
+        if outcome.state != states.RETRY:
+            break
+        retry = outcome.retry
+        retries += 1
+        if retry is not None and getattr(retry, "args_override", None) is not None:
+            args = tuple(retry.args_override)  # type: ignore[attr-defined]
+        if retry is not None and getattr(retry, "kwargs_override", None) is not None:
+            kwargs = dict(retry.kwargs_override)  # type: ignore[attr-defined]
+    value = outcome.value
+    if outcome.state == states.SUCCESS:
+        try:
+            value = _round_trip(codec, value, serializer)
+        except EncodeError as error:
+            outcome = Outcome(states.FAILURE, error, ExceptionInfo(error))
+            value = error
+    if throw is None:
+        throw = state.config.eager_propagates
+    if throw and outcome.state == states.FAILURE:
+        raise value
+    return EagerResult(task_id, value, outcome.state, outcome.traceback, task.name)
+
+
+def _round_trip(codec: Any, value: Any, serializer: str | None) -> Any:
+    return codec.decode(codec.encode(value, serializer))

@@ -1,0 +1,184 @@
+"""The worker: runs tasks for one app with a pool of processes or threads.
+
+``Worker(app, ...).start()`` is what ``flask worker`` calls; tests and the pytest plugin
+use it directly (a threaded or solo worker in a background thread, or ``burst=True`` to
+drain the queues and return).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+import threading
+from typing import Any, Callable, Optional
+
+from flask import Flask
+
+from ..brokers import hide_password
+from ..exceptions import ImproperlyConfigured, OperationalError
+from .consumer import Consumer, Shutdown
+
+logger = logging.getLogger("flask_tasks.worker")
+
+POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+
+def default_pool() -> str:
+    """prefork on POSIX, threads on Windows (no fork there)."""
+    return "threads" if sys.platform == "win32" else "prefork"
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr the way ``flask worker`` prints, once per process."""
+    root = logging.getLogger()
+    if not any(getattr(handler, "_flask_tasks", False) for handler in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler._flask_tasks = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    logging.getLogger("flask_tasks").setLevel(level.upper())
+
+
+class Worker:
+    """Consumes the app's queues and runs its tasks."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        concurrency: Optional[int] = None,
+        pool: Optional[str] = None,
+        queues: Optional[list[str]] = None,
+        prefetch: Optional[int] = None,
+        hostname: Optional[str] = None,
+        loglevel: str = "INFO",
+        max_tasks_per_child: Optional[int] = None,
+        burst: bool = False,
+        app_import_path: Optional[str] = None,
+    ) -> None:
+        state = app.extensions.get("tasks")
+        if state is None:
+            raise ImproperlyConfigured(
+                f"Flask-Tasks is not initialized on app {app.name!r}: call tasks.init_app(app)"
+            )
+        self.app = app
+        self.state = state
+        self.pool = pool or default_pool()
+        if self.pool not in POOLS:
+            raise ImproperlyConfigured(f"Unknown pool {self.pool!r}; choose from {POOLS}")
+        if self.pool in ("gevent", "eventlet"):
+            raise ImproperlyConfigured(
+                f"The {self.pool} pool is not available in this version of Flask-Tasks; "
+                "use -P threads for I/O-bound tasks"
+            )
+        if self.pool == "prefork" and state.broker_url.startswith("memory://"):
+            raise ImproperlyConfigured(
+                "The memory:// broker lives in one process, so the prefork pool cannot use it; "
+                "use -P threads or -P solo, or a sqlite:/// or redis:// broker"
+            )
+        self.concurrency = concurrency or os.cpu_count() or 1
+        if self.pool == "solo":
+            self.concurrency = 1
+        self.queues = queues or [state.config.default_queue]
+        self.prefetch = self.concurrency * 4 if prefetch is None else prefetch
+        if self.pool == "prefork" and prefetch is None:
+            self.prefetch = 4  # per child
+        self.hostname = hostname or f"worker@{socket.gethostname()}"
+        self.loglevel = loglevel
+        self.max_tasks_per_child = max_tasks_per_child
+        self.burst = burst
+        self.app_import_path = app_import_path
+        self.shutdown = Shutdown()
+
+    # -- presentation ---------------------------------------------------------------------
+
+    def banner(self) -> str:
+        """What the worker prints on start: app, broker, queues, pool, tasks."""
+        state = self.state
+        tasks = sorted(task.name for task in state.tasks())
+        broker = hide_password(state.broker_url)
+        lines = [
+            f" -------------- {self.hostname} (Flask-Tasks, Python {platform.python_version()})",
+            f"--- ***** ----- app:         {self.app.name}",
+            f"-- ******* ---- broker:      {broker}",
+            f"- *** --- * --- results:     {hide_password(state.config.result_backend or broker)}",
+            f"- ** ---------- pool:        {self.pool} (concurrency {self.concurrency}, "
+            f"prefetch {self.prefetch})",
+            f"- ** ---------- queues:      {', '.join(self.queues)}",
+        ]
+        if state.config.uses_default_broker:
+            lines.append(
+                "  note: using the embedded SQLite broker (no server needed, one machine only). "
+                "For production set TASKS_BROKER_URL = 'redis://localhost:6379/0'."
+            )
+        lines.append("[tasks]")
+        lines += [f"  . {name}" for name in tasks] or ["  (none registered)"]
+        return "\n".join(lines)
+
+    # -- running --------------------------------------------------------------------------
+
+    def install_signal_handlers(self, handler: Callable[[int, Any], None]) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # a worker in a test thread is stopped with stop()
+        for name in ("SIGTERM", "SIGINT", "SIGBREAK"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), handler)
+
+    def check_broker(self) -> None:
+        """Fail fast, with the URL, when the broker cannot be reached at start."""
+        try:
+            self.state.broker.ping()
+        except OperationalError:
+            raise
+        except Exception as error:
+            raise OperationalError(
+                f"Cannot reach the broker at {hide_password(self.state.broker_url)}: {error}"
+            ) from error
+
+    def start(self) -> int:
+        """Run until shut down; returns the process exit code."""
+        configure_logging(self.loglevel)
+        self.check_broker()
+        if self.pool == "prefork":
+            from .prefork import run_prefork
+
+            self.state.close()  # children open their own connections
+            return run_prefork(self)
+        self.install_signal_handlers(self._on_signal)
+        consumer = self.consumer()
+        consumer.run()
+        return 0
+
+    def consumer(self) -> Consumer:
+        """The in-process consumer for the threads and solo pools."""
+        return Consumer(
+            self.state,
+            self.queues,
+            concurrency=self.concurrency,
+            threaded=self.pool == "threads",
+            prefetch=self.prefetch,
+            hostname=self.hostname,
+            shutdown=self.shutdown,
+            burst=self.burst,
+            exclusive_process=self.pool == "solo"
+            and threading.current_thread() is threading.main_thread(),
+        )
+
+    def stop(self) -> None:
+        """Ask for a warm shutdown (from another thread)."""
+        self.shutdown.warm.set()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        kind = self.shutdown.request()
+        if kind == "warm":
+            logger.warning("Warm shutdown requested: finishing running tasks (again: cold)")
+        else:
+            logger.warning("Cold shutdown requested")
+
+
+__all__ = ["POOLS", "Worker", "configure_logging", "default_pool"]

@@ -1,0 +1,341 @@
+"""The consume loop of one worker process: reserve, run, heartbeat, shut down.
+
+Every pool runs this loop. ``solo`` runs tasks on the loop's own thread; ``threads``
+hands them to N threads; ``prefork`` runs one solo consumer in each child process.
+
+A monitor thread renews the leases of held messages (so a task may run longer than the
+visibility timeout while its worker lives), enforces time limits, stops tasks revoked with
+``terminate=True``, and turns shutdown requests from the parent process into actions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from .. import signals
+from ..brokers import Delivery
+from ..exceptions import (
+    OperationalError,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
+from .runner import TaskRunner
+
+if TYPE_CHECKING:
+    from ..extension import _TasksState
+    from ..task import Task
+
+logger = logging.getLogger("flask_tasks.worker")
+
+_MONITOR_TICK = 0.1
+_HARD_LIMIT_GRACE = 2.0
+
+
+class Shutdown:
+    """Shutdown requests: the first is warm (finish running tasks), the second cold."""
+
+    def __init__(self, warm: Any = None, cold: Any = None) -> None:
+        self.warm = warm if warm is not None else threading.Event()
+        self.cold = cold if cold is not None else threading.Event()
+
+    def request(self) -> str:
+        if self.warm.is_set():
+            self.cold.set()
+            return "cold"
+        self.warm.set()
+        return "warm"
+
+
+@dataclass
+class _Running:
+    thread_id: int
+    task: Any
+    started: float
+    soft_at: Optional[float]
+    hard_at: Optional[float]
+    signalled: set[str] = field(default_factory=set)
+
+
+def interrupt_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Raise ``exc_type`` inside another thread at its next bytecode (no Unix signals,
+    so it works on Windows too). Does not interrupt a blocking C call."""
+    changed = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
+    )
+    return bool(changed == 1)
+
+
+class Consumer:
+    """Reserve messages from ``queues`` and run them on ``concurrency`` slots."""
+
+    def __init__(
+        self,
+        state: _TasksState,
+        queues: list[str],
+        *,
+        concurrency: int = 1,
+        threaded: bool = False,
+        prefetch: int = 4,
+        hostname: str = "worker",
+        shutdown: Shutdown | None = None,
+        max_tasks: Optional[int] = None,
+        burst: bool = False,
+        exclusive_process: bool = False,
+        parent_pid: Optional[int] = None,
+    ) -> None:
+        self.state = state
+        self.queues = queues
+        self.concurrency = max(1, concurrency)
+        self.threaded = threaded
+        self.capacity = self.concurrency + max(0, prefetch)
+        self.hostname = hostname
+        self.shutdown = shutdown or Shutdown()
+        self.max_tasks = max_tasks
+        self.burst = burst
+        self.exclusive_process = exclusive_process
+        self.parent_pid = parent_pid
+        self.runner = TaskRunner(state, hostname)
+        self.lease = float(state.config.visibility_timeout)
+        self.tasks_done = 0
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._held: dict[str, Delivery] = {}
+        self._pending: deque[tuple[Delivery, bool]] = deque()
+        self._running: dict[str, _Running] = {}
+        self._stopped = threading.Event()
+
+    @property
+    def broker(self) -> Any:
+        return self.state.broker
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until shutdown (or, in burst mode, until the queues are empty)."""
+        threads = [threading.Thread(target=self._monitor, name="flask-tasks-monitor", daemon=True)]
+        if self.threaded:
+            threads += [
+                threading.Thread(
+                    target=self._execute_loop, name=f"flask-tasks-{index}", daemon=True
+                )
+                for index in range(self.concurrency)
+            ]
+        for thread in threads:
+            thread.start()
+        signals.worker_ready.send(self)
+        try:
+            self._consume()
+        finally:
+            self._return_pending()
+            self._wait_for_running()
+            self._stopped.set()
+            with self._changed:
+                self._changed.notify_all()
+            signals.worker_shutdown.send(self)
+
+    def _consume(self) -> None:
+        backoff = 0.0
+        while not self.shutdown.warm.is_set():
+            if not self.threaded and self._pending:
+                delivery, revoked = self._pending.popleft()
+                self._execute(delivery, revoked)
+                continue
+            try:
+                fetched = self._fetch()
+                backoff = 0.0
+            except OperationalError as error:
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                logger.error("Broker unreachable (%s); retrying in %.1fs", error, backoff)
+                self.shutdown.warm.wait(backoff)
+                continue
+            if not fetched and self.burst and not self._held:
+                return
+
+    def _fetch(self) -> bool:
+        """Reserve more work when there is room; wait when there is none. True if the
+        loop has work in hand (or got some)."""
+        with self._lock:
+            room = self.capacity - len(self._held)
+            pending = len(self._pending)
+            # Refill in batches: one round trip for several messages.
+            if room <= 0 or (pending and room < max(1, self.capacity // 2)):
+                self._changed.wait(0.5)
+                return True
+        batch = self.broker.reserve(self.queues, room, self.lease)
+        if not batch:
+            if self._held:
+                with self._changed:
+                    self._changed.wait(0.2)
+                return True
+            if not self.burst:
+                self.broker.wait(self.queues, 1.0)
+            return False
+        revoked = self.broker.revoked([delivery.id for delivery in batch])
+        with self._changed:
+            for delivery in batch:
+                self._held[delivery.id] = delivery
+                self._pending.append((delivery, delivery.id in revoked))
+            self._changed.notify_all()
+        return True
+
+    def _execute_loop(self) -> None:
+        while not self._stopped.is_set():
+            with self._changed:
+                while not self._pending and not self._stopped.is_set():
+                    if self.shutdown.warm.is_set() and not self._running:
+                        break
+                    self._changed.wait(0.5)
+                if not self._pending:
+                    if self.shutdown.warm.is_set() or self._stopped.is_set():
+                        return
+                    continue
+                delivery, revoked = self._pending.popleft()
+            self._execute(delivery, revoked)
+
+    def _execute(self, delivery: Delivery, revoked: bool) -> None:
+        try:
+            self.runner.process(delivery, revoked, self._track)
+        except OperationalError as error:
+            # The outcome could not be stored; the lease will bring the message back.
+            logger.error("Lost the broker while finishing %s: %s", delivery.id, error)
+        except Exception:
+            logger.exception("Internal error while processing message %s", delivery.id)
+        finally:
+            with self._changed:
+                self._held.pop(delivery.id, None)
+                self.tasks_done += 1
+                self._changed.notify_all()
+            if self.max_tasks and self.tasks_done >= self.max_tasks:
+                logger.info("Done %d tasks (max per child); restarting", self.tasks_done)
+                self.shutdown.warm.set()
+
+    def _track(self, message_id: str, task: Optional[Task[Any, Any]]) -> None:
+        with self._lock:
+            if task is None:
+                self._running.pop(message_id, None)
+                return
+            options = self.state.task_options(task)
+            now = time.monotonic()
+            soft, hard = options.get("soft_time_limit"), options.get("time_limit")
+            self._running[message_id] = _Running(
+                threading.get_ident(),
+                task,
+                now,
+                now + soft if soft else None,
+                now + hard if hard else None,
+            )
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _return_pending(self) -> None:
+        """Give unstarted prefetched messages back, keeping their order at the front."""
+        with self._lock:
+            returned = list(self._pending)
+            self._pending.clear()
+        for delivery, _revoked in reversed(returned):
+            try:
+                self.broker.release(delivery.id)
+            except OperationalError as error:
+                logger.warning("Could not return %s (its lease will): %s", delivery.id, error)
+            with self._lock:
+                self._held.pop(delivery.id, None)
+        if returned:
+            logger.info("Returned %d prefetched message(s) to their queues", len(returned))
+
+    def _wait_for_running(self) -> None:
+        with self._changed:
+            while self._held and not self.shutdown.cold.is_set():
+                self._changed.wait(0.2)
+
+    def _cold_exit(self) -> None:
+        with self._lock:
+            held = list(self._held)
+        logger.warning("Cold shutdown: returning %d message(s) and exiting now", len(held))
+        for message_id in held:
+            try:
+                self.broker.release(message_id)
+            except Exception as error:  # the lease brings it back anyway
+                logger.warning("Could not return %s: %s", message_id, error)
+        os._exit(1)
+
+    # -- the monitor thread ---------------------------------------------------------------
+
+    def _monitor(self) -> None:
+        beat_every = max(0.05, min(self.lease / 3, 10.0))
+        next_beat = time.monotonic() + beat_every
+        next_revoke_check = time.monotonic() + 1.0
+        while not self._stopped.wait(_MONITOR_TICK):
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                logger.warning("Parent process is gone; shutting down")
+                self.shutdown.warm.set()
+            if self.shutdown.cold.is_set():
+                self._cold_exit()
+            now = time.monotonic()
+            self._enforce_time_limits(now)
+            try:
+                if now >= next_beat:
+                    next_beat = now + beat_every
+                    with self._lock:
+                        held = list(self._held)
+                    if held:
+                        self.broker.extend(held, self.lease)
+                if now >= next_revoke_check:
+                    next_revoke_check = now + 1.0
+                    self._terminate_revoked()
+            except OperationalError as error:
+                logger.warning("Heartbeat failed: %s", error)
+            except Exception:
+                logger.exception("Heartbeat error")
+
+    def _enforce_time_limits(self, now: float) -> None:
+        with self._lock:
+            running = list(self._running.items())
+        for message_id, entry in running:
+            if entry.soft_at is not None and now >= entry.soft_at and "soft" not in entry.signalled:
+                entry.signalled.add("soft")
+                logger.warning("Task %s[%s] hit its soft time limit", entry.task.name, message_id)
+                interrupt_thread(entry.thread_id, SoftTimeLimitExceeded)
+            if entry.hard_at is None or now < entry.hard_at:
+                continue
+            if "hard" not in entry.signalled:
+                entry.signalled.add("hard")
+                logger.error("Task %s[%s] hit its time limit", entry.task.name, message_id)
+                interrupt_thread(entry.thread_id, TimeLimitExceeded)
+            elif now >= entry.hard_at + _HARD_LIMIT_GRACE and self.exclusive_process:
+                self._abandon_stuck(message_id, entry)
+
+    def _abandon_stuck(self, message_id: str, entry: _Running) -> None:
+        """A task stuck in C code past its time limit: record the failure and end this
+        process (its parent starts a new one)."""
+        from .. import states
+        from ..result import exception_to_dict
+
+        error = TimeLimitExceeded(f"{entry.task.name} exceeded its time limit and was killed")
+        record = self.state.make_record(
+            states.FAILURE, exception_to_dict(error), task=entry.task.name
+        )
+        self.runner._ack_by_id(message_id, record)
+        logger.error("Task %s[%s] did not stop; exiting this process", entry.task.name, message_id)
+        os._exit(1)
+
+    def _terminate_revoked(self) -> None:
+        with self._lock:
+            running = dict(self._running)
+        if not running:
+            return
+        marks = self.broker.revoked([f"terminate:{message_id}" for message_id in running])
+        for mark in marks:
+            message_id = mark.split(":", 1)[1]
+            entry = running.get(message_id)
+            if entry is not None and "revoke" not in entry.signalled:
+                entry.signalled.add("revoke")
+                logger.info("Terminating revoked task %s[%s]", entry.task.name, message_id)
+                interrupt_thread(entry.thread_id, TaskRevokedError)
