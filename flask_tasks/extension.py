@@ -127,6 +127,14 @@ class Tasks:
         """The handle on the task ``task_id`` (sent from anywhere)."""
         return AsyncResult(task_id, self._state(), task_name)
 
+    def status_url(self, result: Union[AsyncResult, str], _external: bool = False) -> str:
+        """URL of the status endpoint for ``result``, carrying a signed token; for the
+        browser (see ``flask-tasks.js``). Needs a request or app context with a server name."""
+        from .web import status_url
+
+        task_id = result if isinstance(result, str) else result.id
+        return status_url(self._state(), task_id, external=_external)
+
     def add_periodic_task(
         self, schedule: Any, signature: Any, name: str | None = None, **options: Any
     ) -> None:

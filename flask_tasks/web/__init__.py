@@ -12,3 +12,8 @@ if TYPE_CHECKING:
 
 def register_web(app: Flask, extension: Any, config: TasksConfig) -> None:
     """Register the status blueprint on ``app`` (not built yet in this revision)."""
+
+
+def status_url(state: Any, task_id: str, external: bool = False) -> str:
+    """The signed status URL of ``task_id`` for ``state``'s app (not built yet)."""
+    raise NotImplementedError("the status endpoints are not built yet")
