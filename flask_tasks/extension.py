@@ -82,6 +82,14 @@ class Tasks:
                 f"Unknown task option(s) {sorted(unknown)}; known: {sorted(Task.OPTIONS)}"
             )
 
+        if options.get("rate_limit") is not None:
+            from .worker.rate_limit import parse_rate
+
+            try:
+                parse_rate(options["rate_limit"])
+            except ValueError as error:
+                raise ImproperlyConfigured(str(error)) from None
+
         def declare(function: Callable[..., Any]) -> Task[Any, Any]:
             task = base(self, function, **options)
             self._registry[task.name] = task

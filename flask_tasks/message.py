@@ -22,8 +22,9 @@ Python             JSON
 ``set``            ``{"$set": [...]}``
 =================  ===========================================
 
-A dict whose only key starts with ``$`` is wrapped as ``{"$dict": {...}}`` so user data is
-never mistaken for a tag. Dict keys that are not strings follow JSON's rules (become strings).
+A dict whose only key starts with ``$`` travels as ``{"$dict": [[key, value]]}`` so user
+data is never mistaken for a tag. Dict keys that are not strings follow JSON's rules (they
+become strings).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from enum import Enum
 from typing import Any, Callable, Optional
 from uuid import UUID
 
@@ -73,7 +75,7 @@ _UNTAGGERS: dict[str, Callable[[Any], Any]] = {
     "$uuid": UUID,
     "$decimal": Decimal,
     "$bytes": base64.b64decode,
-    "$dict": lambda value: value,
+    "$dict": dict,
 }
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -87,14 +89,11 @@ def to_tagged(value: Any) -> Any:
     if kind is list:
         return [to_tagged(item) for item in value]
     if kind is dict:
-        tagged = {key: to_tagged(item) for key, item in value.items()}
-        if (
-            len(tagged) == 1
-            and isinstance(next(iter(tagged)), str)
-            and next(iter(tagged))[:1] == "$"
-        ):
-            return {"$dict": tagged}
-        return tagged
+        if len(value) == 1:
+            key = next(iter(value))
+            if isinstance(key, str) and key[:1] == "$":  # escape user data shaped like a tag
+                return {"$dict": [[key, to_tagged(value[key])]]}
+        return {key: to_tagged(item) for key, item in value.items()}
     if kind is tuple:
         return {"$tuple": [to_tagged(item) for item in value]}
     tagger = _TAGGERS.get(kind)
@@ -106,8 +105,8 @@ def to_tagged(value: Any) -> Any:
 def _to_tagged_subclass(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return {"$set": [to_tagged(item) for item in value]}
-    if isinstance(value, bool):
-        return bool(value)
+    if isinstance(value, Enum):
+        return to_tagged(value.value)
     for base in (str, int, float):  # enums and other subclasses of plain types
         if isinstance(value, base):
             return base(value)

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_server import redis_server  # noqa: E402
+from redis_server import redis_server
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +28,29 @@ def redis_client(redis_url: str) -> Iterator[object]:
     yield client
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def threaded_worker():
+    """Start a threads-pool worker for an app in a background thread; stopped after."""
+    import threading
+
+    from flask_tasks.worker import Worker
+
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(app, **options):
+        options.setdefault("pool", "threads")
+        options.setdefault("concurrency", 2)
+        options.setdefault("loglevel", "WARNING")
+        worker = Worker(app, **options)
+        thread = threading.Thread(target=worker.start, daemon=True)
+        thread.start()
+        started.append((worker, thread))
+        return worker
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(10)
+        assert not thread.is_alive(), "worker thread did not stop"

@@ -37,6 +37,8 @@ logger = logging.getLogger("flask_tasks.worker")
 
 _MONITOR_TICK = 0.1
 _HARD_LIMIT_GRACE = 2.0
+#: Longest single idle wait on the broker: bounds how long a stop request waits.
+_IDLE_WAIT = 0.25
 
 
 class Shutdown:
@@ -130,6 +132,7 @@ class Consumer:
             ]
         for thread in threads:
             thread.start()
+        logger.info("%s ready: consuming %s", self.hostname, ", ".join(self.queues))
         signals.worker_ready.send(self)
         try:
             self._consume()
@@ -176,7 +179,7 @@ class Consumer:
                     self._changed.wait(0.2)
                 return True
             if not self.burst:
-                self.broker.wait(self.queues, 1.0)
+                self.broker.wait(self.queues, _IDLE_WAIT)
             return False
         revoked = self.broker.revoked([delivery.id for delivery in batch])
         with self._changed:

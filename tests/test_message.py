@@ -1,0 +1,121 @@
+"""The wire format: tagged JSON round-trips, opt-in pickle, compression, signing, size cap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import OrderedDict, namedtuple
+from decimal import Decimal
+from enum import Enum
+
+import pytest
+
+from flask_tasks import DecodeError, EncodeError
+from flask_tasks.message import Codec, Message
+
+
+class Color(str, Enum):
+    RED = "red"
+
+
+VALUES = [
+    (1, 2),
+    {"when": dt.datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=dt.timezone.utc)},
+    dt.datetime(2024, 5, 1, 12, 30),  # naive stays naive
+    dt.date(2024, 5, 1),
+    dt.time(12, 30, 1),
+    uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    Decimal("1.10"),
+    b"\x00\xffbytes",
+    {1, 2, 3},
+    {"$tuple": "user data that looks like a tag"},
+    [[1, (2, (3, 4))], {"nested": (5,)}],
+    None,
+    "text ünïcode",
+    3.5,
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_values_round_trip(value, serializer):
+    codec = Codec(serializer=serializer, accept=["json", "pickle"])
+    decoded = codec.decode(codec.encode(value))
+    assert decoded == value
+    assert type(decoded) is type(value)
+
+
+def test_subclasses_become_their_plain_types():
+    point = namedtuple("point", "x y")
+    codec = Codec()
+    assert codec.decode(codec.encode(point(1, 2))) == (1, 2)
+    assert codec.decode(codec.encode(OrderedDict(a=1))) == {"a": 1}
+    assert codec.decode(codec.encode(Color.RED)) == "red"
+
+
+def test_unserializable_value_raises_encode_error_naming_the_type():
+    with pytest.raises(EncodeError, match="Object of type object is not JSON serializable"):
+        Codec().encode({"user": object()})
+
+
+@pytest.mark.parametrize("compression", ["zlib", "bz2"])
+def test_compression_round_trips_and_shrinks(compression):
+    codec = Codec(compression=compression)
+    value = {"text": "spam " * 1000}
+    data = codec.encode(value)
+    assert len(data) < 500
+    assert Codec().decode(data) == value  # the header says how to decompress
+
+
+def test_size_cap():
+    codec = Codec(max_bytes=1000)
+    with pytest.raises(EncodeError, match="over TASKS_MESSAGE_MAX_BYTES"):
+        codec.encode("x" * 2000)
+
+
+def test_pickle_is_refused_unless_accepted():
+    data = Codec(serializer="pickle", accept=["pickle"]).encode([1])
+    with pytest.raises(DecodeError, match="not in TASKS_ACCEPT_CONTENT"):
+        Codec().decode(data)
+    with pytest.raises(EncodeError, match="not listed in TASKS_ACCEPT_CONTENT"):
+        Codec().encode([1], serializer="pickle")
+
+
+def test_signature_checks():
+    signed = Codec(secret_keys=["old", "new"])
+    data = signed.encode({"task": "x"})
+    assert Codec(secret_keys=["new"]).decode(data) == {"task": "x"}
+    with pytest.raises(DecodeError, match="signature does not match"):
+        Codec(secret_keys=["other"]).decode(data)
+    tampered = data.replace(b'"x"', b'"y"')
+    with pytest.raises(DecodeError, match="signature does not match"):
+        signed.decode(tampered)
+    with pytest.raises(DecodeError, match="not signed"):
+        signed.decode(Codec().encode({"task": "x"}))
+
+
+def test_key_rotation_with_fallbacks():
+    old = Codec(secret_keys=["old"]).encode("hello")
+    rotated = Codec(secret_keys=["old", "new"])  # SECRET_KEY_FALLBACKS = ["old"]
+    assert rotated.decode(old) == "hello"
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"garbage", b"ft1 json -\n{}", b"ft1 json - -\n{not json", b"xx1 json - -\n1"]
+)
+def test_garbage_raises_decode_error(data):
+    with pytest.raises(DecodeError):
+        Codec().decode(data)
+
+
+def test_envelope_is_lean_and_validated():
+    message = Message(id="1", task="app.add", args=[1, 2])
+    data = message.to_dict()
+    assert set(data) == {"id", "task", "args", "kwargs", "queue", "priority"}
+    assert Message.from_dict(data) == message
+    with pytest.raises(DecodeError, match="no task name"):
+        Message.from_dict({"id": "1"})
+    with pytest.raises(DecodeError, match="unexpected fields"):
+        Message.from_dict({"id": "1", "task": "t", "bogus": 1})
+    with pytest.raises(DecodeError, match="args must be a list"):
+        Message.from_dict({"id": "1", "task": "t", "args": "no"})
