@@ -27,7 +27,7 @@ def _state_for(extension: Tasks | None) -> _TasksState:
     state = current_app.extensions.get("tasks")
     if state is None:
         raise RuntimeError("Flask-Tasks is not initialized on the current app")
-    return state  # type: ignore[no-any-return]
+    return state
 
 
 class Signature:
@@ -117,14 +117,14 @@ class Signature:
         args: Sequence[Any] = (),
         kwargs: Optional[Mapping[str, Any]] = None,
         **options: Any,
-    ) -> Union[AsyncResult, EagerResult]:
+    ) -> Any:
         """Send the task with these extra arguments and options."""
         call = self.clone(args, kwargs, **options)
         state = _state_for(self.extension)
         task = state.extension._registry.get(call.task)
-        return state.send(call.task, call.args, call.kwargs, call.options, task=task)  # type: ignore[no-any-return]
+        return state.send(call.task, call.args, call.kwargs, call.options, task=task)
 
-    def delay(self, *args: Any, **kwargs: Any) -> Union[AsyncResult, EagerResult]:
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
     def apply(
@@ -188,7 +188,7 @@ class chain(Signature):
         args: Sequence[Any] = (),
         kwargs: Optional[Mapping[str, Any]] = None,
         **options: Any,
-    ) -> Union[AsyncResult, EagerResult]:
+    ) -> Any:
         """Send the first task carrying the rest; returns the last task's result, whose
         ``parent`` leads back through the chain."""
         steps = [task.clone() for task in self.tasks]
@@ -201,11 +201,11 @@ class chain(Signature):
             result: Any = first.apply_async(args, kwargs, **options)
             for step in rest:
                 result = step.apply_async((result.get(),))
-            return result  # type: ignore[no-any-return]
+            return result
         first.apply_async(args, kwargs, **options)
         return AsyncResult(steps[-1].options["task_id"], state, steps[-1].task)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Union[AsyncResult, EagerResult]:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
 
@@ -260,7 +260,7 @@ class chord(Signature):
         self.body = body
         super().__init__("chord", extension=self.header.extension)
 
-    def __call__(self, body: Signature | None = None, **options: Any) -> AsyncResult:  # type: ignore[override]
+    def __call__(self, body: Signature | None = None, **options: Any) -> Any:
         if body is not None:
             self.body = body
         return self.apply_async(**options)

@@ -44,6 +44,11 @@ class Retry(TaskError):
     ) -> None:
         self.exc = exc
         self.when = when
+        #: Set by ``Task.retry``: when to run again (Unix time) and replacement arguments.
+        self.eta: float | None = None
+        self.args_override: Any = None
+        self.kwargs_override: Any = None
+        self.options: dict[str, Any] = {}
         super().__init__(message or self._describe(exc, when))
 
     @staticmethod

@@ -182,10 +182,10 @@ def apply_eagerly(
             break
         retry = outcome.retry
         retries += 1
-        if retry is not None and getattr(retry, "args_override", None) is not None:
-            args = tuple(retry.args_override)  # type: ignore[attr-defined]
-        if retry is not None and getattr(retry, "kwargs_override", None) is not None:
-            kwargs = dict(retry.kwargs_override)  # type: ignore[attr-defined]
+        if retry is not None and retry.args_override is not None:
+            args = tuple(retry.args_override)
+        if retry is not None and retry.kwargs_override is not None:
+            kwargs = dict(retry.kwargs_override)
     value = outcome.value
     if outcome.state == states.SUCCESS:
         try:

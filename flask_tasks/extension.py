@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from flask import Flask, current_app, has_app_context
 
+from . import result as _result
 from . import signals, states
 from .brokers import Broker, Envelope, create_broker
 from .config import TasksConfig
@@ -135,7 +136,7 @@ class Tasks:
         """The handle on the task ``task_id`` (sent from anywhere)."""
         return AsyncResult(task_id, self._state(), task_name)
 
-    def status_url(self, result: Union[AsyncResult, str], _external: bool = False) -> str:
+    def status_url(self, result: Union[_result.AsyncResult, str], _external: bool = False) -> str:
         """URL of the status endpoint for ``result``, carrying a signed token; for the
         browser (see ``flask-tasks.js``). Needs a request or app context with a server name."""
         from .web import status_url

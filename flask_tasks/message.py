@@ -174,6 +174,10 @@ _COMPRESSORS: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]
 }
 
 
+def _as_bytes(key: str | bytes) -> bytes:
+    return key if isinstance(key, bytes) else key.encode()
+
+
 class Codec:
     """Encodes values to the wire format and back, with one app's settings.
 
@@ -195,7 +199,11 @@ class Codec:
         self.accept = frozenset(accept)
         self._serializers = {name: _serializer(name) for name in self.accept | {serializer}}
         self._signer = (
-            Signer(list(secret_keys), salt=_SIGNER_SALT, digest_method=hashlib.sha256)
+            Signer(
+                [_as_bytes(key) for key in secret_keys],
+                salt=_SIGNER_SALT,
+                digest_method=hashlib.sha256,
+            )
             if secret_keys
             else None
         )

@@ -84,6 +84,15 @@ class _ResultBase:
 
     status = state
 
+    def get(self, timeout: float | None = None, propagate: bool = True, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def forget(self) -> None:
+        raise NotImplementedError
+
+    def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
+        raise NotImplementedError
+
     def ready(self) -> bool:
         """True once the task has finished (success, failure or revoked)."""
         return self.state in states.READY_STATES
@@ -130,7 +139,7 @@ class AsyncResult(_ResultBase):
         return self._meta() is not None
 
     @property
-    def state(self) -> str:  # type: ignore[override]
+    def state(self) -> str:
         meta = self._meta()
         return str(meta["status"]) if meta else states.PENDING
 
@@ -185,6 +194,7 @@ class AsyncResult(_ResultBase):
         propagate: bool = True,
         interval: float = 0.5,
         disable_sync_subtasks: bool = True,
+        **_options: Any,
     ) -> Any:
         """Wait for the task to finish and return its value.
 
@@ -258,7 +268,7 @@ class EagerResult(_ResultBase):
         self.date_done = datetime.now(timezone.utc)
 
     @property
-    def state(self) -> str:  # type: ignore[override]
+    def state(self) -> str:
         return self._status
 
     status = state
@@ -306,7 +316,7 @@ class GroupResult(_ResultBase):
         return self.results[index]
 
     @property
-    def state(self) -> str:  # type: ignore[override]
+    def state(self) -> str:
         found = {result.state for result in self.results}
         if found <= {states.SUCCESS}:
             return states.SUCCESS
@@ -342,8 +352,8 @@ class GroupResult(_ResultBase):
 
     def forget(self) -> None:
         for result in self.results:
-            result.forget()  # type: ignore[attr-defined]
+            result.forget()
 
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
         for result in self.results:
-            result.revoke(terminate=terminate, signal=signal)  # type: ignore[attr-defined]
+            result.revoke(terminate=terminate, signal=signal)

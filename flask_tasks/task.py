@@ -187,7 +187,7 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function here and now, like a plain function call."""
-        return self.run(*args, **kwargs)  # type: ignore[no-any-return]
+        return self.run(*args, **kwargs)
 
     @property
     def request(self) -> Request:
@@ -338,10 +338,10 @@ class Task(Generic[P, R]):
             countdown = self.default_retry_delay
         when = to_timestamp(eta, countdown)
         retry = Retry(exc=exc, when=None if when is None else max(0.0, when - _now()))
-        retry.eta = when  # type: ignore[attr-defined]
-        retry.args_override = args  # type: ignore[attr-defined]
-        retry.kwargs_override = kwargs  # type: ignore[attr-defined]
-        retry.options = options  # type: ignore[attr-defined]
+        retry.eta = when
+        retry.args_override = args
+        retry.kwargs_override = kwargs
+        retry.options = options
         if throw:
             raise retry
         return retry

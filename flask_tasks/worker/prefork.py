@@ -103,7 +103,7 @@ class _LocalOr:
 def run_prefork(worker: Worker) -> int:
     """Start and supervise the children until shutdown; returns the exit code."""
     method = start_method()
-    context = multiprocessing.get_context(method)
+    context: Any = multiprocessing.get_context(method)
     warm, cold = context.Event(), context.Event()
     load_app: Callable[[], Flask] = (
         AppLoader(worker.app_import_path) if method == "spawn" else _Inherited(worker.app)
@@ -114,7 +114,7 @@ def run_prefork(worker: Worker) -> int:
         "hostname": worker.hostname,
         "max_tasks_per_child": worker.max_tasks_per_child,
     }
-    children: dict[int, Any] = {}
+    children: dict[Any, Any] = {}
 
     def start_child() -> None:
         process = context.Process(
@@ -138,7 +138,7 @@ def run_prefork(worker: Worker) -> int:
         start_child()
     while children:
         for sentinel in multiprocessing.connection.wait(list(children), timeout=1.0):
-            process = children.pop(sentinel)  # type: ignore[call-overload]
+            process = children.pop(sentinel)
             process.join()
             if warm.is_set():
                 continue

@@ -62,12 +62,12 @@ class TaskRunner:
             self._dead_letter(delivery, f"DecodeError: {error}")
             return None
         if message.task not in self.state.extension._registry:
-            error = NotRegistered(self.state.extension._unknown_task_message(message.task))
+            unknown = NotRegistered(self.state.extension._unknown_task_message(message.task))
             if signals.task_unknown.receivers:
                 signals.task_unknown.send(
-                    self, name=message.task, id=message.id, message=delivery.body, exc=error
+                    self, name=message.task, id=message.id, message=delivery.body, exc=unknown
                 )
-            self._dead_letter(delivery, f"NotRegistered: {error}")
+            self._dead_letter(delivery, f"NotRegistered: {unknown}")
             return None
         return message
 
@@ -258,9 +258,9 @@ class TaskRunner:
 
     def _retry(self, message: Message, outcome: Outcome, runtime: float) -> None:
         retry = outcome.retry
-        eta = getattr(retry, "eta", None) or time.time()
-        args = getattr(retry, "args_override", None)
-        kwargs = getattr(retry, "kwargs_override", None)
+        eta = (retry.eta if retry else None) or time.time()
+        args = retry.args_override if retry else None
+        kwargs = retry.kwargs_override if retry else None
         again = replace(
             message,
             retries=message.retries + 1,
