@@ -6,8 +6,10 @@ app the way every other ``flask`` command does: no ``-A module.celery`` path.
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Optional
+from datetime import datetime, timezone
+from typing import Any, Optional
 
 import click
 from flask import Flask, current_app
@@ -103,7 +105,85 @@ def worker_command(
         raise click.ClickException(str(error)) from error
 
 
+@click.group("tasks")
+def tasks_group() -> None:
+    """Inspect and manage queued, failed and finished tasks."""
+
+
+def _state() -> Any:
+    return current_app.extensions["tasks"]
+
+
+@tasks_group.command("inspect")
+@click.argument("task_id")
+@with_appcontext
+def inspect_command(task_id: str) -> None:
+    """Show the stored state of a task."""
+    state = _state()
+    record = state.decode_record(state.backend.get_result(task_id))
+    if record is None:
+        raise click.ClickException(
+            f"No task {task_id!r} is known: never sent, ignored its result, or expired"
+        )
+    click.echo(json.dumps({"id": task_id, **record}, indent=2, default=str))
+
+
+@tasks_group.command("purge")
+@click.argument("queue")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def purge_command(queue: str, force: bool) -> None:
+    """Drop every ready message of QUEUE."""
+    state = _state()
+    if not force:
+        count = state.broker.queue_length(queue)
+        click.confirm(f"Drop {count} ready message(s) from {queue!r}?", abort=True)
+    dropped = state.broker.purge(queue)
+    click.echo(f"Purged {dropped} message(s) from {queue!r}.")
+
+
+@tasks_group.command("revoke")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.option("--terminate", is_flag=True, help="Also stop the task if it is running.")
+@with_appcontext
+def revoke_command(task_ids: tuple[str, ...], terminate: bool) -> None:
+    """Revoke tasks: workers will not run them (or stop them, with --terminate)."""
+    _state().revoke(list(task_ids), terminate=terminate)
+    click.echo(f"Revoked {len(task_ids)} task(s).")
+
+
+@tasks_group.command("failed")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@with_appcontext
+def failed_command(limit: int) -> None:
+    """List dead letters: messages no worker could process, newest first."""
+    letters = _state().broker.dead_letters(limit)
+    if not letters:
+        click.echo("No dead letters.")
+    for letter in letters:
+        when = datetime.fromtimestamp(letter.failed_at, timezone.utc).isoformat(timespec="seconds")
+        click.echo(f"{letter.id}  queue={letter.queue}  at={when}\n    {letter.reason}")
+
+
+@tasks_group.command("retry")
+@click.argument("message_ids", nargs=-1)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every dead letter.")
+@with_appcontext
+def retry_command(message_ids: tuple[str, ...], retry_all: bool) -> None:
+    """Put dead letters back on their queues (after fixing what made them fail)."""
+    broker = _state().broker
+    if retry_all == bool(message_ids):
+        raise click.UsageError("give dead-letter ids, or --all")
+    if retry_all:
+        message_ids = tuple(letter.id for letter in broker.dead_letters(1_000_000))
+    missing = [message_id for message_id in message_ids if not broker.retry_dead_letter(message_id)]
+    click.echo(f"Requeued {len(message_ids) - len(missing)} message(s).")
+    if missing:
+        raise click.ClickException(f"No dead letter with id: {', '.join(missing)}")
+
+
 def register_commands(app: Flask) -> None:
-    """Add the Flask-Tasks commands to ``app.cli``."""
-    if "worker" not in app.cli.commands:
-        app.cli.add_command(worker_command)
+    """Add ``flask worker`` and ``flask tasks ...`` to ``app.cli``."""
+    for command in (worker_command, tasks_group):
+        if command.name not in app.cli.commands:
+            app.cli.add_command(command)
