@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..exceptions import ImproperlyConfigured
 from .base import Broker, DeadLetter, Delivery, Envelope
@@ -19,15 +19,14 @@ _SCHEMES = {
 
 
 def hide_password(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` with any password replaced by ``***``, safe for logs and error messages.
+
+    Works on URLs urllib cannot split, such as Sentinel's ``host1:26379,host2:26379``.
+    """
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+_PASSWORD = re.compile(r"^([a-z0-9+.-]+://[^:/@]*:)[^/]*@", re.IGNORECASE)
 
 
 def create_broker(url: str, *, key_prefix: str = "flask_tasks", **options: Any) -> Broker:

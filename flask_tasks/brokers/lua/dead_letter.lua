@@ -1,0 +1,26 @@
+-- dead_letter.lua: drop a message and keep it as a dead letter (Broker.dead_letter).
+--
+-- KEYS[1..6]  core keys (see lib.lua)
+-- KEYS[7]     dead letters hash: id -> packed dead letter
+-- KEYS[8]     dead letter index zset: id scored by failed_at
+-- ARGV[1]     message id
+-- ARGV[2]     packed dead letter (see RedisBroker: failed_at, priority, queue, reason, body)
+-- ARGV[3]     failed_at (Unix time)
+-- ARGV[4]     most dead letters to keep; the oldest beyond it are dropped
+-- Returns: number of old dead letters dropped to stay within ARGV[4].
+
+local id, limit = ARGV[1], tonumber(ARGV[4])
+delete_message(id)
+redis.call("HSET", KEYS[7], id, ARGV[2])
+redis.call("ZADD", KEYS[8], ARGV[3], id)
+
+local excess = redis.call("ZCARD", KEYS[8]) - limit
+if excess <= 0 then
+  return 0
+end
+local oldest = redis.call("ZRANGE", KEYS[8], 0, excess - 1)
+for _, old in ipairs(oldest) do
+  redis.call("HDEL", KEYS[7], old)
+end
+redis.call("ZREMRANGEBYRANK", KEYS[8], 0, excess - 1)
+return excess

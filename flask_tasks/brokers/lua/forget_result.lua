@@ -1,0 +1,9 @@
+-- forget_result.lua: delete a result record and notify its watchers (Broker.forget_result).
+--
+-- KEYS[1]     result key
+-- ARGV[1]     result channel
+-- Returns: 1 if a record was deleted, else 0.
+
+local deleted = redis.call("DEL", KEYS[1])
+redis.call("PUBLISH", ARGV[1], "")
+return deleted

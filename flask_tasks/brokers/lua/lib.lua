@@ -1,0 +1,92 @@
+-- lib.lua: helpers prepended, when loaded, to every script whose KEYS start with the
+-- core keys (not a command of its own; see RedisScripts).
+--
+-- KEYS (the core keys every message script receives first; see RedisKeys.core):
+--   KEYS[1] meta      hash    message id -> "generation:priority:queue"
+--   KEYS[2] bodies    hash    message id -> body
+--   KEYS[3] delayed   zset    message id, scored by eta
+--   KEYS[4] leases    zset    message id, scored by lease deadline
+--   KEYS[5] ready     hash    queue -> number of ready messages
+--   KEYS[6] sequence  string  generation counter
+-- ARGV: none of its own.
+-- Returns: nothing; defines locals used by the script that follows.
+--
+-- Invariant: a stored message (a field of meta) is in exactly one place: leased, delayed,
+-- or ready, in which case one entry "generation:id" in its ready list carries its current
+-- generation. Entries whose generation differs are stale and skipped when popped.
+
+local META, BODIES, DELAYED, LEASES, READY, SEQUENCE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+
+-- Channels to publish once the script is done (each at most once).
+local wake = {}
+
+local function parse_meta(meta)
+  local generation, priority, queue = string.match(meta, "^(%d+):(%d):(.*)$")
+  return generation, tonumber(priority), queue
+end
+
+local function format_meta(generation, priority, queue)
+  return generation .. ":" .. priority .. ":" .. queue
+end
+
+-- Push an entry onto a ready list; wake the queue's waiters if the list was empty.
+local function enqueue(list_key, queue, channel, id, generation, front)
+  local entry = generation .. ":" .. id
+  local length
+  if front then
+    length = redis.call("LPUSH", list_key, entry)
+  else
+    length = redis.call("RPUSH", list_key, entry)
+  end
+  redis.call("HINCRBY", READY, queue, 1)
+  if length == 1 then
+    wake[channel] = true
+  end
+end
+
+-- Delay a message until eta; wake the queue's waiters if it is now the earliest.
+local function delay(id, eta, channel)
+  redis.call("ZADD", DELAYED, eta, id)
+  local first = redis.call("ZRANGE", DELAYED, 0, 0)
+  if first[1] == id then
+    wake[channel] = true
+  end
+end
+
+-- Take a stored message out of wherever it waits (lease, delay or ready list; its ready
+-- entry becomes stale). Returns its meta, or false if no such message is stored.
+local function detach(id)
+  local meta = redis.call("HGET", META, id)
+  if not meta then
+    return false
+  end
+  if redis.call("ZREM", LEASES, id) == 0 and redis.call("ZREM", DELAYED, id) == 0 then
+    local _, _, queue = parse_meta(meta)
+    redis.call("HINCRBY", READY, queue, -1)
+  end
+  return meta
+end
+
+local function delete_message(id)
+  if detach(id) then
+    redis.call("HDEL", META, id)
+    redis.call("HDEL", BODIES, id)
+  end
+end
+
+local function write_record(key, record, ttl_ms, channel)
+  if tonumber(ttl_ms) > 0 then
+    redis.call("SET", key, record, "PX", ttl_ms)
+  else
+    redis.call("SET", key, record)
+  end
+  redis.call("PUBLISH", channel, "")
+end
+
+local function send_wakeups()
+  for channel in pairs(wake) do
+    redis.call("PUBLISH", channel, "")
+  end
+end
+

@@ -1,0 +1,37 @@
+-- purge.lua: drop up to a batch of ready messages of one queue (Broker.purge).
+--
+-- KEYS[1..6]  core keys (see lib.lua)
+-- KEYS[7..16] the 10 ready lists of the queue
+-- ARGV[1]     queue name
+-- ARGV[2]     batch, most list entries to pop in this call
+-- Returns: {dropped, done}: messages dropped, and 1 once every list is empty (the ready
+-- count is then reset to 0), else 0 (call again).
+
+local queue, batch = ARGV[1], tonumber(ARGV[2])
+local dropped, popped = 0, 0
+for priority = 0, 9 do
+  local key = KEYS[7 + priority]
+  while popped < batch do
+    local entry = redis.call("LPOP", key)
+    if not entry then
+      break
+    end
+    popped = popped + 1
+    local separator = string.find(entry, ":", 1, true)
+    local generation = string.sub(entry, 1, separator - 1)
+    local id = string.sub(entry, separator + 1)
+    local meta = redis.call("HGET", META, id)
+    if meta and parse_meta(meta) == generation and not redis.call("ZSCORE", LEASES, id) then
+      redis.call("HDEL", META, id)
+      redis.call("HDEL", BODIES, id)
+      dropped = dropped + 1
+    end
+  end
+end
+
+if popped < batch then
+  redis.call("HDEL", READY, queue)
+  return {dropped, 1}
+end
+redis.call("HINCRBY", READY, queue, -dropped)
+return {dropped, 0}

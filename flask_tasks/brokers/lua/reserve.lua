@@ -1,0 +1,90 @@
+-- reserve.lua: promote due and expired messages, then lease ready ones (Broker.reserve).
+--
+-- KEYS[1..6]  core keys (see lib.lua)
+-- KEYS[7..]   the 10 ready lists (priority 0..9) of each queue, queue by queue
+-- ARGV[1]     now (Unix time)
+-- ARGV[2]     lease deadline for the messages taken
+-- ARGV[3]     count, most messages to take (0: only promote)
+-- ARGV[4]     batch, most due delayed and most expired leases to look at
+-- then 2 per queue, in precedence order: queue name, queue channel
+-- Returns: { {id, meta, body, ...} taken, {queue, ...} }, the second list naming queues
+-- outside ARGV that hold due or expired messages: the caller runs this script again with
+-- those queues (and count 0) to promote them, since only keys in KEYS may be touched.
+--
+-- Due delayed messages go to the back of their list, in eta order; expired leases to the
+-- front, first expired first.
+
+-- Times stay strings: Lua would print a number with 14 digits, rounding microseconds.
+local now, deadline = ARGV[1], ARGV[2]
+local count, batch = tonumber(ARGV[3]), tonumber(ARGV[4])
+local queue_count = (#ARGV - 4) / 2
+
+local slot = {}
+for index = 1, queue_count do
+  slot[ARGV[3 + index * 2]] = index
+end
+
+local function list_key(index, priority)
+  return KEYS[6 + (index - 1) * 10 + priority + 1]
+end
+
+local foreign, seen = {}, {}
+
+local function promote(source, front)
+  local ids = redis.call("ZRANGEBYSCORE", source, "-inf", now, "LIMIT", 0, batch)
+  -- Pushed to the front last-first, so that the first to expire ends up first.
+  local first, last, step = 1, #ids, 1
+  if front then
+    first, last, step = #ids, 1, -1
+  end
+  for position = first, last, step do
+    local id = ids[position]
+    local meta = redis.call("HGET", META, id)
+    if not meta then
+      redis.call("ZREM", source, id)
+    else
+      local generation, priority, queue = parse_meta(meta)
+      local index = slot[queue]
+      if index then
+        redis.call("ZREM", source, id)
+        enqueue(list_key(index, priority), queue, ARGV[4 + index * 2], id, generation, front)
+      elseif not seen[queue] then
+        seen[queue] = true
+        foreign[#foreign + 1] = queue
+      end
+    end
+  end
+end
+
+promote(DELAYED, false)
+promote(LEASES, true)
+
+local taken = {}
+local taken_count = 0
+for index = 1, queue_count do
+  local queue = ARGV[3 + index * 2]
+  for priority = 0, 9 do
+    local key = list_key(index, priority)
+    while taken_count < count do
+      local entry = redis.call("LPOP", key)
+      if not entry then
+        break
+      end
+      local separator = string.find(entry, ":", 1, true)
+      local generation = string.sub(entry, 1, separator - 1)
+      local id = string.sub(entry, separator + 1)
+      local meta = redis.call("HGET", META, id)
+      if meta and parse_meta(meta) == generation and not redis.call("ZSCORE", LEASES, id) then
+        redis.call("ZADD", LEASES, deadline, id)
+        redis.call("HINCRBY", READY, queue, -1)
+        taken[#taken + 1] = id
+        taken[#taken + 1] = meta
+        taken[#taken + 1] = redis.call("HGET", BODIES, id)
+        taken_count = taken_count + 1
+      end
+    end
+  end
+end
+
+send_wakeups()
+return {taken, foreign}

@@ -1,0 +1,38 @@
+-- retry_dead_letter.lua: move a dead letter back to the back of its queue
+-- (Broker.retry_dead_letter).
+--
+-- KEYS[1..6]  core keys (see lib.lua)
+-- KEYS[7]     dead letters hash
+-- KEYS[8]     dead letter index zset
+-- KEYS[9..18] the 10 ready lists of the dead letter's queue
+-- ARGV[1]     message id
+-- ARGV[2]     the dead letter's queue as the caller read it
+-- ARGV[3]     queue channel
+-- Returns: 1 moved; 0 no such dead letter; -1 it names another queue than ARGV[2]
+-- (nothing changed: read it again and retry).
+--
+-- Packed dead letter: "failed_at:priority:queue_bytes:reason_bytes:" queue reason body.
+
+local id, expected_queue, channel = ARGV[1], ARGV[2], ARGV[3]
+local packed = redis.call("HGET", KEYS[7], id)
+if not packed then
+  return 0
+end
+local _, priority, queue_bytes, reason_bytes, start =
+  string.match(packed, "^([^:]*):(%d):(%d+):(%d+):()")
+priority, queue_bytes, reason_bytes = tonumber(priority), tonumber(queue_bytes), tonumber(reason_bytes)
+local queue = string.sub(packed, start, start + queue_bytes - 1)
+if queue ~= expected_queue then
+  return -1
+end
+local body = string.sub(packed, start + queue_bytes + reason_bytes)
+
+detach(id)
+local generation = tostring(redis.call("INCR", SEQUENCE))
+redis.call("HSET", META, id, format_meta(generation, priority, queue))
+redis.call("HSET", BODIES, id, body)
+enqueue(KEYS[9 + priority], queue, channel, id, generation, false)
+redis.call("HDEL", KEYS[7], id)
+redis.call("ZREM", KEYS[8], id)
+send_wakeups()
+return 1

@@ -1,0 +1,140 @@
+"""Opening Redis connections for the Redis broker: URL forms, client options, server check.
+
+URL forms::
+
+    redis://[[user]:password@]host[:port][/db]
+    rediss://[[user]:password@]host[:port][/db][?ssl_cert_reqs=...]   (TLS)
+    unix://[[user]:password@]/path/to/redis.sock[?db=N]
+    redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import unquote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..exceptions import ImproperlyConfigured
+
+#: The oldest Redis this broker works with (SPEC section 10).
+MINIMUM_VERSION = (5, 0)
+
+#: Defaults for redis-py clients; any can be overridden by the broker's options.
+#: Publishers should fail promptly (the core retries on OperationalError), so connecting
+#: gives up after a few seconds and redis-py retries once, at once, which covers a pooled
+#: connection the server closed.
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "socket_connect_timeout": 3.0,
+    "socket_timeout": 10.0,
+    "health_check_interval": 0,
+}
+
+_SENTINEL_HOST = re.compile(r"^\[?(?P<host>[^\]]*?)\]?(?::(?P<port>\d+))?$")
+
+
+@dataclass
+class RedisConnection:
+    """A redis-py client and whatever else must be closed with it."""
+
+    client: redis.Redis
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.client.close()
+        for close in self.closers:
+            close()
+
+
+def client_options(options: dict[str, Any]) -> dict[str, Any]:
+    """redis-py keyword arguments: our defaults, then ``options``."""
+    merged: dict[str, Any] = dict(CLIENT_DEFAULTS)
+    merged["retry"] = Retry(NoBackoff(), 1)
+    if int(redis.__version__.split(".", 1)[0]) >= 5:
+        # redis-py 8 speaks RESP3 (HELLO) by default; Redis 5 only knows RESP2.
+        merged["protocol"] = 2
+    merged.update(options)
+    merged["decode_responses"] = False  # bodies and records are bytes
+    return merged
+
+
+def open_connection(url: str, options: dict[str, Any]) -> RedisConnection:
+    """A client for ``url`` (any form above); connects lazily, on first use."""
+    kwargs = client_options(options)
+    if url.lower().startswith("redis+sentinel://"):
+        return _open_sentinel(url, kwargs)
+    try:
+        client = redis.Redis.from_url(url, **kwargs)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"Cannot parse the Redis URL: {exc}") from None
+    pool = client.connection_pool
+    try:  # redis-py connects lazily: check the options now, not at the first publish
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        client.close()
+        raise ImproperlyConfigured(
+            f"TASKS_BROKER_OPTIONS has an option redis-py refuses: {exc}"
+        ) from None
+    return RedisConnection(client)
+
+
+def _open_sentinel(url: str, kwargs: dict[str, Any]) -> RedisConnection:
+    from redis.sentinel import Sentinel
+
+    rest = url.split("://", 1)[1]
+    netloc, _, path = rest.partition("/")
+    path = path.split("?", 1)[0]
+    credentials, _, hosts = netloc.rpartition("@")
+    if credentials:
+        username, _, password = credentials.partition(":")
+        kwargs.setdefault("username", unquote(username) or None)
+        kwargs.setdefault("password", unquote(password) or None)
+    parts = [part for part in path.split("/") if part]
+    if not hosts or not parts:
+        raise ImproperlyConfigured(
+            "A Sentinel URL names its sentinels and the monitored service: "
+            "redis+sentinel://[:password@]host:26379[,host:26379]/service_name[/db]"
+        )
+    sentinels = [_sentinel_address(host) for host in hosts.split(",")]
+    if len(parts) > 1:
+        kwargs.setdefault("db", int(parts[1]))
+    sentinel_kwargs = kwargs.pop("sentinel_kwargs", None) or {
+        "socket_connect_timeout": kwargs["socket_connect_timeout"],
+        "socket_timeout": kwargs["socket_timeout"],
+        "protocol": kwargs.get("protocol"),
+    }
+    sentinel_kwargs = {k: v for k, v in sentinel_kwargs.items() if v is not None}
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **kwargs)
+    client = sentinel.master_for(unquote(parts[0]))
+    return RedisConnection(client, [each.close for each in sentinel.sentinels])
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    match = _SENTINEL_HOST.match(text.strip())
+    if not match or not match.group("host"):
+        raise ImproperlyConfigured(f"Bad sentinel address {text!r} (use host:port)")
+    return match.group("host"), int(match.group("port") or 26379)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"7.0.15"`` -> ``(7, 0, 15)``; non-numeric parts end the tuple."""
+    numbers: list[int] = []
+    for part in text.split("."):
+        digits = re.match(r"\d+", part)
+        if not digits:
+            break
+        numbers.append(int(digits.group()))
+    return tuple(numbers)
+
+
+def check_version(info: dict[str, Any], url: str) -> None:
+    """Raise ImproperlyConfigured unless ``info`` (INFO server) shows Redis 5.0 or newer."""
+    version = str(info.get("redis_version", "unknown"))
+    if parse_version(version) < MINIMUM_VERSION:
+        raise ImproperlyConfigured(
+            f"Redis {version} found at {url}; Flask-Tasks needs Redis 5.0 or newer"
+        )

@@ -1,0 +1,77 @@
+"""Every Redis key and pub/sub channel name the Redis broker uses, defined in one place.
+
+All names start with one base, ``{<key_prefix>}:``. The braces make the prefix a Redis
+Cluster *hash tag*: every key of one app hashes to the same slot, so each Lua script's keys
+live on one node. A prefix that already holds a tag (``{...}``) is used as given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .base import MAX_PRIORITY, MIN_PRIORITY
+
+#: Core keys, in the order every message script receives them as KEYS[1..6].
+CORE_KEY_COUNT = 6
+
+
+class RedisKeys:
+    """Key and channel names under one prefix."""
+
+    def __init__(self, key_prefix: str) -> None:
+        has_tag = "{" in key_prefix and "}" in key_prefix.split("{", 1)[1]
+        self.base = key_prefix if has_tag else f"{{{key_prefix}}}"
+        #: Hash: message id -> "generation:priority:queue".
+        self.meta = f"{self.base}:messages:meta"
+        #: Hash: message id -> encoded body.
+        self.bodies = f"{self.base}:messages:body"
+        #: Sorted set: delayed message id, scored by eta.
+        self.delayed = f"{self.base}:delayed"
+        #: Sorted set: leased message id, scored by lease deadline.
+        self.leases = f"{self.base}:leases"
+        #: Hash: queue name -> number of ready messages (what ``queue_length`` reads).
+        self.ready = f"{self.base}:ready"
+        #: Counter handing out generations, which tell current queue entries from stale ones.
+        self.sequence = f"{self.base}:sequence"
+        #: Hash: message id -> packed dead letter.
+        self.dead = f"{self.base}:dead"
+        #: Sorted set: dead letter id, scored by the time it failed.
+        self.dead_index = f"{self.base}:dead:index"
+
+    def core(self) -> list[str]:
+        """The six keys every message script receives first (see ``lua/lib.lua``)."""
+        return [self.meta, self.bodies, self.delayed, self.leases, self.ready, self.sequence]
+
+    def ready_list(self, queue: str, priority: int) -> str:
+        """List of ``"generation:id"`` entries ready in ``queue`` at ``priority``."""
+        return f"{self.base}:queue:{queue}:{priority}"
+
+    def ready_lists(self, queue: str) -> list[str]:
+        """The ready lists of ``queue``, priority 0 first."""
+        return [self.ready_list(queue, p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
+
+    def ready_lists_of(self, queues: Sequence[str]) -> list[str]:
+        """The ready lists of several queues, queue by queue."""
+        return [key for queue in queues for key in self.ready_lists(queue)]
+
+    def result(self, task_id: str) -> str:
+        """String: the result record of ``task_id``."""
+        return f"{self.base}:result:{task_id}"
+
+    def revoked(self, task_id: str) -> str:
+        """String that exists while ``task_id`` is revoked."""
+        return f"{self.base}:revoked:{task_id}"
+
+    def counter(self, name: str) -> str:
+        """String: the counter ``name`` (``Broker.incr``)."""
+        return f"{self.base}:counter:{name}"
+
+    # Pub/sub channels are not keys (Cluster broadcasts them), but share the prefix.
+
+    def queue_channel(self, queue: str) -> str:
+        """Channel published when ``queue`` goes from empty to holding work."""
+        return f"{self.base}:channel:queue:{queue}"
+
+    def result_channel(self, task_id: str) -> str:
+        """Channel published on every write of ``task_id``'s result record."""
+        return f"{self.base}:channel:result:{task_id}"

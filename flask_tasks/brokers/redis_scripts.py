@@ -1,0 +1,49 @@
+"""Loading the Redis broker's Lua scripts (``lua/*.lua``, one file per atomic command).
+
+Each file opens with a comment listing its KEYS, ARGV and return value. Scripts whose KEYS
+start with the core keys (see :meth:`.RedisKeys.core`) get ``lua/lib.lua``, the shared
+helpers, prepended; Lua line numbers in their errors count from the top of ``lib.lua``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+from redis.commands.core import Script
+
+LUA = Path(__file__).with_name("lua")
+#: Scripts that work on messages: their KEYS start with the core keys.
+USES_LIB = ("publish", "reserve", "ack", "release", "dead_letter", "retry_dead_letter", "purge")
+STANDALONE = ("set_result", "forget_result", "incr")
+
+
+class RedisScripts:
+    """The Lua commands, registered once on one client (EVALSHA; reloaded on NOSCRIPT)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        library = (LUA / "lib.lua").read_text(encoding="utf-8")
+        scripts: dict[str, Script] = {}
+        for name in USES_LIB + STANDALONE:
+            source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
+            scripts[name] = client.register_script(
+                library + source if name in USES_LIB else source
+            )
+        self.all = scripts
+        self.publish = scripts["publish"]
+        self.reserve = scripts["reserve"]
+        self.ack = scripts["ack"]
+        self.release = scripts["release"]
+        self.dead_letter = scripts["dead_letter"]
+        self.retry_dead_letter = scripts["retry_dead_letter"]
+        self.purge = scripts["purge"]
+        self.set_result = scripts["set_result"]
+        self.forget_result = scripts["forget_result"]
+        self.incr = scripts["incr"]
+
+    def preload(self, client: redis.Redis) -> None:
+        """Load every script in one round trip, so that no EVALSHA meets NOSCRIPT."""
+        pipe = client.pipeline(transaction=False)
+        for script in self.all.values():
+            pipe.script_load(script.script)
+        pipe.execute()
