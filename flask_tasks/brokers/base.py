@@ -138,6 +138,13 @@ class Broker(ABC):
         """Forget a delivered message. If ``record`` is given, store it as the task's
         result record in the same atomic step (and notify watchers)."""
 
+    def ack_many(self, acks: Sequence[tuple[str, bytes | None, float]]) -> None:
+        """Ack several messages, each ``(message_id, record, record_ttl)`` exactly as
+        :meth:`ack` would (each atomic on its own), in as few round trips as the store
+        allows. Workers use it to pipeline the outcomes of prefetched tasks."""
+        for message_id, record, record_ttl in acks:
+            self.ack(message_id, record, record_ttl)
+
     @abstractmethod
     def release(
         self,

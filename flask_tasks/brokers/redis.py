@@ -198,13 +198,30 @@ class RedisBroker(Broker):
 
     @_operational
     def ack(self, message_id: str, record: bytes | None = None, record_ttl: float = 0) -> None:
+        self._scripts.ack(*self._ack_call(message_id, record, record_ttl))
+
+    @_operational
+    def ack_many(self, acks: Sequence[tuple[str, bytes | None, float]]) -> None:
+        """One pipelined round trip of ``ack.lua`` calls (each atomic on its own)."""
+        if len(acks) == 1:
+            self.ack(*acks[0])
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for message_id, record, record_ttl in acks:
+            keys, args = self._ack_call(message_id, record, record_ttl)
+            self._scripts.ack(keys, args, client=pipe)
+        pipe.execute()
+
+    def _ack_call(
+        self, message_id: str, record: bytes | None, record_ttl: float
+    ) -> tuple[list[str], list[Any]]:
         self._queue_hints.pop(message_id, None)
         keys = self.keys.core()
         args: list[Any] = [message_id]
         if record is not None:
             keys.append(self.keys.result(message_id))
             args += [record, _milliseconds(record_ttl), self.keys.result_channel(message_id)]
-        self._scripts.ack(keys, args)
+        return keys, args
 
     @_operational
     def release(
