@@ -3,6 +3,7 @@
 Everything lives in dictionaries guarded by one lock; a condition variable wakes waiting
 consumers and result watchers. Stale heap and queue entries are skipped lazily (each
 carries the generation of the message it was made for), so no operation scans a queue.
+Expired results, revocations and counters are dropped in bounded batches as time passes.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .base import MAX_PRIORITY, Broker, DeadLetter, Delivery, Envelope
+from .base import MAX_PRIORITY, MIN_PRIORITY, Broker, DeadLetter, Delivery, Envelope
 
 _PROMOTE_BATCH = 1000
+
+
+def _check_priority(envelope: Envelope) -> None:
+    if not MIN_PRIORITY <= envelope.priority <= MAX_PRIORITY:
+        raise ValueError(
+            f"Message {envelope.id!r} has priority {envelope.priority!r}; "
+            f"priorities run from {MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
 
 
 @dataclass
@@ -46,6 +55,8 @@ class MemoryBroker(Broker):
         self._revoked: dict[str, float] = {}
         self._counters: dict[str, tuple[int, float]] = {}
         self._dead: dict[str, DeadLetter] = {}
+        #: (expires_at, table, key) for results, revocations and counters with a ttl.
+        self._expiries: list[tuple[float, str, str]] = []
 
     # -- internal helpers (lock held) -----------------------------------------------------
 
@@ -82,13 +93,36 @@ class MemoryBroker(Broker):
             _eta, generation, message_id = heapq.heappop(self._delayed)
             if self._is_current(message_id, generation) and message_id not in self._leases:
                 self._put_back(message_id, front=False)
+        expired: list[str] = []
         for _ in range(_PROMOTE_BATCH):
             if not self._lease_heap or self._lease_heap[0][0] > now:
                 break
             deadline, _seq, message_id = heapq.heappop(self._lease_heap)
             if self._leases.get(message_id) == deadline:
                 del self._leases[message_id]
-                self._put_back(message_id, front=True)
+                expired.append(message_id)
+        # In reverse, so that the first leased ends up first: each goes in front of the last.
+        for message_id in reversed(expired):
+            self._put_back(message_id, front=True)
+        self._sweep(now)
+
+    def _expire_later(self, table: str, key: str, expires_at: float | None) -> None:
+        if expires_at is not None:
+            heapq.heappush(self._expiries, (expires_at, table, key))
+
+    def _sweep(self, now: float) -> None:
+        """Drop a bounded batch of expired results, revocations and counters."""
+        for _ in range(_PROMOTE_BATCH):
+            if not self._expiries or self._expiries[0][0] > now:
+                break
+            expires_at, table, key = heapq.heappop(self._expiries)
+            # Only if not written again since: a later write pushed its own entry.
+            if table == "results" and self._results.get(key, (b"", None))[1] == expires_at:
+                del self._results[key]
+            elif table == "revoked" and self._revoked.get(key) == expires_at:
+                del self._revoked[key]
+            elif table == "counters" and self._counters.get(key, (0, None))[1] == expires_at:
+                del self._counters[key]
 
     def _lease(self, message_id: str, deadline: float) -> None:
         self._leases[message_id] = deadline
@@ -103,7 +137,10 @@ class MemoryBroker(Broker):
         return None
 
     def _write_result(self, task_id: str, record: bytes, ttl: float, now: float) -> None:
-        self._results[task_id] = (record, now + ttl if ttl else None)
+        expires_at = now + ttl if ttl else None
+        self._results[task_id] = (record, expires_at)
+        self._expire_later("results", task_id, expires_at)
+        self._sweep(now)
         self._changed.notify_all()
 
     def _read_result(self, task_id: str, now: float) -> bytes | None:
@@ -124,10 +161,12 @@ class MemoryBroker(Broker):
         records: Mapping[str, bytes] | None = None,
         record_ttl: float = 0,
     ) -> None:
+        for envelope in envelopes:  # all checked before anything is stored
+            _check_priority(envelope)
         with self._lock:
             now = self.now()
             for task_id, record in (records or {}).items():
-                self._results[task_id] = (record, now + record_ttl if record_ttl else None)
+                self._write_result(task_id, record, record_ttl, now)
             for envelope in envelopes:
                 self._store(envelope, now)
             self._changed.notify_all()
@@ -151,8 +190,10 @@ class MemoryBroker(Broker):
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         with self._lock:
-            if self._delayed:
-                timeout = min(timeout, max(0.0, self._delayed[0][0] - self.now()))
+            # A delayed message falling due, or a lease running out, may make work ready.
+            for heap in (self._delayed, self._lease_heap):
+                if heap:
+                    timeout = min(timeout, max(0.0, heap[0][0] - self.now()))
             if any(any(bucket) for queue in queues for bucket in self._queues.get(queue, ())):
                 return
             self._changed.wait(timeout)
@@ -251,9 +292,11 @@ class MemoryBroker(Broker):
 
     def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
         with self._lock:
-            expires_at = self.now() + ttl
+            now = self.now()
             for task_id in task_ids:
-                self._revoked[task_id] = expires_at
+                self._revoked[task_id] = now + ttl
+                self._expire_later("revoked", task_id, now + ttl)
+            self._sweep(now)
 
     def revoked(self, task_ids: Sequence[str]) -> set[str]:
         with self._lock:
@@ -267,6 +310,7 @@ class MemoryBroker(Broker):
             if expires_at <= now:
                 value = 0
             self._counters[key] = (value + 1, now + ttl)
+            self._expire_later("counters", key, now + ttl)
             return value + 1
 
     # -- inspection -----------------------------------------------------------------------

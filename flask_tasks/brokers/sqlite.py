@@ -1,0 +1,382 @@
+"""``sqlite:///path``: the embedded broker, one file shared by every process on one machine.
+
+Each operation is one ``BEGIN IMMEDIATE`` transaction, so it happens entirely or not at all
+and never interleaves with another process's. The file runs in WAL mode: readers never
+block the writer, and a commit costs one append to the log. Tables are named
+``<key_prefix>_messages`` and so on, so several apps may share one file.
+
+A message row is READY (in its queue, ordered by ``priority`` then ``seq``), DELAYED
+(``due`` is its eta) or LEASED (``due`` is when its lease runs out). Partial indexes on
+each state keep every step an index lookup, whatever the length of the queue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
+
+from .base import MAX_PRIORITY, MIN_PRIORITY, Broker, DeadLetter, Delivery, Envelope
+from .sqlite_db import (
+    DELAYED,
+    LEASED,
+    READY,
+    Database,
+    SQLiteOptions,
+    back_of_queue,
+    chunks,
+    delete_expired,
+    front_of_queue,
+    marks,
+    parse_url,
+    recover_messages,
+)
+
+#: Seconds between housekeeping passes in one process.
+_SWEEP_EVERY = 5.0
+
+
+def _check_priority(envelope: Envelope) -> None:
+    if not MIN_PRIORITY <= envelope.priority <= MAX_PRIORITY:
+        raise ValueError(
+            f"Message {envelope.id!r} has priority {envelope.priority!r}; "
+            f"priorities run from {MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
+
+
+class SQLiteBroker(Broker):
+    """A broker stored in one SQLite file, safe for many processes on one machine."""
+
+    kind = "sqlite"
+
+    def __init__(self, url: str, key_prefix: str = "flask_tasks", **options: Any) -> None:
+        path, query = parse_url(url)
+        self.url = url
+        self.key_prefix = key_prefix
+        self._db = Database(path, key_prefix, SQLiteOptions.parse(url, query, options))
+        self.path = self._db.path
+        self._next_sweep = 0.0
+        self._sql_back = back_of_queue(self._db.tables)
+        self._sql_front = front_of_queue(self._db.tables)
+        self._sql_put_result = f"INSERT OR REPLACE INTO {self._t['results']} VALUES (?, ?, ?)"
+
+    # -- helpers (inside a transaction) ---------------------------------------------------
+
+    @property
+    def _t(self) -> dict[str, str]:
+        return self._db.tables
+
+    def _store(
+        self, conn: sqlite3.Connection, message_id: str, queue: str, priority: int,
+        body: bytes, eta: Optional[float], now: float,
+    ) -> None:
+        """Insert or replace a message: delayed until ``eta``, else at the back of its queue."""
+        m = self._t["messages"]
+        if eta is not None and eta > now:
+            conn.execute(
+                f"INSERT OR REPLACE INTO {m} VALUES (?, ?, ?, ?, {DELAYED}, ?, 0)",
+                (message_id, queue, priority, body, eta),
+            )
+        else:
+            conn.execute(
+                f"INSERT OR REPLACE INTO {m} VALUES (?, ?, ?, ?, {READY}, 0, {self._sql_back})",
+                (message_id, queue, priority, body, queue, priority),
+            )
+
+    def _to_front(self, conn: sqlite3.Connection, message_id: str, queue: str,
+                  priority: int) -> None:
+        conn.execute(
+            f"UPDATE {self._t['messages']} SET state = {READY}, due = 0, "
+            f"seq = {self._sql_front} WHERE id = ?",
+            (queue, priority, message_id),
+        )
+
+    def _put_results(
+        self, conn: sqlite3.Connection, records: Mapping[str, bytes], ttl: float, now: float
+    ) -> None:
+        expires_at = now + ttl if ttl else None
+        conn.executemany(
+            self._sql_put_result,
+            [(task_id, record, expires_at) for task_id, record in records.items()],
+        )
+        self._sweep(conn, now)
+
+    def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY
+            delete_expired(conn, self._t, now)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(
+        self,
+        envelopes: Sequence[Envelope],
+        records: Mapping[str, bytes] | None = None,
+        record_ttl: float = 0,
+    ) -> None:
+        for envelope in envelopes:
+            _check_priority(envelope)
+        now = self.now()
+        with self._db.write() as conn:
+            if records:
+                self._put_results(conn, records, record_ttl, now)
+            for env in envelopes:
+                self._store(conn, env.id, env.queue, env.priority, env.body, env.eta, now)
+
+    # -- consuming ------------------------------------------------------------------------
+
+    def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
+        m = self._t["messages"]
+        now = self.now()
+        taken: list[Delivery] = []
+        with self._db.write() as conn:
+            recover_messages(conn, self._t, now)
+            self._sweep(conn, now)
+            for queue in queues:
+                wanted = count - len(taken)
+                if wanted <= 0:
+                    break
+                rows = conn.execute(
+                    f"SELECT id, priority, body FROM {m} WHERE state = {READY} AND queue = ? "
+                    "ORDER BY priority, seq LIMIT ?",
+                    (queue, wanted),
+                ).fetchall()
+                conn.executemany(
+                    f"UPDATE {m} SET state = {LEASED}, due = ? WHERE id = ?",
+                    [(now + lease, row[0]) for row in rows],
+                )
+                taken.extend(Delivery(row[0], queue, row[1], bytes(row[2])) for row in rows)
+        return taken
+
+    def _next_wake(self, queues: Sequence[str]) -> Optional[float]:
+        """0 if ``queues`` hold ready work, else the Unix time of the next due delayed
+        message or lease (None if there is none)."""
+        m = self._t["messages"]
+        with self._db.read() as conn:
+            if queues and conn.execute(
+                f"SELECT 1 FROM {m} WHERE state = {READY} AND queue IN ({marks(len(queues))}) "
+                "LIMIT 1",
+                tuple(queues),
+            ).fetchone():
+                return 0.0
+            times = [
+                conn.execute(f"SELECT MIN(due) FROM {m} WHERE state = {state}").fetchone()[0]
+                for state in (DELAYED, LEASED)
+            ]
+        known = [due for due in times if due is not None]
+        return min(known) if known else None
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        notifier = self._db.notifier
+        with notifier.watching():
+            while time.monotonic() < deadline:
+                token = notifier.token()
+                wake_at = self._next_wake(queues)
+                if wake_at is not None:
+                    delay = wake_at - self.now()
+                    if delay <= 0:
+                        return
+                    deadline = min(deadline, time.monotonic() + delay)
+                notifier.wait(token, deadline)
+
+    def extend(self, ids: Iterable[str], lease: float) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self._db.write() as conn:
+            deadline = self.now() + lease
+            for chunk in chunks(ids):
+                conn.execute(
+                    f"UPDATE {self._t['messages']} SET due = ? "
+                    f"WHERE state = {LEASED} AND id IN ({marks(len(chunk))})",
+                    (deadline, *chunk),
+                )
+
+    def ack(self, message_id: str, record: bytes | None = None, record_ttl: float = 0) -> None:
+        with self._db.write() as conn:
+            conn.execute(f"DELETE FROM {self._t['messages']} WHERE id = ?", (message_id,))
+            if record is not None:
+                self._put_results(conn, {message_id: record}, record_ttl, self.now())
+
+    def ack_many(self, acks: Sequence[tuple[str, bytes | None, float]]) -> None:
+        """Ack several messages in one transaction: one commit instead of one each."""
+        if not acks:
+            return
+        with self._db.write() as conn:
+            now = self.now()
+            conn.executemany(
+                f"DELETE FROM {self._t['messages']} WHERE id = ?",
+                [(message_id,) for message_id, _record, _ttl in acks],
+            )
+            for message_id, record, record_ttl in acks:
+                if record is not None:
+                    self._put_results(conn, {message_id: record}, record_ttl, now)
+
+    def release(
+        self,
+        message_id: str,
+        body: bytes | None = None,
+        eta: float | None = None,
+        record: bytes | None = None,
+        record_ttl: float = 0,
+    ) -> None:
+        now = self.now()
+        with self._db.write() as conn:
+            row = conn.execute(
+                f"SELECT queue, priority, body, state FROM {self._t['messages']} WHERE id = ?",
+                (message_id,),
+            ).fetchone()
+            if row is not None and (row[3] == LEASED or body is not None):
+                queue, priority, old_body, _state = row
+                new_body = old_body if body is None else body
+                if eta is None:
+                    self._store(conn, message_id, queue, priority, new_body, None, now)
+                    self._to_front(conn, message_id, queue, priority)
+                else:
+                    self._store(conn, message_id, queue, priority, new_body, eta, now)
+            if record is not None:
+                self._put_results(conn, {message_id: record}, record_ttl, now)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(f"DELETE FROM {self._t['messages']} WHERE id = ?", (delivery.id,))
+            conn.execute(
+                f"INSERT OR REPLACE INTO {self._t['dead']} VALUES (?, ?, ?, ?, ?, ?)",
+                (delivery.id, delivery.queue, delivery.priority, bytes(delivery.body),
+                 str(reason), self.now()),
+            )
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT id, queue, priority, body, reason, failed_at FROM {self._t['dead']} "
+                "ORDER BY failed_at DESC, rowid DESC LIMIT ?",
+                (max(0, limit),),
+            ).fetchall()
+        return [DeadLetter(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
+
+    def retry_dead_letter(self, message_id: str) -> bool:
+        dead = self._t["dead"]
+        with self._db.write() as conn:
+            row = conn.execute(
+                f"SELECT queue, priority, body FROM {dead} WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            conn.execute(f"DELETE FROM {dead} WHERE id = ?", (message_id,))
+            self._store(conn, message_id, row[0], row[1], row[2], None, self.now())
+            return True
+
+    # -- results --------------------------------------------------------------------------
+
+    def set_result(self, task_id: str, record: bytes, ttl: float) -> None:
+        with self._db.write() as conn:
+            self._put_results(conn, {task_id: record}, ttl, self.now())
+
+    def _read_result(self, task_id: str) -> tuple[bytes | None, Optional[float]]:
+        with self._db.read() as conn:
+            row = conn.execute(
+                f"SELECT record, expires_at FROM {self._t['results']} WHERE task_id = ? "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (task_id, self.now()),
+            ).fetchone()
+        return (None, None) if row is None else (bytes(row[0]), row[1])
+
+    def get_result(self, task_id: str) -> bytes | None:
+        return self._read_result(task_id)[0]
+
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        found: dict[str, bytes] = {}
+        now = self.now()
+        with self._db.read() as conn:
+            for chunk in chunks(list(task_ids)):
+                found.update(
+                    (task_id, bytes(record))
+                    for task_id, record in conn.execute(
+                        f"SELECT task_id, record FROM {self._t['results']} "
+                        f"WHERE task_id IN ({marks(len(chunk))}) "
+                        "AND (expires_at IS NULL OR expires_at > ?)",
+                        (*chunk, now),
+                    )
+                )
+        return [found.get(task_id) for task_id in task_ids]
+
+    def forget_result(self, task_id: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(f"DELETE FROM {self._t['results']} WHERE task_id = ?", (task_id,))
+
+    def watch_result(self, task_id: str, last: bytes | None, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        notifier = self._db.notifier
+        with notifier.watching():
+            while True:
+                token = notifier.token()
+                current, expires_at = self._read_result(task_id)
+                if current != last or time.monotonic() >= deadline:
+                    return current
+                wake_at = deadline
+                if expires_at is not None:  # an expiry is a change too
+                    wake_at = min(deadline, time.monotonic() + expires_at - self.now())
+                notifier.wait(token, wake_at)
+
+    # -- revocation and counters ----------------------------------------------------------
+
+    def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
+        with self._db.write() as conn:
+            expires_at = self.now() + ttl
+            conn.executemany(
+                f"INSERT OR REPLACE INTO {self._t['revoked']} VALUES (?, ?)",
+                [(task_id, expires_at) for task_id in task_ids],
+            )
+
+    def revoked(self, task_ids: Sequence[str]) -> set[str]:
+        marked: set[str] = set()
+        now = self.now()
+        with self._db.read() as conn:
+            for chunk in chunks(list(task_ids)):
+                marked.update(
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT task_id FROM {self._t['revoked']} "
+                        f"WHERE task_id IN ({marks(len(chunk))}) AND expires_at > ?",
+                        (*chunk, now),
+                    )
+                )
+        return marked
+
+    def incr(self, key: str, ttl: float) -> int:
+        counters = self._t["counters"]
+        with self._db.write() as conn:
+            now = self.now()
+            row = conn.execute(
+                f"SELECT value FROM {counters} WHERE key = ? AND expires_at > ?", (key, now)
+            ).fetchone()
+            value = (row[0] if row else 0) + 1
+            conn.execute(
+                f"INSERT OR REPLACE INTO {counters} VALUES (?, ?, ?)", (key, value, now + ttl)
+            )
+        return int(value)
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def queue_length(self, queue: str) -> int:
+        with self._db.read() as conn:
+            row = conn.execute(
+                f"SELECT COUNT(*) FROM {self._t['messages']} WHERE state = {READY} "
+                "AND queue = ?",
+                (queue,),
+            ).fetchone()
+        return int(row[0])
+
+    def purge(self, queue: str) -> int:
+        with self._db.write() as conn:
+            cursor = conn.execute(
+                f"DELETE FROM {self._t['messages']} WHERE state = {READY} AND queue = ?",
+                (queue,),
+            )
+            return int(cursor.rowcount)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,366 @@
+"""The SQLite broker's file: URL, schema, per-thread connections, transactions, upkeep.
+
+Every thread gets its own connection (SQLite connections must not be used by two threads
+at once). A forked child never touches, nor closes, a connection it inherited: closing
+one would drop the POSIX locks that the child's own connections hold on the same file.
+It opens fresh ones instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ..exceptions import ImproperlyConfigured, OperationalError
+from .sqlite_notify import ChangeNotifier
+
+#: Message states (the ``state`` column).
+READY, DELAYED, LEASED = 0, 1, 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {messages} (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    due REAL NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {messages_ready} ON {messages} (queue, priority, seq)
+    WHERE state = 0;
+CREATE INDEX IF NOT EXISTS {messages_delayed} ON {messages} (due) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS {messages_leased} ON {messages} (due) WHERE state = 2;
+CREATE TABLE IF NOT EXISTS {results} (
+    task_id TEXT PRIMARY KEY,
+    record BLOB NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS {results_expiry} ON {results} (expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {dead} (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {dead_recent} ON {dead} (failed_at);
+CREATE TABLE IF NOT EXISTS {revoked} (task_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS {revoked_expiry} ON {revoked} (expires_at);
+CREATE TABLE IF NOT EXISTS {counters} (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {counters_expiry} ON {counters} (expires_at);
+"""
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Most delayed (and, separately, expired) messages one ``reserve`` moves back to queues.
+_RECOVER_BATCH = 500
+#: Most expired rows of each kind one housekeeping pass deletes.
+_SWEEP_BATCH = 500
+#: Ids per ``IN (...)`` list, well under SQLite's oldest limit of 999 parameters.
+_CHUNK = 500
+
+
+def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    """``items`` in slices short enough for one ``IN (...)`` list."""
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
+
+
+def marks(count: int) -> str:
+    """``?,?,...`` for ``count`` parameters."""
+    return ",".join("?" * count)
+
+
+@dataclass(frozen=True)
+class SQLiteOptions:
+    """Tuning knobs, from keyword arguments or the URL's query string."""
+
+    #: Seconds a statement waits for another connection's write lock before failing.
+    busy_timeout: float = 30.0
+    #: ``PRAGMA synchronous``: NORMAL survives a crash of any process; FULL also a power cut.
+    synchronous: str = "NORMAL"
+    #: Seconds between checks for other processes' commits while a thread waits and the
+    #: database is quiet; a tenth of it while the database is changing.
+    poll_interval: float = 0.05
+
+    @classmethod
+    def parse(cls, url: str, query: str, options: Mapping[str, Any]) -> SQLiteOptions:
+        given: dict[str, Any] = dict(parse_qsl(query))
+        given.update(options)
+        unknown = sorted(set(given) - {"busy_timeout", "synchronous", "poll_interval"})
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Unknown SQLite broker option(s) {', '.join(unknown)} for {url!r}; "
+                "the options are busy_timeout, synchronous and poll_interval"
+            )
+        try:
+            busy_timeout = float(given.get("busy_timeout", cls.busy_timeout))
+            poll_interval = float(given.get("poll_interval", cls.poll_interval))
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"SQLite broker options busy_timeout and poll_interval take seconds: {exc}"
+            ) from None
+        synchronous = str(given.get("synchronous", cls.synchronous)).upper()
+        if synchronous not in _SYNCHRONOUS or poll_interval <= 0 or busy_timeout < 0:
+            raise ImproperlyConfigured(
+                f"Bad SQLite broker options for {url!r}: synchronous must be one of "
+                f"{', '.join(_SYNCHRONOUS)}, poll_interval > 0 and busy_timeout >= 0"
+            )
+        return cls(busy_timeout, synchronous, poll_interval)
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """Split ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` into path and query."""
+    prefix = "sqlite:///"
+    if not url.lower().startswith(prefix):
+        raise ImproperlyConfigured(
+            f"SQLite broker URL {url!r} must look like sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db (three slashes, then the path)"
+        )
+    path, _, query = url[len(prefix):].partition("?")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise ImproperlyConfigured(
+            f"SQLite broker URL {url!r} names no file. An in-memory SQLite database is "
+            "not shared between threads or processes; give a file path, or use "
+            "memory:// for a broker inside one process"
+        )
+    return path, query
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_names(key_prefix: str) -> dict[str, str]:
+    """Quoted names of every table and index, each starting with ``key_prefix`` + ``_``."""
+    names = [
+        "messages", "messages_ready", "messages_delayed", "messages_leased",
+        "results", "results_expiry", "dead", "dead_recent",
+        "revoked", "revoked_expiry", "counters", "counters_expiry",
+    ]
+    return {name: _quote(f"{key_prefix}_{name}") for name in names}
+
+
+def back_of_queue(tables: Mapping[str, str]) -> str:
+    """SQL for the ``seq`` that puts a message behind every ready one of its queue and
+    priority (parameters: queue, priority)."""
+    return (f"(SELECT COALESCE(MAX(seq), 0) + 1 FROM {tables['messages']} "
+            f"WHERE state = {READY} AND queue = ? AND priority = ?)")
+
+
+def front_of_queue(tables: Mapping[str, str]) -> str:
+    """SQL for the ``seq`` that puts a message before every ready one (same parameters)."""
+    return (f"(SELECT COALESCE(MIN(seq), 0) - 1 FROM {tables['messages']} "
+            f"WHERE state = {READY} AND queue = ? AND priority = ?)")
+
+
+def recover_messages(conn: sqlite3.Connection, tables: Mapping[str, str], now: float) -> None:
+    """Move due delayed messages to the back of their queues, and messages whose lease
+    ran out to the front, in the order in which they were leased (a batch of each)."""
+    m = tables["messages"]
+    due = conn.execute(
+        f"SELECT id, queue, priority FROM {m} WHERE state = {DELAYED} AND due <= ? "
+        f"ORDER BY due LIMIT {_RECOVER_BATCH}",
+        (now,),
+    ).fetchall()
+    back = back_of_queue(tables)
+    for message_id, queue, priority in due:
+        conn.execute(
+            f"UPDATE {m} SET state = {READY}, due = 0, seq = {back} WHERE id = ?",
+            (queue, priority, message_id),
+        )
+    expired = conn.execute(
+        f"SELECT id, queue, priority, due, seq FROM {m} WHERE state = {LEASED} "
+        f"AND due <= ? ORDER BY due LIMIT {_RECOVER_BATCH}",
+        (now,),
+    ).fetchall()
+    # Each goes in front of the one before: put them back last-leased first.
+    expired.sort(key=lambda row: (row[3], row[4]), reverse=True)
+    front = front_of_queue(tables)
+    for message_id, queue, priority, _due, _seq in expired:
+        conn.execute(
+            f"UPDATE {m} SET state = {READY}, due = 0, seq = {front} WHERE id = ?",
+            (queue, priority, message_id),
+        )
+
+
+def delete_expired(conn: sqlite3.Connection, tables: Mapping[str, str], now: float) -> None:
+    """Delete a bounded batch of expired results, revocations and counters."""
+    for table, key in (("results", "task_id"), ("revoked", "task_id"), ("counters", "key")):
+        name = tables[table]
+        conn.execute(
+            f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {name} "
+            f"WHERE expires_at <= ? LIMIT {_SWEEP_BATCH})",
+            (now,),
+        )
+
+
+#: Connections inherited over fork(): kept referenced so that they are never closed.
+_INHERITED: list[object] = []
+_DATABASES: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _disown_after_fork() -> None:
+    for database in list(_DATABASES):
+        database.disown()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_after_fork)
+
+
+class Database:
+    """One SQLite file as the broker sees it: connections, transactions, wake-ups."""
+
+    def __init__(self, path: str, key_prefix: str, options: SQLiteOptions) -> None:
+        self.path = os.path.abspath(path)
+        self.options = options
+        self.tables = table_names(key_prefix)
+        self._lock = threading.Lock()
+        self._connections: dict[int, tuple[weakref.ref[threading.Thread], sqlite3.Connection]]
+        self._connections = {}
+        self._pid = os.getpid()
+        self._closed = False
+        self.notifier = ChangeNotifier(self._open, options.poll_interval)
+        directory = os.path.dirname(self.path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise OperationalError(
+                f"Cannot create the directory {directory!r} for the SQLite broker "
+                f"{self.path!r}: {exc}"
+            ) from exc
+        try:
+            with self.errors():
+                self._create_schema()
+        except BaseException:
+            self.close()
+            raise
+        _DATABASES.add(self)
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path,
+            timeout=self.options.busy_timeout,
+            isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+            check_same_thread=False,  # used by one thread; closed by whoever closes us
+        )
+        try:
+            connection.execute(f"PRAGMA synchronous = {self.options.synchronous}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _create_schema(self) -> None:
+        connection = self.connection()
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise OperationalError(
+                f"SQLite broker {self.path!r} cannot use write-ahead logging (journal mode "
+                f"is {mode!r}); put the file on a local disk, not a network share"
+            )
+        try:
+            # executescript() commits any open transaction first, so BEGIN goes inside.
+            connection.executescript(
+                "BEGIN IMMEDIATE;" + _SCHEMA.format(**self.tables) + "COMMIT;"
+            )
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        if self._pid != os.getpid():
+            self.disown()
+        if self._closed:
+            raise OperationalError(f"The SQLite broker {self.path!r} is closed")
+        thread = threading.current_thread()
+        entry = self._connections.get(threading.get_ident())
+        if entry is not None and entry[0]() is thread:
+            return entry[1]
+        with self._lock:
+            self._close_orphans()
+            connection = self._open()
+            self._connections[threading.get_ident()] = (weakref.ref(thread), connection)
+        return connection
+
+    def _close_orphans(self) -> None:
+        # Threads come and go (a web server may start one per request): close the
+        # connections of finished threads so that their files do not pile up.
+        for ident, (thread_ref, connection) in list(self._connections.items()):
+            thread = thread_ref()
+            if thread is None or not thread.is_alive():
+                del self._connections[ident]
+                connection.close()
+
+    def disown(self) -> None:
+        """In a forked child: forget the parent's connections without closing them."""
+        with self._lock:
+            _INHERITED.extend(connection for _ref, connection in self._connections.values())
+            if self.notifier.connection is not None:
+                _INHERITED.append(self.notifier.connection)
+            self._connections = {}
+            self._pid = os.getpid()
+            self.notifier = ChangeNotifier(self._open, self.options.poll_interval)
+
+    def close(self) -> None:
+        """Close every connection this process opened; later calls fail."""
+        self._closed = True
+        self.notifier.close()
+        with self._lock:
+            connections, self._connections = self._connections, {}
+        for _ref, connection in connections.values():
+            connection.close()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Turn SQLite errors into OperationalError naming the file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise OperationalError(f"SQLite broker {self.path!r}: {exc}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction: all or nothing, one writer at a time.
+
+        Waiters are woken after a commit that changed anything.
+        """
+        with self.errors():
+            connection = self.connection()
+            connection.execute("BEGIN IMMEDIATE")
+            changes = connection.total_changes
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        if connection.total_changes != changes:
+            self.notifier.changed()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads; each statement sees one consistent snapshot."""
+        with self.errors():
+            yield self.connection()
