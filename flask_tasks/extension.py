@@ -358,7 +358,7 @@ class _TasksState:
                 records[message.id] = self.make_record(
                     states.PENDING, task=message.task, parent_id=message.parent_id
                 )
-        self._publish_with_retry(
+        self.publish_envelopes(
             envelopes, records, options.get("retry", True), options.get("retry_policy")
         )
         if signals.after_task_publish.receivers:
@@ -371,13 +371,15 @@ class _TasksState:
                     headers=message.headers,
                 )
 
-    def _publish_with_retry(
+    def publish_envelopes(
         self,
         envelopes: Sequence[Envelope],
         records: Mapping[str, bytes],
-        retry: bool,
-        retry_policy: Mapping[str, Any] | None,
+        retry: bool = True,
+        retry_policy: Mapping[str, Any] | None = None,
     ) -> None:
+        """Publish encoded messages with their result records, retrying by the policy
+        while the broker is unreachable."""
         policy = {**DEFAULT_RETRY_POLICY, **(retry_policy or {})}
         attempt = 0
         ttl = self.config.result_expires

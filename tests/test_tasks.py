@@ -478,3 +478,18 @@ def test_drain_times_out_on_endless_work(app):
     forever.delay()
     with pytest.raises(TimeoutError, match="did not drain"):
         drain(app, timeout=0.3)
+
+
+@tasks.task(bind=True, acks_late=False, max_retries=2, default_retry_delay=0)
+def early_ack_retry(self):
+    runs.append(("early", self.request.retries))
+    if self.request.retries < 2:
+        raise self.retry()
+    return "ok"
+
+
+def test_retry_of_an_early_acked_task_is_published_again(app):
+    result = early_ack_retry.delay()
+    drain(app)
+    assert result.get(timeout=1) == "ok"
+    assert [retries for name, retries in runs if name == "early"] == [0, 1, 2]

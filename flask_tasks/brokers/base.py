@@ -157,8 +157,8 @@ class Broker(ABC):
         """Return a held message for delivery again, atomically with an optional new
         ``body`` and result ``record``. Without ``eta`` it goes to the front of its queue
         (a warm shutdown returning prefetched work); with ``eta`` it is delayed until
-        then (a retry). Releasing a message that is not held is a no-op unless ``body``
-        is given, in which case it is published again."""
+        then (a retry). Releasing a message the broker no longer holds (acked, or
+        never delivered) is a no-op: publish it again instead."""
 
     @abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import signals, states
-from ..brokers import Delivery
+from ..brokers import Delivery, Envelope
 from ..canvas import Signature
 from ..exceptions import DecodeError, EncodeError, NotRegistered, TaskError
 from ..execution import ExceptionInfo, Outcome, execute, is_expected
@@ -173,7 +173,7 @@ class TaskRunner:
         acks_late: bool,
     ) -> None:
         if outcome.state == states.RETRY:
-            self._retry(message, outcome, runtime)
+            self._retry(message, outcome, runtime, acks_late)
             return
         record: Optional[bytes] = None
         if outcome.state == states.SUCCESS:
@@ -191,6 +191,10 @@ class TaskRunner:
             record = self._failure_record(task, message, outcome)
             self._errbacks(message, request)
             self._log_failure(task, message, outcome, runtime)
+        if outcome.state == states.REVOKED and signals.task_revoked.receivers:
+            signals.task_revoked.send(
+                task, request=request, terminated=True, signum=None, expired=False
+            )
         self._ack(message, record, acks_late)
 
     def _success_record(
@@ -238,7 +242,11 @@ class TaskRunner:
     def _log_failure(
         self, task: Task[Any, Any], message: Message, outcome: Outcome, runtime: float
     ) -> None:
-        if is_expected(task, outcome.value):
+        if outcome.state == states.REVOKED:  # revoke(terminate=True) stopped it
+            logger.warning(
+                "Task %s[%s] terminated (revoked) after %.4fs", message.task, message.id, runtime
+            )
+        elif is_expected(task, outcome.value):
             logger.info(
                 "Task %s[%s] raised expected %r in %.4fs",
                 message.task,
@@ -256,7 +264,9 @@ class TaskRunner:
                 outcome.traceback,
             )
 
-    def _retry(self, message: Message, outcome: Outcome, runtime: float) -> None:
+    def _retry(
+        self, message: Message, outcome: Outcome, runtime: float, acks_late: bool
+    ) -> None:
         retry = outcome.retry
         eta = (retry.eta if retry else None) or time.time()
         args = retry.args_override if retry else None
@@ -285,7 +295,10 @@ class TaskRunner:
             outcome.value,
         )
         body = self.state.encode_message(again)
-        if self.state.shares_backend:
+        if not acks_late:  # acked when it started: the broker holds nothing to release
+            envelope = Envelope(message.id, message.queue, body, message.priority, eta)
+            self.state.publish_envelopes([envelope], {message.id: record})
+        elif self.state.shares_backend:
             self.broker.release(
                 message.id,
                 body=body,
