@@ -1,19 +1,54 @@
-"""Browser side: status endpoints, signed tokens, the JS client (see docs/browser.rst)."""
+"""Browser side: status endpoints, signed tokens, the JS client (see docs/browser.rst).
+
+``init_app`` calls :func:`register_web`, which mounts the ``flask_tasks`` blueprint at
+``TASKS_URL_PREFIX`` (default ``/tasks``):
+
+- ``GET <prefix>/<token>``: the task's status as JSON (``?wait=`` long-polls);
+- ``GET <prefix>/<token>/events``: Server-Sent Events until the task is ready;
+- ``POST <prefix>/<token>/revoke``: revoke, when ``TASKS_ALLOW_REVOKE``;
+- ``GET <prefix>/static/flask-tasks.js``: the ES module with ``watchTask``.
+
+Templates get ``tasks_status_url(result)`` as a Jinja global.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
+
+from flask import url_for
+
+from .tokens import make_token
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from ..config import TasksConfig
+    from ..extension import _TasksState
+    from ..result import AsyncResult
 
 
 def register_web(app: Flask, extension: Any, config: TasksConfig) -> None:
-    """Register the status blueprint on ``app`` (not built yet in this revision)."""
+    """Mount the status blueprint on ``app`` and add the ``tasks_status_url`` global."""
+    from .views import blueprint
+
+    if blueprint.name not in app.blueprints:
+        app.register_blueprint(blueprint, url_prefix=config.url_prefix)
+
+    def tasks_status_url(result: Union[AsyncResult, str], _external: bool = False) -> str:
+        """The signed status URL of ``result`` (an AsyncResult or a task id)."""
+        return extension.status_url(result, _external=_external)
+
+    app.add_template_global(tasks_status_url, "tasks_status_url")
 
 
-def status_url(state: Any, task_id: str, external: bool = False) -> str:
-    """The signed status URL of ``task_id`` for ``state``'s app (not built yet)."""
-    raise NotImplementedError("the status endpoints are not built yet")
+def status_url(state: _TasksState, task_id: str, external: bool = False) -> str:
+    """The status URL of ``task_id``, with a token signed by ``state``'s app.
+
+    Raises ``ImproperlyConfigured`` when the app has no ``SECRET_KEY``. Needs an app
+    context (a request, or ``SERVER_NAME`` for ``external`` URLs outside one).
+    """
+    token = make_token(state.app, state.config, task_id)
+    return url_for("flask_tasks.status", token=token, _external=external)
+
+
+__all__ = ["register_web", "status_url"]
