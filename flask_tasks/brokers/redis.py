@@ -24,7 +24,7 @@ from . import hide_password
 from .base import MAX_PRIORITY, MIN_PRIORITY, Broker, DeadLetter, Delivery, Envelope
 from .redis_connection import check_version, open_connection
 from .redis_keys import RedisKeys
-from .redis_pubsub import SubscriberPool
+from .redis_pubsub import ResultListener, SubscriberPool
 from .redis_scripts import RedisScripts
 
 #: Most due delayed messages, and most expired leases, one ``reserve`` looks at.
@@ -83,7 +83,7 @@ class RedisBroker(Broker):
         self._client = self._connection.client
         self._scripts = RedisScripts(self._client)
         self._waiters = SubscriberPool(self._client, keep_listening=True)
-        self._watchers = SubscriberPool(self._client, keep_listening=False)
+        self._watchers = ResultListener(self._client)
         self._server_checked = False
         self._check_lock = threading.Lock()
         # id -> queue of messages this broker handed out: a hint, checked by release.lua.
@@ -324,13 +324,14 @@ class RedisBroker(Broker):
         if current != last or timeout <= 0:
             return current
         deadline = self.now() + timeout
-        with self._watchers.listening([self.keys.result_channel(task_id)]) as subscriber:
+        with self._watchers.listening(self.keys.result_channel(task_id)) as written:
             while True:
+                written.clear()
                 current = cast("bytes | None", self._client.get(key))
                 remaining = deadline - self.now()
                 if current != last or remaining <= 0:
                     return current
-                subscriber.wait(remaining)
+                written.wait(remaining)
 
     # -- revocation -----------------------------------------------------------------------
 

@@ -67,8 +67,11 @@ def open_connection(url: str, options: dict[str, Any]) -> RedisConnection:
     kwargs = client_options(options)
     if url.lower().startswith("redis+sentinel://"):
         return _open_sentinel(url, kwargs)
+    # Many threads (web requests, SSE streams) may each run a command at once: they queue
+    # for a pooled connection instead of failing with "Too many connections".
+    kwargs.setdefault("max_connections", 50)
     try:
-        client = redis.Redis.from_url(url, **kwargs)
+        client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **kwargs))
     except ValueError as exc:
         raise ImproperlyConfigured(f"Cannot parse the Redis URL: {exc}") from None
     pool = client.connection_pool

@@ -113,10 +113,9 @@ class SubscriberPool:
     def _take(self, wanted: frozenset[bytes]) -> Subscriber:
         with self._lock:
             if self._pid != os.getpid():
-                # A forked child must not read from its parent's sockets.
-                stale, self._idle, self._pid = self._idle, [], os.getpid()
-                for subscriber in stale:
-                    subscriber.close()
+                # A forked child must not read from, close or return its parent's
+                # connections (they belong to the parent's pool): it just forgets them.
+                self._idle, self._pid = [], os.getpid()
             for index, subscriber in enumerate(self._idle):
                 if subscriber.channels == wanted:
                     return self._idle.pop(index)
@@ -130,3 +129,116 @@ class SubscriberPool:
                 self._idle.append(subscriber)
                 return
         subscriber.close()
+
+
+class _Channel:
+    """Waiters of one result channel, and whether the server confirmed the subscription."""
+
+    def __init__(self) -> None:
+        self.waiters: set[threading.Event] = set()
+        self.confirmed = threading.Event()
+
+
+class ResultListener:
+    """One pub/sub connection and one thread that wake every ``watch_result`` waiter of a
+    process, however many there are (a web process may hold thousands of SSE streams).
+
+    Waiters subscribe their task's channel on the shared connection (reference-counted)
+    and block on an event the listener thread sets when a write is published. Only the
+    listener thread reads the connection; waiters only send SUBSCRIBE/UNSUBSCRIBE.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._channels: dict[bytes, _Channel] = {}
+        self._pubsub: PubSub | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    @contextmanager
+    def listening(self, channel: str) -> Iterator[threading.Event]:
+        """An event set whenever ``channel`` is published; subscribed (and confirmed by
+        the server) before this yields, so no write after it can be missed."""
+        name = channel.encode()
+        event = threading.Event()
+        with self._lock:
+            pubsub = self._ensure_running()
+            entry = self._channels.get(name)
+            if entry is None:
+                entry = self._channels[name] = _Channel()
+                pubsub.subscribe(name)
+            entry.waiters.add(event)
+        try:
+            if not entry.confirmed.wait(CONFIRM_TIMEOUT):
+                raise redis.TimeoutError("Redis did not confirm a SUBSCRIBE")
+            yield event
+        finally:
+            with self._lock:
+                entry.waiters.discard(event)
+                if not entry.waiters and self._channels.get(name) is entry:
+                    del self._channels[name]
+                    if self._pubsub is not None:
+                        with contextlib.suppress(redis.RedisError, OSError):
+                            self._pubsub.unsubscribe(name)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None and self._pid == os.getpid():
+            with contextlib.suppress(redis.RedisError, OSError):
+                pubsub.close()
+
+    def _ensure_running(self) -> PubSub:
+        """The shared connection, with its listener thread started (lock held)."""
+        if self._pid != os.getpid():  # a forked child: the parent's socket is not ours
+            self._pid, self._pubsub, self._thread = os.getpid(), None, None
+            self._channels.clear()
+        if self._closed:
+            raise redis.ConnectionError("the broker is closed")
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._listen, args=(self._pubsub,), name="flask-tasks-results",
+                daemon=True,
+            )
+            self._thread.start()
+        return self._pubsub
+
+    def _listen(self, pubsub: PubSub) -> None:
+        while not self._closed and self._pubsub is pubsub:
+            try:
+                message = pubsub.get_message(timeout=1.0)
+            except Exception:  # closed under us, or the connection broke
+                if not self._closed:
+                    self._reconnect(pubsub)
+                return
+            if message is None:
+                continue
+            with self._lock:
+                entry = self._channels.get(message["channel"])
+                if entry is None:
+                    continue
+                if message["type"] == "subscribe":
+                    entry.confirmed.set()
+                elif message["type"] == "message":
+                    for event in entry.waiters:
+                        event.set()
+
+    def _reconnect(self, broken: PubSub) -> None:
+        """Lost the connection: wake every waiter (they read again) and start afresh."""
+        with self._lock:
+            if self._pubsub is not broken:
+                return
+            self._pubsub, self._thread = None, None
+            waiting = list(self._channels.items())
+            self._channels.clear()
+        with contextlib.suppress(Exception):
+            broken.close()
+        for _name, entry in waiting:
+            entry.confirmed.set()
+            for event in entry.waiters:
+                event.set()
