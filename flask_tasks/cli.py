@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from flask.cli import ScriptInfo, with_appcontext
 
 from .exceptions import ImproperlyConfigured, OperationalError
-from .worker import POOLS, Worker
+from .worker import POOLS, Worker, default_pool
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -24,7 +24,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def _queue_list(
     _ctx: click.Context, _param: click.Parameter, value: Optional[str]
 ) -> Optional[list[str]]:
-    if not value:
+    if value is None:  # not given: the default queue (an empty -Q "" is an error)
         return None
     queues = [name.strip() for name in value.split(",") if name.strip()]
     if not queues:
@@ -63,7 +63,11 @@ def _queue_list(
     show_default=True,
     type=click.Choice(_LOG_LEVELS, case_sensitive=False),
 )
-@click.option("-n", "--hostname", help="Name of this worker in logs and results.")
+@click.option(
+    "-n",
+    "--hostname",
+    help="Name of this worker in logs and results (%h: host name, as in Celery).",
+)
 @click.option(
     "--max-tasks-per-child",
     type=click.IntRange(min=1),
@@ -84,6 +88,8 @@ def worker_command(
     """Run a worker that executes this app's tasks."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     script_info = click.get_current_context().find_object(ScriptInfo)
+    if burst and (pool or default_pool()) == "prefork":
+        pool = "solo"  # a burst drains the queues in this process: no children
     try:
         worker = Worker(
             app,
@@ -97,8 +103,6 @@ def worker_command(
             burst=burst,
             app_import_path=script_info.app_import_path if script_info else None,
         )
-        if burst and worker.pool == "prefork":
-            worker.pool = "solo"
         click.echo(worker.banner(), err=True)
         sys.exit(worker.start())
     except (ImproperlyConfigured, OperationalError) as error:

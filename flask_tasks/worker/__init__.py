@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import signal
 import socket
 import sys
@@ -31,6 +32,15 @@ LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 def default_pool() -> str:
     """prefork on POSIX, threads on Windows (no fork there)."""
     return "threads" if sys.platform == "win32" else "prefork"
+
+
+def expand_hostname(name: str) -> str:
+    """Celery's ``-n`` placeholders: ``%h`` host name, ``%n`` its first label, ``%d``
+    the domain, ``%%`` a percent sign (``worker1@%h`` -> ``worker1@web1.example.com``)."""
+    host = socket.gethostname()
+    short, _, domain = host.partition(".")
+    values = {"h": host, "n": short, "d": domain, "%": "%"}
+    return re.sub(r"%([hnd%])", lambda match: values[match.group(1)], name)
 
 
 def configure_logging(level: str) -> None:
@@ -85,10 +95,15 @@ class Worker:
         if self.pool == "solo":
             self.concurrency = 1
         self.queues = queues or [state.config.default_queue]
-        self.prefetch = self.concurrency * 4 if prefetch is None else prefetch
-        if self.pool == "prefork" and prefetch is None:
-            self.prefetch = 4  # per child
-        self.hostname = hostname or f"worker@{socket.gethostname()}"
+        if prefetch is not None:
+            self.prefetch = prefetch
+        elif self.pool == "prefork":
+            # Per child, and none by default: each child reserves for itself, so a busy
+            # child holding extra messages would keep them from its idle siblings.
+            self.prefetch = 0
+        else:
+            self.prefetch = self.concurrency * 4
+        self.hostname = expand_hostname(hostname or "worker@%h")
         self.loglevel = loglevel
         self.max_tasks_per_child = max_tasks_per_child
         self.burst = burst
@@ -181,4 +196,4 @@ class Worker:
             logger.warning("Cold shutdown requested")
 
 
-__all__ = ["POOLS", "Worker", "configure_logging", "default_pool"]
+__all__ = ["POOLS", "Worker", "configure_logging", "default_pool", "expand_hostname"]

@@ -37,6 +37,9 @@ logger = logging.getLogger("flask_tasks.worker")
 
 _MONITOR_TICK = 0.1
 _HARD_LIMIT_GRACE = 2.0
+#: A prefetched message that waited longer than this is checked for revocation again
+#: just before it starts (the check made when it was reserved may be stale by then).
+_REVOKE_RECHECK_AFTER = 0.05
 #: Longest single idle wait on the broker: bounds how long a stop request waits.
 _IDLE_WAIT = 0.25
 
@@ -110,7 +113,8 @@ class Consumer:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._held: dict[str, Delivery] = {}
-        self._pending: deque[tuple[Delivery, bool]] = deque()
+        #: Reserved, not started: (delivery, revoked when reserved, monotonic reserve time).
+        self._pending: deque[tuple[Delivery, bool, float]] = deque()
         self._running: dict[str, _Running] = {}
         self._stopped = threading.Event()
 
@@ -139,6 +143,8 @@ class Consumer:
         finally:
             self._return_pending()
             self._wait_for_running()
+            if self.shutdown.cold.is_set():
+                self._cold_exit()  # here too: the monitor may already have stopped
             self._stopped.set()
             with self._changed:
                 self._changed.notify_all()
@@ -148,8 +154,7 @@ class Consumer:
         backoff = 0.0
         while not self.shutdown.warm.is_set():
             if not self.threaded and self._pending:
-                delivery, revoked = self._pending.popleft()
-                self._execute(delivery, revoked)
+                self._execute(*self._pending.popleft())
                 continue
             try:
                 fetched = self._fetch()
@@ -182,10 +187,11 @@ class Consumer:
                 self.broker.wait(self.queues, _IDLE_WAIT)
             return False
         revoked = self.broker.revoked([delivery.id for delivery in batch])
+        reserved_at = time.monotonic()
         with self._changed:
             for delivery in batch:
                 self._held[delivery.id] = delivery
-                self._pending.append((delivery, delivery.id in revoked))
+                self._pending.append((delivery, delivery.id in revoked, reserved_at))
             self._changed.notify_all()
         return True
 
@@ -200,11 +206,13 @@ class Consumer:
                     if self.shutdown.warm.is_set() or self._stopped.is_set():
                         return
                     continue
-                delivery, revoked = self._pending.popleft()
-            self._execute(delivery, revoked)
+                reserved = self._pending.popleft()
+            self._execute(*reserved)
 
-    def _execute(self, delivery: Delivery, revoked: bool) -> None:
+    def _execute(self, delivery: Delivery, revoked: bool, reserved_at: float) -> None:
         try:
+            if not revoked and time.monotonic() - reserved_at > _REVOKE_RECHECK_AFTER:
+                revoked = bool(self.broker.revoked([delivery.id]))
             self.runner.process(delivery, revoked, self._track)
         except OperationalError as error:
             # The outcome could not be stored; the lease will bring the message back.
@@ -243,7 +251,7 @@ class Consumer:
         with self._lock:
             returned = list(self._pending)
             self._pending.clear()
-        for delivery, _revoked in reversed(returned):
+        for delivery, _revoked, _reserved_at in reversed(returned):
             try:
                 self.broker.release(delivery.id)
             except OperationalError as error:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from flask import Flask
 
+from ..exceptions import ImproperlyConfigured
 from .consumer import Consumer, Shutdown
 
 if TYPE_CHECKING:
@@ -42,8 +43,15 @@ class AppLoader:
 
 
 def start_method() -> str:
+    """``fork`` on POSIX, ``spawn`` on Windows, or ``FLASK_TASKS_START_METHOD``."""
     default = "spawn" if sys.platform == "win32" else "fork"
-    return os.environ.get("FLASK_TASKS_START_METHOD", default)
+    method = os.environ.get("FLASK_TASKS_START_METHOD") or default
+    available = multiprocessing.get_all_start_methods()
+    if method not in available:
+        raise ImproperlyConfigured(
+            f"FLASK_TASKS_START_METHOD is {method!r}; this system offers {', '.join(available)}"
+        )
+    return method
 
 
 def _child_main(
@@ -52,6 +60,7 @@ def _child_main(
     warm: Any,
     cold: Any,
     loglevel: str,
+    ready: Any,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches all
     shutdown = Shutdown(warm=_LocalOr(warm), cold=cold)
@@ -75,6 +84,7 @@ def _child_main(
         exclusive_process=True,
         parent_pid=os.getppid(),
     )
+    ready.set()  # the app loaded: a later exit is not a failure to start
     consumer.run()
     state.close()
 
@@ -100,54 +110,91 @@ class _LocalOr:
         return self.is_set()
 
 
+#: How many children in a row, beyond the pool size, may exit before they are ready (the
+#: app failed to load, say) before the worker stops instead of restarting them forever.
+_START_FAILURES_ALLOWED = 2
+
+
 def run_prefork(worker: Worker) -> int:
     """Start and supervise the children until shutdown; returns the exit code."""
     method = start_method()
-    context: Any = multiprocessing.get_context(method)
-    warm, cold = context.Event(), context.Event()
+    # Only a forked child inherits the loaded app; spawn and forkserver load it again.
     load_app: Callable[[], Flask] = (
-        AppLoader(worker.app_import_path) if method == "spawn" else _Inherited(worker.app)
+        _Inherited(worker.app) if method == "fork" else AppLoader(worker.app_import_path)
     )
-    settings = {
-        "queues": worker.queues,
-        "prefetch": worker.prefetch,
-        "hostname": worker.hostname,
-        "max_tasks_per_child": worker.max_tasks_per_child,
-    }
-    children: dict[Any, Any] = {}
+    return _Supervisor(worker, multiprocessing.get_context(method), load_app).run()
 
-    def start_child() -> None:
-        process = context.Process(
+
+class _Supervisor:
+    """The parent process: keeps ``concurrency`` children running until shutdown."""
+
+    def __init__(self, worker: Worker, context: Any, load_app: Callable[[], Flask]) -> None:
+        self.worker = worker
+        self.context = context
+        self.load_app = load_app
+        self.warm, self.cold = context.Event(), context.Event()
+        self.settings = {
+            "queues": worker.queues,
+            "prefetch": worker.prefetch,
+            "hostname": worker.hostname,
+            "max_tasks_per_child": worker.max_tasks_per_child,
+        }
+        #: sentinel -> (process, its "ready" event)
+        self.children: dict[Any, tuple[Any, Any]] = {}
+        self.started = 0
+        self.failed_starts = 0
+        self.exit_code = 0
+
+    def start_child(self) -> None:
+        self.started += 1
+        ready = self.context.Event()
+        process = self.context.Process(
             target=_child_main,
-            args=(load_app, settings, warm, cold, worker.loglevel),
-            name=f"ForkPoolWorker-{len(children) + 1}",
+            args=(self.load_app, self.settings, self.warm, self.cold, self.worker.loglevel, ready),
+            name=f"PoolWorker-{self.started}",
         )
         process.start()
-        children[process.sentinel] = process
+        self.children[process.sentinel] = (process, ready)
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        if warm.is_set():
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        if self.warm.is_set():
             logger.warning("Cold shutdown requested: stopping running tasks")
-            cold.set()
+            self.cold.set()
         else:
             logger.warning("Warm shutdown requested: finishing running tasks (again: cold)")
-            warm.set()
+            self.warm.set()
 
-    worker.install_signal_handlers(on_signal)
-    for _ in range(worker.concurrency):
-        start_child()
-    while children:
-        for sentinel in multiprocessing.connection.wait(list(children), timeout=1.0):
-            process = children.pop(sentinel)
-            process.join()
-            if warm.is_set():
-                continue
-            if process.exitcode:
-                logger.error(
-                    "Child %s exited with code %s; starting another", process.name, process.exitcode
-                )
-            start_child()
-    return 0
+    def run(self) -> int:
+        self.worker.install_signal_handlers(self.on_signal)
+        for _ in range(self.worker.concurrency):
+            self.start_child()
+        while self.children:
+            for sentinel in multiprocessing.connection.wait(list(self.children), timeout=1.0):
+                process, ready = self.children.pop(sentinel)
+                process.join()
+                if not self.warm.is_set():
+                    self.replace(process, ready.is_set())
+        return 1 if self.cold.is_set() else self.exit_code  # cold: tasks were cut short
+
+    def replace(self, process: Any, was_ready: bool) -> None:
+        """Start another child for one that exited, unless children cannot start at all."""
+        failed_start = bool(process.exitcode) and not was_ready
+        self.failed_starts = self.failed_starts + 1 if failed_start else 0
+        if self.failed_starts > self.worker.concurrency + _START_FAILURES_ALLOWED:
+            logger.critical(
+                "Child processes keep exiting before they are ready (last: %s, exit code %s; "
+                "see the error above); stopping the worker",
+                process.name,
+                process.exitcode,
+            )
+            self.exit_code = 1
+            self.warm.set()
+            return
+        if process.exitcode:
+            logger.error(
+                "Child %s exited with code %s; starting another", process.name, process.exitcode
+            )
+        self.start_child()
 
 
 class _Inherited:

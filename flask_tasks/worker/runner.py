@@ -354,17 +354,22 @@ class TaskRunner:
 
     def _chord_part_done(self, message: Message, value: Any) -> list[str]:
         chord = message.chord or {}
+        # Store this member's result before counting it: the member whose count completes
+        # the chord then finds every other member's result already stored.
+        try:
+            record = self.state.make_record(
+                states.SUCCESS, value, task=message.task, parent_id=message.parent_id
+            )
+        except EncodeError:
+            return []  # not counted: the task fails, which fails the chord (see _errbacks)
+        self._store(message, record)
         ttl = max(self.state.config.result_expires, 3600)
         if self.broker.incr(f"chord:{chord['group_id']}", ttl) != chord["size"]:
             return []
-        values = []
-        for task_id, raw in zip(chord["results"], self.state.backend.get_results(chord["results"])):
-            # This task's own record is written after its follow-ups: use the value we hold.
-            values.append(
-                value
-                if task_id == message.id
-                else (self.state.decode_record(raw) or {}).get("result")
-            )
+        values = [
+            (self.state.decode_record(raw) or {}).get("result")
+            for raw in self.state.backend.get_results(chord["results"])
+        ]
         body = Signature.from_dict(chord["body"], self.state.extension)
         return [body.apply_async((values,)).id]
 
