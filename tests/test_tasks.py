@@ -493,3 +493,13 @@ def test_retry_of_an_early_acked_task_is_published_again(app):
     drain(app)
     assert result.get(timeout=1) == "ok"
     assert [retries for name, retries in runs if name == "early"] == [0, 1, 2]
+
+
+def test_unknown_task_fails_its_result_so_get_does_not_hang(app):
+    from flask_tasks import NotRegistered
+
+    result = tasks.send_task("test_tasks.nope")
+    drain(app)
+    with pytest.raises(NotRegistered, match="'test_tasks.nope' is not registered"):
+        result.get(timeout=1)
+    assert result.state == states.FAILURE

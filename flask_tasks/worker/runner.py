@@ -67,6 +67,13 @@ class TaskRunner:
                 signals.task_unknown.send(
                     self, name=message.task, id=message.id, message=delivery.body, exc=unknown
                 )
+            if not message.ignore_result:  # so get() raises instead of waiting forever
+                self._store(
+                    message,
+                    self.state.make_record(
+                        states.FAILURE, exception_to_dict(unknown), task=message.task
+                    ),
+                )
             self._dead_letter(delivery, f"NotRegistered: {unknown}")
             return None
         return message
@@ -264,9 +271,7 @@ class TaskRunner:
                 outcome.traceback,
             )
 
-    def _retry(
-        self, message: Message, outcome: Outcome, runtime: float, acks_late: bool
-    ) -> None:
+    def _retry(self, message: Message, outcome: Outcome, runtime: float, acks_late: bool) -> None:
         retry = outcome.retry
         eta = (retry.eta if retry else None) or time.time()
         args = retry.args_override if retry else None
