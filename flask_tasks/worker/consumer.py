@@ -42,6 +42,9 @@ _HARD_LIMIT_GRACE = 2.0
 _REVOKE_RECHECK_AFTER = 0.05
 #: Longest single idle wait on the broker: bounds how long a stop request waits.
 _IDLE_WAIT = 0.25
+#: Outcomes batched while prefetched work waits: at most this many, this long (s).
+_ACK_BATCH = 64
+_ACK_DELAY = 0.02
 
 
 class Shutdown:
@@ -108,6 +111,12 @@ class Consumer:
         self.exclusive_process = exclusive_process
         self.parent_pid = parent_pid
         self.runner = TaskRunner(state, hostname)
+        #: Outcomes of finished tasks not yet sent (solo consumers batch them while more
+        #: prefetched work waits, so N tasks cost one acknowledging round trip).
+        self._acks: list[tuple[str, Optional[bytes], float]] = []
+        self._acks_since = 0.0
+        if not threaded:
+            self.runner.ack_buffer = self._acks
         self.lease = float(state.config.visibility_timeout)
         self.tasks_done = 0
         self._lock = threading.Lock()
@@ -141,6 +150,7 @@ class Consumer:
         try:
             self._consume()
         finally:
+            self._flush_acks(force=True)
             self._return_pending()
             self._wait_for_running()
             if self.shutdown.cold.is_set():
@@ -155,6 +165,7 @@ class Consumer:
         while not self.shutdown.warm.is_set():
             if not self.threaded and self._pending:
                 self._execute(*self._pending.popleft())
+                self._flush_acks(force=not self._pending)
                 continue
             try:
                 fetched = self._fetch()
@@ -227,6 +238,24 @@ class Consumer:
             if self.max_tasks and self.tasks_done >= self.max_tasks:
                 logger.info("Done %d tasks (max per child); restarting", self.tasks_done)
                 self.shutdown.warm.set()
+
+    def _flush_acks(self, force: bool) -> None:
+        """Send buffered outcomes: when asked, when many, or when the oldest waited
+        ``_ACK_DELAY`` (their results become visible then)."""
+        if not self._acks:
+            return
+        now = time.monotonic()
+        if len(self._acks) == 1 and not self._acks_since:
+            self._acks_since = now
+        if not force and len(self._acks) < _ACK_BATCH and now - self._acks_since < _ACK_DELAY:
+            return
+        batch = list(self._acks)
+        self._acks.clear()
+        self._acks_since = 0.0
+        try:
+            self.broker.ack_many(batch)
+        except OperationalError as error:  # their leases bring them back: run again
+            logger.error("Could not acknowledge %d finished task(s): %s", len(batch), error)
 
     def _track(self, message_id: str, task: Optional[Task[Any, Any]]) -> None:
         with self._lock:

@@ -47,6 +47,9 @@ class TaskRunner:
         self.state = state
         self.hostname = hostname
         self.rate_limiter = RateLimiter(state)
+        #: When a list, outcomes (``(id, record, ttl)``) are collected here for the
+        #: consumer to send in one batch (``Broker.ack_many``) instead of one by one.
+        self.ack_buffer: Optional[list[tuple[str, Optional[bytes], float]]] = None
 
     @property
     def broker(self) -> Any:
@@ -331,6 +334,8 @@ class TaskRunner:
         if not acks_late:
             if record is not None:
                 self._store(message, record)
+        elif self.state.shares_backend and self.ack_buffer is not None:
+            self.ack_buffer.append((message.id, record, ttl))
         elif record is not None and self.state.shares_backend:
             self.broker.ack(message.id, record, ttl)
         else:
