@@ -190,6 +190,7 @@ class _TasksState:
         self._pid = os.getpid()
         self._routes: dict[str, tuple[Optional[str], Optional[int]]] = {}
         self._options: dict[str, dict[str, Any]] = {}
+        self._pending_records: dict[str, bytes] = {}
 
     # -- connections (opened lazily, once per process) --------------------------------------
 
@@ -355,9 +356,7 @@ class _TasksState:
                 Envelope(message.id, message.queue, body, message.priority, message.eta)
             )
             if not message.ignore_result:
-                records[message.id] = self.make_record(
-                    states.PENDING, task=message.task, parent_id=message.parent_id
-                )
+                records[message.id] = self._pending_record(message)
         self.publish_envelopes(
             envelopes, records, options.get("retry", True), options.get("retry_policy")
         )
@@ -408,6 +407,17 @@ class _TasksState:
                 attempt += 1
 
     # -- result records -------------------------------------------------------------------
+
+    def _pending_record(self, message: Message) -> bytes:
+        """The PENDING record of a message; the same bytes for every top-level call of a
+        task, so they are encoded once."""
+        if message.parent_id is not None:
+            return self.make_record(states.PENDING, task=message.task, parent_id=message.parent_id)
+        record = self._pending_records.get(message.task)
+        if record is None:
+            record = self.make_record(states.PENDING, task=message.task, parent_id=None)
+            self._pending_records[message.task] = record
+        return record
 
     def make_record(
         self,

@@ -37,7 +37,7 @@ import json
 import pickle
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Callable, Optional
@@ -305,9 +305,21 @@ class Message:
     compression: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        # Lean envelope: leave out what is empty or default.
-        return {key: value for key, value in data.items() if value or key in _ALWAYS_SENT}
+        """The envelope as sent: lean, without the fields that are empty (not a copy:
+        encode it before changing the message)."""
+        data = {
+            "id": self.id,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "queue": self.queue,
+            "priority": self.priority,
+        }
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value:
+                data[name] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> Message:
@@ -322,4 +334,8 @@ class Message:
         return message
 
 
-_ALWAYS_SENT = frozenset({"id", "task", "args", "kwargs", "queue", "priority"})
+_OPTIONAL_FIELDS = tuple(
+    item.name
+    for item in fields(Message)
+    if item.name not in {"id", "task", "args", "kwargs", "queue", "priority"}
+)
