@@ -143,6 +143,8 @@ def _json_dumps(value: Any) -> bytes:
 
 
 def _json_loads(data: bytes) -> Any:
+    if b'"$' not in data:  # no tag can be present: skip the per-object hook
+        return json.loads(data)
     return json.loads(data, object_hook=_untag)
 
 
