@@ -57,6 +57,9 @@ class Delivery:
     queue: str
     priority: int
     body: bytes
+    #: The id was marked revoked (``revoke``) when the message was reserved, so the
+    #: consumer need not ask ``revoked`` in another round trip.
+    revoked: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,8 @@ class Broker(ABC):
         out back to the front of theirs (a bounded batch each call, never the whole
         store). Then takes messages from ``queues`` in the order given (the first queue
         has precedence), within a queue by priority (0 first), then oldest first.
-        Never hands the same message to two consumers while its lease runs.
+        Never hands the same message to two consumers while its lease runs. Each
+        delivery says whether its id is marked revoked (``Delivery.revoked``).
         """
 
     @abstractmethod

@@ -185,7 +185,10 @@ class MemoryBroker(Broker):
                         break
                     stored = self._messages[message_id]
                     self._lease(message_id, now + lease)
-                    taken.append(Delivery(message_id, stored.queue, stored.priority, stored.body))
+                    revoked = self._revoked.get(message_id, 0) > now
+                    taken.append(
+                        Delivery(message_id, stored.queue, stored.priority, stored.body, revoked)
+                    )
             return taken
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:

@@ -138,10 +138,12 @@ class RedisBroker(Broker):
         now = self.now()
         taken, foreign = self._run_reserve(queues, count, now, now + lease)
         deliveries = []
-        for index in range(0, len(taken), 3):
-            message_id, meta, body = taken[index : index + 3]
+        for index in range(0, len(taken), 4):
+            message_id, meta, body, revoked = taken[index : index + 4]
             _generation, priority, queue = meta.split(b":", 2)
-            deliveries.append(Delivery(message_id.decode(), queue.decode(), int(priority), body))
+            deliveries.append(
+                Delivery(message_id.decode(), queue.decode(), int(priority), body, revoked == 1)
+            )
         if deliveries:
             if len(self._queue_hints) > _QUEUE_HINTS:
                 self._queue_hints.clear()
@@ -163,7 +165,7 @@ class RedisBroker(Broker):
         args: list[Any] = [now, deadline, max(0, count), PROMOTE_BATCH]
         for queue in queues:
             args += [queue, self.keys.queue_channel(queue)]
-        keys = self.keys.core() + self.keys.ready_lists_of(queues)
+        keys = self.keys.core() + self.keys.ready_lists_of(queues) + [self.keys.revoked]
         taken, foreign = self._scripts.reserve(keys, args)
         return taken, [queue.decode() for queue in foreign]
 
@@ -337,20 +339,28 @@ class RedisBroker(Broker):
 
     @_operational
     def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
-        milliseconds = _milliseconds(ttl)
-        if not task_ids or not milliseconds:
+        if not task_ids or ttl <= 0:
             return
+        now = self.now()
         pipe = self._client.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.set(self.keys.revoked(task_id), b"1", px=milliseconds)
+        pipe.zadd(self.keys.revoked, dict.fromkeys(task_ids, now + ttl))
+        # Forget expired revocations (bounded: only those past, oldest first).
+        pipe.zremrangebyscore(self.keys.revoked, "-inf", now)
         pipe.execute()
 
     @_operational
     def revoked(self, task_ids: Sequence[str]) -> set[str]:
         if not task_ids:
             return set()
-        flags = self._client.mget([self.keys.revoked(task_id) for task_id in task_ids])
-        return {task_id for task_id, flag in zip(task_ids, flags) if flag is not None}
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.zscore(self.keys.revoked, task_id)
+        now = self.now()
+        return {
+            task_id
+            for task_id, expires in zip(task_ids, pipe.execute())
+            if expires is not None and expires > now
+        }
 
     @_operational
     def incr(self, key: str, ttl: float) -> int:

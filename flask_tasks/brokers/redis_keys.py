@@ -37,6 +37,9 @@ class RedisKeys:
         self.dead = f"{self.base}:dead"
         #: Sorted set: dead letter id, scored by the time it failed.
         self.dead_index = f"{self.base}:dead:index"
+        #: Sorted set: revoked task id, scored by when the revocation expires (Unix time);
+        #: one key, so ``reserve.lua`` can flag revoked deliveries in the same call.
+        self.revoked = f"{self.base}:revoked"
 
     def core(self) -> list[str]:
         """The six keys every message script receives first (see ``lua/lib.lua``)."""
@@ -58,9 +61,6 @@ class RedisKeys:
         """String: the result record of ``task_id``."""
         return f"{self.base}:result:{task_id}"
 
-    def revoked(self, task_id: str) -> str:
-        """String that exists while ``task_id`` is revoked."""
-        return f"{self.base}:revoked:{task_id}"
 
     def counter(self, name: str) -> str:
         """String: the counter ``name`` (``Broker.incr``)."""

@@ -127,7 +127,7 @@ class SQLiteBroker(Broker):
     # -- consuming ------------------------------------------------------------------------
 
     def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
-        m = self._t["messages"]
+        m, revoked = self._t["messages"], self._t["revoked"]
         now = self.now()
         taken: list[Delivery] = []
         with self._db.write() as conn:
@@ -138,15 +138,19 @@ class SQLiteBroker(Broker):
                 if wanted <= 0:
                     break
                 rows = conn.execute(
-                    f"SELECT id, priority, body FROM {m} WHERE state = {READY} AND queue = ? "
+                    f"SELECT id, priority, body, EXISTS (SELECT 1 FROM {revoked} AS r "
+                    f"WHERE r.task_id = {m}.id AND r.expires_at > ?) "
+                    f"FROM {m} WHERE state = {READY} AND queue = ? "
                     "ORDER BY priority, seq LIMIT ?",
-                    (queue, wanted),
+                    (now, queue, wanted),
                 ).fetchall()
                 conn.executemany(
                     f"UPDATE {m} SET state = {LEASED}, due = ? WHERE id = ?",
                     [(now + lease, row[0]) for row in rows],
                 )
-                taken.extend(Delivery(row[0], queue, row[1], bytes(row[2])) for row in rows)
+                taken.extend(
+                    Delivery(row[0], queue, row[1], bytes(row[2]), bool(row[3])) for row in rows
+                )
         return taken
 
     def _next_wake(self, queues: Sequence[str]) -> Optional[float]:

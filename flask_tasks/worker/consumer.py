@@ -197,12 +197,11 @@ class Consumer:
             if not self.burst:
                 self.broker.wait(self.queues, _IDLE_WAIT)
             return False
-        revoked = self.broker.revoked([delivery.id for delivery in batch])
         reserved_at = time.monotonic()
         with self._changed:
             for delivery in batch:
                 self._held[delivery.id] = delivery
-                self._pending.append((delivery, delivery.id in revoked, reserved_at))
+                self._pending.append((delivery, delivery.revoked, reserved_at))
             self._changed.notify_all()
         return True
 

@@ -196,3 +196,12 @@ def test_incr_is_atomic_across_threads(broker: Broker) -> None:
     for worker in workers:
         worker.result()
     assert sorted(seen) == list(range(1, 101))
+
+
+def test_reserve_flags_revoked_deliveries(broker: Broker) -> None:
+    broker.publish([Envelope(name, "q", b"x") for name in ("kept", "revoked", "lapsed")])
+    broker.revoke(["revoked"], 60)
+    broker.revoke(["lapsed"], 0.05)
+    time.sleep(0.1)
+    flags = {delivery.id: delivery.revoked for delivery in broker.reserve(["q"], 3, 30)}
+    assert flags == {"kept": False, "revoked": True, "lapsed": False}

@@ -2,12 +2,14 @@
 --
 -- KEYS[1..6]  core keys (see lib.lua)
 -- KEYS[7..]   the 10 ready lists (priority 0..9) of each queue, queue by queue
+-- KEYS[last]  revoked zset: task id, scored by when its revocation expires
 -- ARGV[1]     now (Unix time)
 -- ARGV[2]     lease deadline for the messages taken
 -- ARGV[3]     count, most messages to take (0: only promote)
 -- ARGV[4]     batch, most due delayed and most expired leases to look at
 -- then 2 per queue, in precedence order: queue name, queue channel
--- Returns: { {id, meta, body, ...} taken, {queue, ...} }, the second list naming queues
+-- Returns: { {id, meta, body, revoked (1 or 0), ...} taken, {queue, ...} }, the second
+-- list naming queues
 -- outside ARGV that hold due or expired messages: the caller runs this script again with
 -- those queues (and count 0) to promote them, since only keys in KEYS may be touched.
 --
@@ -18,6 +20,7 @@
 local now, deadline = ARGV[1], ARGV[2]
 local count, batch = tonumber(ARGV[3]), tonumber(ARGV[4])
 local queue_count = (#ARGV - 4) / 2
+local REVOKED = KEYS[#KEYS]
 
 local slot = {}
 for index = 1, queue_count do
@@ -80,6 +83,8 @@ for index = 1, queue_count do
         taken[#taken + 1] = id
         taken[#taken + 1] = meta
         taken[#taken + 1] = redis.call("HGET", BODIES, id)
+        local revoked_until = redis.call("ZSCORE", REVOKED, id)
+        taken[#taken + 1] = (revoked_until and tonumber(revoked_until) > tonumber(now)) and 1 or 0
         taken_count = taken_count + 1
       end
     end
