@@ -202,3 +202,11 @@ def late_ack(self: Any, first_run_seconds: float) -> str:
     record("late_ack", id=self.request.id, hostname=self.request.hostname)
     _pause(first_run_seconds if first else 0)
     return "done"
+
+
+@tasks.task(name="proc.counted", bind=True)
+def counted(self: Any, index: int) -> int:
+    """Record every run with the worker that ran it (for exactly-once checks)."""
+    record("counted", index=index, id=self.request.id, hostname=self.request.hostname)
+    time.sleep(0.002)
+    return index
