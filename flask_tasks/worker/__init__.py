@@ -97,12 +97,11 @@ class Worker:
         self.queues = queues or [state.config.default_queue]
         if prefetch is not None:
             self.prefetch = prefetch
-        elif self.pool == "prefork":
-            # Per child, and none by default: each child reserves for itself, so a busy
-            # child holding extra messages would keep them from its idle siblings.
-            self.prefetch = 0
         else:
-            self.prefetch = self.concurrency * 4
+            # Per child in prefork. Prefetched messages never wait long behind a slow
+            # task: the consumer gives them back when its slots stay busy (see
+            # ``consumer.STALL_RETURN``), so idle siblings take them.
+            self.prefetch = 4 * self.concurrency if self.pool == "threads" else 4
         self.hostname = expand_hostname(hostname or "worker@%h")
         self.loglevel = loglevel
         self.max_tasks_per_child = max_tasks_per_child

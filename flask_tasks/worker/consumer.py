@@ -42,6 +42,8 @@ _HARD_LIMIT_GRACE = 2.0
 _REVOKE_RECHECK_AFTER = 0.05
 #: Longest single idle wait on the broker: bounds how long a stop request waits.
 _IDLE_WAIT = 0.25
+#: Prefetched messages go back to their queue when every slot has been busy this long (s).
+STALL_RETURN = 0.2
 #: Outcomes batched while prefetched work waits: at most this many, this long (s).
 _ACK_BATCH = 64
 _ACK_DELAY = 0.02
@@ -125,6 +127,7 @@ class Consumer:
         #: Reserved, not started: (delivery, revoked when reserved, monotonic reserve time).
         self._pending: deque[tuple[Delivery, bool, float]] = deque()
         self._running: dict[str, _Running] = {}
+        self._stalled = False
         self._stopped = threading.Event()
 
     @property
@@ -164,8 +167,11 @@ class Consumer:
         backoff = 0.0
         while not self.shutdown.warm.is_set():
             if not self.threaded and self._pending:
-                self._execute(*self._pending.popleft())
-                self._flush_acks(force=not self._pending)
+                with self._lock:  # the monitor may be giving pending messages back
+                    reserved = self._pending.popleft() if self._pending else None
+                if reserved is not None:
+                    self._execute(*reserved)
+                    self._flush_acks(force=not self._pending)
                 continue
             try:
                 fetched = self._fetch()
@@ -184,8 +190,9 @@ class Consumer:
         with self._lock:
             room = self.capacity - len(self._held)
             pending = len(self._pending)
-            # Refill in batches: one round trip for several messages.
-            if room <= 0 or (pending and room < max(1, self.capacity // 2)):
+            # Refill in batches: one round trip for several messages; none while stalled
+            # (slow tasks in every slot: others should take the work).
+            if room <= 0 or self._stalled or (pending and room < max(1, self.capacity // 2)):
                 self._changed.wait(0.5)
                 return True
         batch = self.broker.reserve(self.queues, room, self.lease)
@@ -233,6 +240,7 @@ class Consumer:
             with self._changed:
                 self._held.pop(delivery.id, None)
                 self.tasks_done += 1
+                self._stalled = False
                 self._changed.notify_all()
             if self.max_tasks and self.tasks_done >= self.max_tasks:
                 logger.info("Done %d tasks (max per child); restarting", self.tasks_done)
@@ -289,6 +297,30 @@ class Consumer:
         if returned:
             logger.info("Returned %d prefetched message(s) to their queues", len(returned))
 
+    def _return_stalled(self, now: float) -> None:
+        """Give prefetched messages back when every slot has run one task for longer
+        than ``STALL_RETURN``: prefetching pays for short tasks, and must not keep work
+        from idle workers behind a long one."""
+        with self._lock:
+            if not self._pending or len(self._running) < self.concurrency:
+                return
+            if min(entry.started for entry in self._running.values()) > now - STALL_RETURN:
+                return
+            returned = list(self._pending)
+            self._pending.clear()
+            self._stalled = True
+            for delivery, _revoked, _reserved_at in returned:
+                self._held.pop(delivery.id, None)
+        try:
+            for delivery, _revoked, _reserved_at in reversed(returned):
+                self.broker.release(delivery.id)
+        except OperationalError as error:
+            logger.warning("Could not return prefetched messages (leases will): %s", error)
+        logger.info(
+            "Returned %d prefetched message(s) to their queues: slow tasks ahead of them",
+            len(returned),
+        )
+
     def _wait_for_running(self) -> None:
         with self._changed:
             while self._held and not self.shutdown.cold.is_set():
@@ -319,6 +351,7 @@ class Consumer:
                 self._cold_exit()
             now = time.monotonic()
             self._enforce_time_limits(now)
+            self._return_stalled(now)
             try:
                 if now >= next_beat:
                     next_beat = now + beat_every
