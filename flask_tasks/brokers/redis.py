@@ -322,18 +322,22 @@ class RedisBroker(Broker):
     @_operational
     def watch_result(self, task_id: str, last: bytes | None, timeout: float) -> bytes | None:
         key = self.keys.result(task_id)
-        current = cast("bytes | None", self._client.get(key))
-        if current != last or timeout <= 0:
-            return current
+        if timeout <= 0:
+            return cast("bytes | None", self._client.get(key))
+        # Callers (AsyncResult.get, the status endpoint) have just read the record, so
+        # subscribe first and read once: one round trip fewer than reading before too.
         deadline = self.now() + timeout
-        with self._watchers.listening(self.keys.result_channel(task_id)) as written:
+        with self._watchers.listening(self.keys.result_channel(task_id)) as inbox:
+            current = cast("bytes | None", self._client.get(key))
             while True:
-                written.clear()
-                current = cast("bytes | None", self._client.get(key))
                 remaining = deadline - self.now()
                 if current != last or remaining <= 0:
                     return current
-                written.wait(remaining)
+                published = inbox.take(remaining)
+                if published is None:
+                    continue  # timed out: the deadline check returns the current record
+                # A write publishes the record itself; a deletion publishes nothing.
+                current = published or cast("bytes | None", self._client.get(key))
 
     # -- revocation -----------------------------------------------------------------------
 

@@ -131,11 +131,31 @@ class SubscriberPool:
         subscriber.close()
 
 
+class Inbox:
+    """What one ``watch_result`` waiter is told: the latest record published (an empty
+    payload means "deleted, read it again")."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.payload: bytes = b""
+
+    def deliver(self, payload: bytes) -> None:
+        self.payload = payload
+        self.arrived.set()
+
+    def take(self, timeout: float) -> bytes | None:
+        """The latest payload once one arrives, or None after ``timeout`` seconds."""
+        if not self.arrived.wait(timeout):
+            return None
+        self.arrived.clear()
+        return self.payload
+
+
 class _Channel:
     """Waiters of one result channel, and whether the server confirmed the subscription."""
 
     def __init__(self) -> None:
-        self.waiters: set[threading.Event] = set()
+        self.waiters: set[Inbox] = set()
         self.confirmed = threading.Event()
 
 
@@ -144,7 +164,7 @@ class ResultListener:
     process, however many there are (a web process may hold thousands of SSE streams).
 
     Waiters subscribe their task's channel on the shared connection (reference-counted)
-    and block on an event the listener thread sets when a write is published. Only the
+    and wait on an inbox the listener thread fills with each published record. Only the
     listener thread reads the connection; waiters only send SUBSCRIBE/UNSUBSCRIBE.
     """
 
@@ -158,25 +178,25 @@ class ResultListener:
         self._closed = False
 
     @contextmanager
-    def listening(self, channel: str) -> Iterator[threading.Event]:
-        """An event set whenever ``channel`` is published; subscribed (and confirmed by
-        the server) before this yields, so no write after it can be missed."""
+    def listening(self, channel: str) -> Iterator[Inbox]:
+        """An inbox receiving what is published on ``channel``; subscribed (and confirmed
+        by the server) before this yields, so no write after it can be missed."""
         name = channel.encode()
-        event = threading.Event()
+        inbox = Inbox()
         with self._lock:
             pubsub = self._ensure_running()
             entry = self._channels.get(name)
             if entry is None:
                 entry = self._channels[name] = _Channel()
                 pubsub.subscribe(name)
-            entry.waiters.add(event)
+            entry.waiters.add(inbox)
         try:
             if not entry.confirmed.wait(CONFIRM_TIMEOUT):
                 raise redis.TimeoutError("Redis did not confirm a SUBSCRIBE")
-            yield event
+            yield inbox
         finally:
             with self._lock:
-                entry.waiters.discard(event)
+                entry.waiters.discard(inbox)
                 if not entry.waiters and self._channels.get(name) is entry:
                     del self._channels[name]
                     if self._pubsub is not None:
@@ -225,8 +245,8 @@ class ResultListener:
                 if message["type"] == "subscribe":
                     entry.confirmed.set()
                 elif message["type"] == "message":
-                    for event in entry.waiters:
-                        event.set()
+                    for inbox in entry.waiters:
+                        inbox.deliver(message["data"])
 
     def _reconnect(self, broken: PubSub) -> None:
         """Lost the connection: wake every waiter (they read again) and start afresh."""
@@ -240,5 +260,5 @@ class ResultListener:
             broken.close()
         for _name, entry in waiting:
             entry.confirmed.set()
-            for event in entry.waiters:
-                event.set()
+            for inbox in entry.waiters:
+                inbox.deliver(b"")  # read again

@@ -2,6 +2,7 @@
 --
 -- KEYS[1]     result key
 -- ARGV[1]     result channel
+-- Publishes: an empty message (no record) on the result channel.
 -- Returns: 1 if a record was deleted, else 0.
 
 local deleted = redis.call("DEL", KEYS[1])

@@ -81,7 +81,8 @@ local function write_record(key, record, ttl_ms, channel)
   else
     redis.call("SET", key, record)
   end
-  redis.call("PUBLISH", channel, "")
+  -- The record itself is the message: a watcher needs no GET after its wake-up.
+  redis.call("PUBLISH", channel, record)
 end
 
 local function send_wakeups()

@@ -4,6 +4,7 @@
 -- ARGV[1]     record
 -- ARGV[2]     time to live in milliseconds (0: no expiry)
 -- ARGV[3]     result channel
+-- Publishes: the record on the result channel.
 -- Returns: 1.
 
 if tonumber(ARGV[2]) > 0 then
@@ -11,5 +12,5 @@ if tonumber(ARGV[2]) > 0 then
 else
   redis.call("SET", KEYS[1], ARGV[1])
 end
-redis.call("PUBLISH", ARGV[3], "")
+redis.call("PUBLISH", ARGV[3], ARGV[1])  -- the record itself: watchers need no GET
 return 1
