@@ -49,6 +49,18 @@ class Envelope:
     eta: Optional[float] = None
 
 
+def check_envelope(envelope: Envelope) -> None:
+    """Raise ValueError for a priority outside 0..9 or an empty queue name; brokers call
+    it for every envelope before storing any."""
+    if not MIN_PRIORITY <= envelope.priority <= MAX_PRIORITY:
+        raise ValueError(
+            f"Message {envelope.id!r} has priority {envelope.priority!r}; "
+            f"priorities run from {MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
+    if not envelope.queue:
+        raise ValueError(f"Message {envelope.id!r} names no queue")
+
+
 @dataclass(frozen=True)
 class Delivery:
     """A reserved message, held under a lease until acked, released or dead-lettered."""

@@ -15,17 +15,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .base import MAX_PRIORITY, MIN_PRIORITY, Broker, DeadLetter, Delivery, Envelope
+from .base import MAX_PRIORITY, Broker, DeadLetter, Delivery, Envelope, check_envelope
 
 _PROMOTE_BATCH = 1000
-
-
-def _check_priority(envelope: Envelope) -> None:
-    if not MIN_PRIORITY <= envelope.priority <= MAX_PRIORITY:
-        raise ValueError(
-            f"Message {envelope.id!r} has priority {envelope.priority!r}; "
-            f"priorities run from {MIN_PRIORITY} to {MAX_PRIORITY}"
-        )
 
 
 @dataclass
@@ -162,7 +154,7 @@ class MemoryBroker(Broker):
         record_ttl: float = 0,
     ) -> None:
         for envelope in envelopes:  # all checked before anything is stored
-            _check_priority(envelope)
+            check_envelope(envelope)
         with self._lock:
             now = self.now()
             for task_id, record in (records or {}).items():

@@ -21,7 +21,7 @@ import redis
 
 from ..exceptions import OperationalError
 from . import hide_password
-from .base import MAX_PRIORITY, MIN_PRIORITY, Broker, DeadLetter, Delivery, Envelope
+from .base import Broker, DeadLetter, Delivery, Envelope, check_envelope
 from .redis_connection import check_version, open_connection
 from .redis_keys import RedisKeys
 from .redis_pubsub import ResultListener, SubscriberPool
@@ -118,7 +118,7 @@ class RedisBroker(Broker):
         keys = self.keys.core()
         args: list[Any] = [len(envelopes), _milliseconds(record_ttl)]
         for envelope in envelopes:
-            _check(envelope)
+            check_envelope(envelope)
             keys.append(self.keys.ready_list(envelope.queue, envelope.priority))
             delayed = envelope.eta is not None and envelope.eta > now
             args += [
@@ -394,16 +394,6 @@ class RedisBroker(Broker):
         self._waiters.close()
         self._watchers.close()
         self._connection.close()
-
-
-def _check(envelope: Envelope) -> None:
-    if not MIN_PRIORITY <= envelope.priority <= MAX_PRIORITY:
-        raise ValueError(
-            f"Message {envelope.id} has priority {envelope.priority}; "
-            f"use {MIN_PRIORITY} to {MAX_PRIORITY}"
-        )
-    if not envelope.queue:
-        raise ValueError(f"Message {envelope.id} names no queue")
 
 
 def _unpack_dead(message_id: str, packed: bytes) -> DeadLetter:

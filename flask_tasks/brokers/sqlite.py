@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
-from .base import MAX_PRIORITY, MIN_PRIORITY, Broker, DeadLetter, Delivery, Envelope
+from .base import Broker, DeadLetter, Delivery, Envelope, check_envelope
 from .sqlite_db import (
     DELAYED,
     LEASED,
@@ -35,14 +35,6 @@ from .sqlite_db import (
 
 #: Seconds between housekeeping passes in one process.
 _SWEEP_EVERY = 5.0
-
-
-def _check_priority(envelope: Envelope) -> None:
-    if not MIN_PRIORITY <= envelope.priority <= MAX_PRIORITY:
-        raise ValueError(
-            f"Message {envelope.id!r} has priority {envelope.priority!r}; "
-            f"priorities run from {MIN_PRIORITY} to {MAX_PRIORITY}"
-        )
 
 
 class SQLiteBroker(Broker):
@@ -116,7 +108,7 @@ class SQLiteBroker(Broker):
         record_ttl: float = 0,
     ) -> None:
         for envelope in envelopes:
-            _check_priority(envelope)
+            check_envelope(envelope)
         now = self.now()
         with self._db.write() as conn:
             if records:

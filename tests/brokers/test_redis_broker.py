@@ -229,7 +229,7 @@ def test_dead_letters_are_capped(redis_url: str, redis_client: redis.Redis) -> N
 def test_priority_outside_zero_to_nine_and_empty_queue_names_are_refused(
     broker: RedisBroker,
 ) -> None:
-    with pytest.raises(ValueError, match="priority 10; use 0 to 9"):
+    with pytest.raises(ValueError, match="priority 10; priorities run from 0 to 9"):
         broker.publish([env("m", priority=10)])
     with pytest.raises(ValueError, match="names no queue"):
         broker.publish([env("m", queue="")])
@@ -291,7 +291,7 @@ def test_watch_result_wakes_on_a_write_and_reuses_its_connection(
         other.set_result("t", record, 60)
         thread.join(5)
         assert returned and returned[0] - written_at < 0.5
-    assert len(redis_client.client_list()) == clients
+    assert len(redis_client.client_list()) <= clients  # no connection per wait
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
