@@ -1,0 +1,1 @@
+"""Benchmarks of Flask-Tasks beside the libraries users would pick instead (see README.md)."""
