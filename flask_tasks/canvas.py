@@ -18,10 +18,11 @@ from flask import current_app
 from .result import AsyncResult, EagerResult, GroupResult
 
 if TYPE_CHECKING:
-    from .extension import Tasks, _TasksState
+    from .app_state import TasksState
+    from .extension import Tasks
 
 
-def _state_for(extension: Tasks | None) -> _TasksState:
+def _state_for(extension: Tasks | None) -> TasksState:
     if extension is not None:
         return extension._state()
     state = current_app.extensions.get("tasks")

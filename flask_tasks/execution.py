@@ -17,7 +17,7 @@ from .result import EagerResult
 from .task import Request, Task, exponential_backoff, pop_request, push_request
 
 if TYPE_CHECKING:
-    from .extension import _TasksState
+    from .app_state import TasksState
 
 logger = logging.getLogger("flask_tasks.worker")
 
@@ -51,7 +51,7 @@ class Outcome:
         return self.einfo.traceback if self.einfo else None
 
 
-def execute(state: _TasksState, task: Task[Any, Any], request: Request) -> Outcome:
+def execute(state: TasksState, task: Task[Any, Any], request: Request) -> Outcome:
     """Run ``task`` for ``request`` inside the app context, with hooks and signals."""
     token = push_request(request)
     try:
@@ -61,7 +61,7 @@ def execute(state: _TasksState, task: Task[Any, Any], request: Request) -> Outco
         pop_request(token)
 
 
-def _run(state: _TasksState, task: Task[Any, Any], request: Request) -> Outcome:
+def _run(state: TasksState, task: Task[Any, Any], request: Request) -> Outcome:
     args, kwargs = request.args, request.kwargs
     if signals.task_prerun.receivers:
         signals.task_prerun.send(task, task_id=request.id, task=task, args=args, kwargs=kwargs)
@@ -103,7 +103,7 @@ def _retried(task: Task[Any, Any], request: Request, retry: Retry) -> Outcome:
 
 
 def _failed_or_autoretried(
-    state: _TasksState, task: Task[Any, Any], request: Request, exc: Exception
+    state: TasksState, task: Task[Any, Any], request: Request, exc: Exception
 ) -> Outcome:
     options = state.task_options(task)
     autoretry_for = options.get("autoretry_for") or ()
@@ -148,7 +148,7 @@ def is_expected(task: Task[Any, Any], exc: BaseException) -> bool:
 
 
 def apply_eagerly(
-    state: _TasksState,
+    state: TasksState,
     task: Task[Any, Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],

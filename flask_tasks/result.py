@@ -21,7 +21,7 @@ from . import states
 from .exceptions import TaskError, TaskRevokedError, TimeoutError
 
 if TYPE_CHECKING:
-    from .extension import _TasksState
+    from .app_state import TasksState
 
 # -- records ---------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class _ResultBase:
 class AsyncResult(_ResultBase):
     """The handle on a task sent to the workers, returned by ``delay``/``apply_async``."""
 
-    def __init__(self, task_id: str, state: _TasksState, task_name: str | None = None) -> None:
+    def __init__(self, task_id: str, state: TasksState, task_name: str | None = None) -> None:
         self.id = task_id
         self.task_name = task_name
         self._state = state

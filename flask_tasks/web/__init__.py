@@ -22,8 +22,8 @@ from .tokens import make_token
 if TYPE_CHECKING:
     from flask import Flask
 
+    from ..app_state import TasksState
     from ..config import TasksConfig
-    from ..extension import _TasksState
     from ..result import AsyncResult
 
 
@@ -41,7 +41,7 @@ def register_web(app: Flask, extension: Any, config: TasksConfig) -> None:
     app.add_template_global(tasks_status_url, "tasks_status_url")
 
 
-def status_url(state: _TasksState, task_id: str, external: bool = False) -> str:
+def status_url(state: TasksState, task_id: str, external: bool = False) -> str:
     """The status URL of ``task_id``, with a token signed by ``state``'s app.
 
     Raises ``ImproperlyConfigured`` when the app has no ``SECRET_KEY``. Needs an app

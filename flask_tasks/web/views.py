@@ -22,7 +22,7 @@ from .status import build_payload, dumps, version_of
 from .tokens import TokenError, read_token
 
 if TYPE_CHECKING:
-    from ..extension import _TasksState
+    from ..app_state import TasksState
 
 #: Longest ``?wait=`` honoured, in seconds (longer values are capped, not refused).
 MAX_WAIT = 30.0
@@ -43,7 +43,7 @@ logger = logging.getLogger("flask_tasks.web")
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _state() -> _TasksState:
+def _state() -> TasksState:
     return current_app.extensions["tasks"]
 
 
@@ -56,21 +56,21 @@ def refuse(status: int, code: str, message: str) -> NoReturn:
     abort(json_response({"error": code, "message": message}, status))
 
 
-def _task_id(state: _TasksState, token: str) -> str:
+def _task_id(state: TasksState, token: str) -> str:
     try:
         return read_token(state.app, state.config, token)
     except TokenError as error:
         refuse(error.status, error.code, error.message)
 
 
-def _read(state: _TasksState, task_id: str) -> bytes:
+def _read(state: TasksState, task_id: str) -> bytes:
     raw = state.backend.get_result(task_id)
     if raw is None or state.decode_record(raw) is None:
         refuse(404, "not_found", "No such task: it was never sent, or its result expired.")
     return raw
 
 
-def _payload(state: _TasksState, task_id: str, raw: bytes) -> dict[str, Any]:
+def _payload(state: TasksState, task_id: str, raw: bytes) -> dict[str, Any]:
     record = state.decode_record(raw) or {}
     return build_payload(task_id, record, version_of(raw), state.config.expose_traceback)
 
@@ -126,7 +126,7 @@ def status(token: str) -> Response:
     return json_response(payload)
 
 
-def _long_poll(state: _TasksState, task_id: str, raw: bytes, wait: float) -> Iterator[str]:
+def _long_poll(state: TasksState, task_id: str, raw: bytes, wait: float) -> Iterator[str]:
     try:
         changed = state.backend.watch_result(task_id, raw, wait)
     except OperationalError as error:  # the status is sent already: answer what we know
@@ -158,7 +158,7 @@ def events(token: str) -> Response:
 
 
 def _event_stream(
-    state: _TasksState, task_id: str, raw: Optional[bytes], since: Optional[str]
+    state: TasksState, task_id: str, raw: Optional[bytes], since: Optional[str]
 ) -> Iterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     deadline = time.monotonic() + MAX_STREAM

@@ -30,7 +30,7 @@ from ..exceptions import (
 from .runner import TaskRunner
 
 if TYPE_CHECKING:
-    from ..extension import _TasksState
+    from ..app_state import TasksState
     from ..task import Task
 
 logger = logging.getLogger("flask_tasks.worker")
@@ -88,7 +88,7 @@ class Consumer:
 
     def __init__(
         self,
-        state: _TasksState,
+        state: TasksState,
         queues: list[str],
         *,
         concurrency: int = 1,

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 if TYPE_CHECKING:
-    from ..extension import _TasksState
+    from ..app_state import TasksState
 
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -38,7 +38,7 @@ def parse_rate(rate: Union[str, int, float, None]) -> Optional[tuple[float, floa
 class RateLimiter:
     """Decides, per run, whether a rate-limited task may start now."""
 
-    def __init__(self, state: _TasksState) -> None:
+    def __init__(self, state: TasksState) -> None:
         self.state = state
         self.overrides: dict[str, Any] = {}
 

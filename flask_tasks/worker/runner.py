@@ -24,7 +24,7 @@ from ..task import Request, Task, pop_request, push_request
 from .rate_limit import RateLimiter
 
 if TYPE_CHECKING:
-    from ..extension import _TasksState
+    from ..app_state import TasksState
 
 logger = logging.getLogger("flask_tasks.worker")
 
@@ -43,7 +43,7 @@ def _revoked_error(reason: str) -> dict[str, Any]:
 class TaskRunner:
     """Runs deliveries for one worker process (shared by its threads)."""
 
-    def __init__(self, state: _TasksState, hostname: str) -> None:
+    def __init__(self, state: TasksState, hostname: str) -> None:
         self.state = state
         self.hostname = hostname
         self.rate_limiter = RateLimiter(state)
