@@ -242,9 +242,6 @@ class AsyncResult(_ResultBase):
         self._cache = None
         self._state.revoke([self.id], terminate=terminate)
 
-    def then(self, *_args: Any) -> None:  # pragma: no cover - Celery promise API
-        raise NotImplementedError("AsyncResult.then is not supported; use link=")
-
     def as_tuple(self) -> tuple[str, None]:
         return (self.id, None)
 

@@ -32,20 +32,14 @@ def redis_client(redis_url: str) -> Iterator[object]:
 
 @pytest.fixture
 def threaded_worker():
-    """Start a threads-pool worker for an app in a background thread; stopped after."""
-    import threading
+    """Start workers for an app in background threads (the plugin's ``start_worker``);
+    every one is stopped after the test."""
+    from flask_tasks.testing import start_worker
 
-    from flask_tasks.worker import Worker
-
-    started: list[tuple[Worker, threading.Thread]] = []
+    started = []
 
     def start(app, **options):
-        options.setdefault("pool", "threads")
-        options.setdefault("concurrency", 2)
-        options.setdefault("loglevel", "WARNING")
-        worker = Worker(app, **options)
-        thread = threading.Thread(target=worker.start, daemon=True)
-        thread.start()
+        worker, thread = start_worker(app, **options)
         started.append((worker, thread))
         return worker
 
