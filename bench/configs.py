@@ -201,21 +201,23 @@ class ResultTail:
     def __init__(self, state: Any, ids: list[str], tail: int = 32) -> None:
         from flask_tasks import states
 
-        self.state = state
+        self.state = state  # the app's Runtime
         self.ready = states.READY_STATES
         self.remaining = ids[-tail:]
         self.others = ids[:-tail]
         self.detector = Detector(poll=self.poll)
 
     def _unfinished(self, ids: list[str]) -> list[str]:
+        from flask_tasks.records import Record
+
         unfinished = []
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             self.detector.commands["mget"] += 1
             self.detector.round_trips += 1
-            for task_id, raw in zip(chunk, self.state.backend.get_results(chunk)):
-                record = self.state.decode_record(raw) or {}
-                if record.get("status") not in self.ready:
+            for task_id, raw in zip(chunk, self.state.store.get_results(chunk)):
+                record = Record.decode(self.state.codec, raw)
+                if record is None or record.state not in self.ready:
                     unfinished.append(task_id)
         return unfinished
 

@@ -31,9 +31,9 @@ DELAY_SECONDS = 86_400
 
 def body_maker(state: Any) -> Callable[[str], bytes]:
     """A function giving a real encoded ``bench.noop`` message body for an id."""
-    task = state.extension.get_task("bench.noop")
-    message = state.build_message("bench.noop", (), {}, {"task_id": TEMPLATE_ID}, task)
-    body = state.encode_message(message)
+    options = state.options_for("bench.noop")
+    message = state.producer.message("bench.noop", (), {}, {"task_id": TEMPLATE_ID}, options)
+    body = state.producer.encode(message)
     if state.codec.signs:
         raise RuntimeError("the bench app must not sign messages (ids are patched into bodies)")
     template = TEMPLATE_ID.encode()
@@ -44,7 +44,7 @@ class Backlog:
     """Loads and tops up the backlog of one store."""
 
     def __init__(self, state: Any, size: int) -> None:
-        self.broker = state.broker
+        self.broker = state.transport
         self.make_body = body_maker(state)
         self.ready = size // 2
         self.delayed = size - self.ready

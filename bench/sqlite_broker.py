@@ -19,11 +19,11 @@ import threading
 import time
 from typing import Callable
 
-from flask_tasks.brokers import Broker, Delivery, Envelope, create_broker
+from flask_tasks.brokers import Broker, Delivery, Envelope, open_broker
 
 
 def throughput(url: str, messages: int, batch: int) -> float:
-    broker = create_broker(url, key_prefix=f"bench{batch}")
+    broker = open_broker(url, key_prefix=f"bench{batch}")
     started = time.perf_counter()
     for start in range(0, messages, batch):
         broker.publish([Envelope(f"m{i}", "q", b"x" * 200) for i in range(start, start + batch)])
@@ -32,14 +32,14 @@ def throughput(url: str, messages: int, batch: int) -> float:
         if not deliveries:
             break
         for delivery in deliveries:
-            broker.ack(delivery.id, b"result", 3600)
+            broker.ack_with_records([(delivery.id, b"result")], 3600)
     elapsed = time.perf_counter() - started
     broker.close()
     return messages / elapsed
 
 
 def _open(target: str | Broker) -> Broker:
-    return target if isinstance(target, Broker) else create_broker(target, key_prefix="latency")
+    return target if isinstance(target, Broker) else open_broker(target, key_prefix="latency")
 
 
 def _publish_later(target: str | Broker, queue: str, delay: float, rounds: int) -> None:
@@ -70,7 +70,7 @@ def wait_latency(broker: Broker, start_writer: Callable[[str], object], rounds: 
             broker.wait([queue], 10)
             deliveries = broker.reserve([queue], 1, 60)
         samples.append(time.time() - float(deliveries[0].id))
-        broker.ack(deliveries[0].id)
+        broker.ack([deliveries[0].id])
     return describe(samples)
 
 
@@ -86,7 +86,7 @@ def watch_latency(broker: Broker, start_writer: Callable[[str], object], rounds:
 
 
 def idle_cpu(url: str, seconds: float = 10.0) -> float:
-    broker = create_broker(url, key_prefix="idle")
+    broker = open_broker(url, key_prefix="idle")
     broker.wait(["q"], 1.5)  # let the watcher settle into its quiet rate
     cpu, wall = time.process_time(), time.monotonic()
     while time.monotonic() - wall < seconds:
@@ -119,7 +119,7 @@ def main() -> None:
             f"{rate:,.0f} messages/s"
         )
 
-    broker = create_broker(url, key_prefix="latency")
+    broker = open_broker(url, key_prefix="latency")
     spawn = multiprocessing.get_context("spawn")
     for label, delay, rounds in (("busy", 0.05, 40), ("quiet", 1.2, 8)):
         print(f"-- wake-up latency, one write every {delay} s ({label}):")

@@ -19,8 +19,9 @@ from .exceptions import (
     TimeoutError,
 )
 from .extension import Tasks
+from .message import Request
 from .result import AsyncResult, EagerResult, GroupResult
-from .task import Request, Task
+from .task import Task
 
 __version__ = "0.1.0"
 

@@ -13,22 +13,29 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from flask import current_app
-
 from .result import AsyncResult, EagerResult, GroupResult
+from .runtime import Runtime, current_runtime
 
 if TYPE_CHECKING:
-    from .app_state import TasksState
-    from .extension import Tasks
+    from .runtime import Owner
 
 
-def _state_for(extension: Tasks | None) -> TasksState:
-    if extension is not None:
-        return extension._state()
-    state = current_app.extensions.get("tasks")
-    if state is None:
-        raise RuntimeError("Flask-Tasks is not initialized on the current app")
-    return state
+def _runtime_for(extension: Owner | None) -> Runtime:
+    return extension.runtime() if extension is not None else current_runtime()
+
+
+def send(runtime: Runtime, name: str, args: Any, kwargs: Any, options: Mapping[str, Any]) -> Any:
+    """Send a call by task name: through the task when this app knows it (so its options
+    and eager mode apply), else straight through the producer."""
+    task = runtime.registry.get(name)
+    if task is not None:
+        return task.apply_async(args, kwargs, **options)
+    producer = runtime.producer
+    message = producer.message(name, args, kwargs, options, {})
+    producer.publish(
+        [message], retry=options.get("retry", True), retry_policy=options.get("retry_policy")
+    )
+    return AsyncResult(message.id, runtime, name)
 
 
 class Signature:
@@ -41,7 +48,7 @@ class Signature:
         kwargs: Optional[Mapping[str, Any]] = None,
         options: Optional[Mapping[str, Any]] = None,
         immutable: bool = False,
-        extension: Tasks | None = None,
+        extension: Owner | None = None,
     ) -> None:
         self.task = task
         self.args = tuple(args)
@@ -68,7 +75,7 @@ class Signature:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], extension: Tasks | None = None) -> Signature:
+    def from_dict(cls, data: Mapping[str, Any], extension: Owner | None = None) -> Signature:
         return cls(
             data["task"],
             data.get("args") or (),
@@ -121,9 +128,7 @@ class Signature:
     ) -> Any:
         """Send the task with these extra arguments and options."""
         call = self.clone(args, kwargs, **options)
-        state = _state_for(self.extension)
-        task = state.extension._registry.get(call.task)
-        return state.send(call.task, call.args, call.kwargs, call.options, task=task)
+        return send(_runtime_for(self.extension), call.task, call.args, call.kwargs, call.options)
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -132,13 +137,14 @@ class Signature:
         self, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, **options: Any
     ) -> EagerResult:
         call = self.clone(args, kwargs)
-        task = _state_for(self.extension).extension.get_task(call.task)
-        return task.apply(call.args, call.kwargs, **options)
+        task = _runtime_for(self.extension).get_task(call.task)
+        result: EagerResult = task.apply(call.args, call.kwargs, **options)
+        return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the task function inline with these arguments merged."""
         call = self.clone(args, kwargs)
-        task = _state_for(self.extension).extension.get_task(call.task)
+        task = _runtime_for(self.extension).get_task(call.task)
         return task(*call.args, **call.kwargs)
 
     def __or__(self, other: Any) -> chain:
@@ -197,14 +203,14 @@ class chain(Signature):
             step.options.setdefault("task_id", str(uuid.uuid4()))
         first, rest = steps[0], steps[1:]
         first.options["chain"] = [step.to_dict() for step in rest]
-        state = _state_for(first.extension)
-        if state.config.always_eager:
+        runtime = _runtime_for(first.extension)
+        if runtime.config.always_eager:
             result: Any = first.apply_async(args, kwargs, **options)
             for step in rest:
                 result = step.apply_async((result.get(),))
             return result
         first.apply_async(args, kwargs, **options)
-        return AsyncResult(steps[-1].options["task_id"], state, steps[-1].task)
+        return AsyncResult(steps[-1].options["task_id"], runtime, steps[-1].task)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -229,25 +235,29 @@ class group(Signature):
         **options: Any,
     ) -> GroupResult:
         """Publish every task in one broker call (the bulk path)."""
-        state = _state_for(self.extension)
+        runtime = _runtime_for(self.extension)
         group_id = options.pop("group_id", None) or str(uuid.uuid4())
         chord_info = options.pop("chord", None)
         calls = [task.clone(args, kwargs, **options) for task in self.tasks]
-        if state.config.always_eager:
+        if runtime.config.always_eager:
             return GroupResult(group_id, [call.apply_async() for call in calls])
+        producer = runtime.producer
         messages = []
         for call in calls:
-            task = state.extension._registry.get(call.task)
             call_options = {**call.options, "group_id": group_id}
             if chord_info is not None:
                 call_options["chord"] = chord_info
             messages.append(
-                state.build_message(call.task, call.args, call.kwargs, call_options, task)
+                producer.message(
+                    call.task, call.args, call.kwargs, call_options, runtime.options_for(call.task)
+                )
             )
         if chord_info is not None:
             chord_info["results"] = [message.id for message in messages]
-        state.publish_messages(messages, options)
-        return GroupResult(group_id, [AsyncResult(m.id, state, m.task) for m in messages])
+        producer.publish(
+            messages, retry=options.get("retry", True), retry_policy=options.get("retry_policy")
+        )
+        return GroupResult(group_id, [AsyncResult(m.id, runtime, m.task) for m in messages])
 
     def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
         return self.apply_async(args, kwargs)
@@ -275,13 +285,13 @@ class chord(Signature):
         """Send the header; returns the body's result (its id is assigned now)."""
         if self.body is None:
             raise ValueError("chord needs a body: chord(header)(body)")
-        state = _state_for(self.extension)
+        runtime = _runtime_for(self.extension)
         body = self.body.clone()
         body.options.setdefault("task_id", str(uuid.uuid4()))
-        if state.config.always_eager:
+        if runtime.config.always_eager:
             values = self.header.apply_async(args, kwargs, **options).get()
             return body.apply_async((values,))
         group_id = str(uuid.uuid4())
         info = {"group_id": group_id, "size": len(self.header.tasks), "body": body.to_dict()}
         self.header.apply_async(args, kwargs, group_id=group_id, chord=info, **options)
-        return AsyncResult(body.options["task_id"], state, body.task)
+        return AsyncResult(body.options["task_id"], runtime, body.task)

@@ -9,14 +9,28 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Optional
 
 import click
 from flask import Flask, current_app
 from flask.cli import ScriptInfo, with_appcontext
 
 from .exceptions import ImproperlyConfigured, OperationalError
+from .runtime import current_runtime
 from .worker import POOLS, Worker, default_pool
+
+#: What ``flask tasks inspect`` shows of a record.
+_RECORD_FIELDS = (
+    "state",
+    "result",
+    "traceback",
+    "task",
+    "date_done",
+    "parent_id",
+    "children",
+    "retries",
+    "worker",
+)
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -114,22 +128,19 @@ def tasks_group() -> None:
     """Inspect and manage queued, failed and finished tasks."""
 
 
-def _state() -> Any:
-    return current_app.extensions["tasks"]
-
-
 @tasks_group.command("inspect")
 @click.argument("task_id")
 @with_appcontext
 def inspect_command(task_id: str) -> None:
     """Show the stored state of a task."""
-    state = _state()
-    record = state.decode_record(state.backend.get_result(task_id))
+    record = current_runtime().read(task_id)
     if record is None:
         raise click.ClickException(
             f"No task {task_id!r} is known: never sent, ignored its result, or expired"
         )
-    click.echo(json.dumps({"id": task_id, **record}, indent=2, default=str))
+    shown = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    shown["error"] = record.error.to_dict() if record.error else None
+    click.echo(json.dumps({"id": task_id, **shown}, indent=2, default=str))
 
 
 @tasks_group.command("purge")
@@ -138,11 +149,11 @@ def inspect_command(task_id: str) -> None:
 @with_appcontext
 def purge_command(queue: str, force: bool) -> None:
     """Drop every ready message of QUEUE."""
-    state = _state()
+    transport = current_runtime().transport
     if not force:
-        count = state.broker.queue_length(queue)
+        count = transport.queue_length(queue)
         click.confirm(f"Drop {count} ready message(s) from {queue!r}?", abort=True)
-    dropped = state.broker.purge(queue)
+    dropped = transport.purge(queue)
     click.echo(f"Purged {dropped} message(s) from {queue!r}.")
 
 
@@ -152,7 +163,7 @@ def purge_command(queue: str, force: bool) -> None:
 @with_appcontext
 def revoke_command(task_ids: tuple[str, ...], terminate: bool) -> None:
     """Revoke tasks: workers will not run them (or stop them, with --terminate)."""
-    _state().revoke(list(task_ids), terminate=terminate)
+    current_runtime().revoke(list(task_ids), terminate=terminate)
     click.echo(f"Revoked {len(task_ids)} task(s).")
 
 
@@ -161,7 +172,7 @@ def revoke_command(task_ids: tuple[str, ...], terminate: bool) -> None:
 @with_appcontext
 def failed_command(limit: int) -> None:
     """List dead letters: messages no worker could process, newest first."""
-    letters = _state().broker.dead_letters(limit)
+    letters = current_runtime().transport.dead_letters(limit)
     if not letters:
         click.echo("No dead letters.")
     for letter in letters:
@@ -175,7 +186,7 @@ def failed_command(limit: int) -> None:
 @with_appcontext
 def retry_command(message_ids: tuple[str, ...], retry_all: bool) -> None:
     """Put dead letters back on their queues (after fixing what made them fail)."""
-    broker = _state().broker
+    broker = current_runtime().transport
     if retry_all == bool(message_ids):
         raise click.UsageError("give dead-letter ids, or --all")
     if retry_all:

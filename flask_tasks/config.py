@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
 from .exceptions import ImproperlyConfigured
+from .schedules import timezone_named
 
 PREFIX = "TASKS_"
 SERIALIZERS = ("json", "pickle", "msgpack")
@@ -152,6 +153,15 @@ class TasksConfig:
             raise ImproperlyConfigured(
                 f"TASKS_ACCEPT_CONTENT names unknown serializers {sorted(unknown)}; "
                 f"choose from {SERIALIZERS}"
+            )
+        try:
+            timezone_named(self.timezone)
+        except ValueError as error:
+            raise ImproperlyConfigured(str(error)) from None
+        if self.beat_schedule:
+            raise ImproperlyConfigured(
+                "TASKS_BEAT_SCHEDULE is set, but periodic tasks are not available in this "
+                "version of Flask-Tasks; remove the key (or leave it empty) for now"
             )
         if self.serializer not in self.accept_content:
             raise ImproperlyConfigured(

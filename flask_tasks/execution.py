@@ -7,17 +7,21 @@ through the same machinery. Storing the outcome is the caller's business.
 from __future__ import annotations
 
 import logging
+import random
 import traceback as traceback_module
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import signals, states
+from .codec import Codec
 from .exceptions import EncodeError, Retry, TaskRevokedError
+from .message import Message, Request, pop_request, push_request
 from .result import EagerResult
-from .task import Request, Task, exponential_backoff, pop_request, push_request
 
 if TYPE_CHECKING:
-    from .app_state import TasksState
+    from .runtime import Runtime
+    from .task import Task
 
 logger = logging.getLogger("flask_tasks.worker")
 
@@ -51,17 +55,26 @@ class Outcome:
         return self.einfo.traceback if self.einfo else None
 
 
-def execute(state: TasksState, task: Task[Any, Any], request: Request) -> Outcome:
+def exponential_backoff(factor: float, retries: int, maximum: float, full_jitter: bool) -> float:
+    """Seconds to wait before retry number ``retries + 1``: factor·2^retries, capped,
+    then (with jitter) a uniform pick below that, so retries of many tasks spread out."""
+    countdown = min(maximum, factor * float(2**retries))
+    if full_jitter:
+        countdown = random.uniform(0, countdown)
+    return max(0.0, countdown)
+
+
+def execute(runtime: Runtime, task: Task[Any, Any], request: Request) -> Outcome:
     """Run ``task`` for ``request`` inside the app context, with hooks and signals."""
     token = push_request(request)
     try:
-        with state.app.app_context():
-            return _run(state, task, request)
+        with runtime.app.app_context():
+            return _run(runtime, task, request)
     finally:
         pop_request(token)
 
 
-def _run(state: TasksState, task: Task[Any, Any], request: Request) -> Outcome:
+def _run(runtime: Runtime, task: Task[Any, Any], request: Request) -> Outcome:
     args, kwargs = request.args, request.kwargs
     if signals.task_prerun.receivers:
         signals.task_prerun.send(task, task_id=request.id, task=task, args=args, kwargs=kwargs)
@@ -73,12 +86,9 @@ def _run(state: TasksState, task: Task[Any, Any], request: Request) -> Outcome:
     except TaskRevokedError as exc:  # revoked with terminate=True while running
         outcome = Outcome(states.REVOKED, exc, ExceptionInfo(exc))
     except Exception as exc:
-        outcome = _failed_or_autoretried(state, task, request, exc)
+        outcome = _failed_or_autoretried(runtime, task, request, exc)
     else:
-        outcome = Outcome(states.SUCCESS, value)
-        task.on_success(value, request.id or "", args, kwargs)
-        if signals.task_success.receivers:
-            signals.task_success.send(task, result=value)
+        outcome = _succeeded(task, request, value)
     task.after_return(outcome.state, outcome.value, request.id or "", args, kwargs, outcome.einfo)
     if signals.task_postrun.receivers:
         signals.task_postrun.send(
@@ -93,6 +103,16 @@ def _run(state: TasksState, task: Task[Any, Any], request: Request) -> Outcome:
     return outcome
 
 
+def _succeeded(task: Task[Any, Any], request: Request, value: Any) -> Outcome:
+    try:
+        task.on_success(value, request.id or "", request.args, request.kwargs)
+    except Exception as exc:  # the body ran, but its hook failed: the task fails
+        return _failed(task, request, exc)
+    if signals.task_success.receivers:
+        signals.task_success.send(task, result=value)
+    return Outcome(states.SUCCESS, value)
+
+
 def _retried(task: Task[Any, Any], request: Request, retry: Retry) -> Outcome:
     reason = retry.exc if retry.exc is not None else retry
     einfo = ExceptionInfo(reason)
@@ -103,9 +123,9 @@ def _retried(task: Task[Any, Any], request: Request, retry: Retry) -> Outcome:
 
 
 def _failed_or_autoretried(
-    state: TasksState, task: Task[Any, Any], request: Request, exc: Exception
+    runtime: Runtime, task: Task[Any, Any], request: Request, exc: Exception
 ) -> Outcome:
-    options = state.task_options(task)
+    options = runtime.options_for(task.name)
     autoretry_for = options.get("autoretry_for") or ()
     if autoretry_for and isinstance(exc, tuple(autoretry_for)):
         retry_kwargs = dict(options.get("retry_kwargs") or {})
@@ -148,44 +168,39 @@ def is_expected(task: Task[Any, Any], exc: BaseException) -> bool:
 
 
 def apply_eagerly(
-    state: TasksState,
+    runtime: Runtime,
     task: Task[Any, Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    args: Optional[Sequence[Any]],
+    kwargs: Optional[Mapping[str, Any]],
     *,
     task_id: str,
     throw: Optional[bool],
-    options: dict[str, Any],
+    options: Mapping[str, Any],
 ) -> EagerResult:
     """Run a task here as a worker would, arguments and result round-tripped through the
     serializer, retries run at once (countdowns are not waited for)."""
-    codec = state.codec
+    codec = runtime.codec
     serializer = options.get("serializer") or task.serializer
-    args, kwargs = _round_trip(codec, [list(args), kwargs], serializer)
-    args = tuple(args)
-    retries = 0
+    args, kwargs = _round_trip(codec, [list(args or ()), dict(kwargs or {})], serializer)
+    message = Message(
+        id=task_id,
+        task=task.name,
+        args=list(args),
+        kwargs=dict(kwargs),
+        queue=options.get("queue") or "",
+        priority=options.get("priority") or 5,
+        headers=dict(options.get("headers") or {}),
+    )
     while True:
-        request = Request(
-            id=task_id,
-            task=task.name,
-            args=args,
-            kwargs=kwargs,
-            retries=retries,
-            is_eager=True,
-            called_directly=False,
-            headers=dict(options.get("headers") or {}),
-            queue=options.get("queue"),
-            priority=options.get("priority"),
-        )
-        outcome = execute(state, task, request)
+        outcome = execute(runtime, task, Request(message, is_eager=True))
         if outcome.state != states.RETRY:
             break
         retry = outcome.retry
-        retries += 1
+        message.retries += 1
         if retry is not None and retry.args_override is not None:
-            args = tuple(retry.args_override)
+            message.args = list(retry.args_override)
         if retry is not None and retry.kwargs_override is not None:
-            kwargs = dict(retry.kwargs_override)
+            message.kwargs = dict(retry.kwargs_override)
     value = outcome.value
     if outcome.state == states.SUCCESS:
         try:
@@ -194,11 +209,11 @@ def apply_eagerly(
             outcome = Outcome(states.FAILURE, error, ExceptionInfo(error))
             value = error
     if throw is None:
-        throw = state.config.eager_propagates
+        throw = runtime.config.eager_propagates
     if throw and outcome.state == states.FAILURE:
         raise value
     return EagerResult(task_id, value, outcome.state, outcome.traceback, task.name)
 
 
-def _round_trip(codec: Any, value: Any, serializer: str | None) -> Any:
+def _round_trip(codec: Codec, value: Any, serializer: Optional[str]) -> Any:
     return codec.decode(codec.encode(value, serializer))

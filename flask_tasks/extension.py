@@ -1,26 +1,32 @@
-"""``Tasks``: the Flask extension. Task registry, ``init_app``, sending, results.
+"""``Tasks``: the Flask extension. Task registry, ``init_app``, sending by name, results.
 
 The extension object holds no app. Each ``init_app`` validates the ``TASKS_*`` keys once
-and stores the app's state (config, codec, broker; see ``app_state.py``) in
-``app.extensions["tasks"]``.
+and stores the app's :class:`~flask_tasks.runtime.Runtime` (config, codec, connections,
+producer) in ``app.extensions["tasks"]``.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask
 
-from . import result as _result
-from .app_state import TasksState
+from .brokers import check_url
+from .canvas import send
+from .cli import register_commands
 from .config import TasksConfig
-from .exceptions import ImproperlyConfigured, NotRegistered
+from .exceptions import ImproperlyConfigured
 from .result import AsyncResult
+from .runtime import EXTENSION_KEY, Runtime, current_runtime, runtime_of
 from .task import Task
+from .web import register_web, status_url
+from .worker.rate_limit import parse_rate
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: The class, under a name the ``Tasks.AsyncResult`` method does not shadow.
+_AsyncResult = AsyncResult
 
 
 class Tasks:
@@ -33,20 +39,29 @@ class Tasks:
     def __init__(self, app: Flask | None = None, **defaults: Any) -> None:
         self._defaults = defaults
         self._registry: dict[str, Task[Any, Any]] = {}
-        self._periodic: list[dict[str, Any]] = []
+        #: Declared tasks by name: a read-only, live view.
+        self.registry: Mapping[str, Task[Any, Any]] = MappingProxyType(self._registry)
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Validate the app's ``TASKS_*`` config and attach Flask-Tasks to it: its state,
-        the ``flask worker`` commands and the status blueprint."""
+        """Validate the app's ``TASKS_*`` config and attach Flask-Tasks to it: its
+        runtime, the ``flask worker`` commands and the status blueprint.
+
+        Raises ``ImproperlyConfigured`` for a bad setting, a broker or backend URL of an
+        unknown scheme, or a second ``init_app`` on the same app.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise ImproperlyConfigured(
+                f"Flask-Tasks is already initialized on app {app.name!r}: call init_app "
+                "once per app"
+            )
         config = TasksConfig.from_mapping(app.config, self._defaults)
-        app.extensions["tasks"] = TasksState(self, app, config)
-        from .cli import register_commands
-
+        check_url(config.broker_url_for(app.instance_path), "TASKS_BROKER_URL")
+        if config.result_backend:
+            check_url(config.result_backend, "TASKS_RESULT_BACKEND")
+        app.extensions[EXTENSION_KEY] = Runtime(app, config, self.registry, owner=self)
         register_commands(app)
-        from .web import register_web
-
         register_web(app, self, config)
 
     # -- declaring ------------------------------------------------------------------------
@@ -71,8 +86,6 @@ class Tasks:
             )
 
         if options.get("rate_limit") is not None:
-            from .worker.rate_limit import parse_rate
-
             try:
                 parse_rate(options["rate_limit"])
             except ValueError as error:
@@ -85,27 +98,10 @@ class Tasks:
 
         return declare(function) if function is not None else declare
 
-    @property
-    def registry(self) -> Mapping[str, Task[Any, Any]]:
-        """Declared tasks by name (read-only view)."""
-        return dict(self._registry)
-
     def get_task(self, name: str) -> Task[Any, Any]:
         """The task called ``name``; ``NotRegistered`` (naming the closest ones) if none."""
-        try:
-            return self._registry[name]
-        except KeyError:
-            raise NotRegistered(self._unknown_task_message(name)) from None
-
-    def _unknown_task_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._registry), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        known = ", ".join(sorted(self._registry)) or "none"
-        return (
-            f"Task {name!r} is not registered.{hint} Registered tasks: {known}. "
-            "Declare it with @tasks.task in a module the app imports (so that the "
-            "worker imports it too), or pass name= to match the sender."
-        )
+        task: Task[Any, Any] = self.runtime().get_task(name)
+        return task
 
     # -- calling and results ----------------------------------------------------------------
 
@@ -117,50 +113,38 @@ class Tasks:
         **options: Any,
     ) -> AsyncResult:
         """Send a task by name, without importing it (options as ``apply_async``)."""
-        return self._state().send(name, args, kwargs, options, task=self._registry.get(name))
+        return send(self.runtime(), name, args, kwargs, options)  # type: ignore[no-any-return]
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:
         """The handle on the task ``task_id`` (sent from anywhere)."""
-        return AsyncResult(task_id, self._state(), task_name)
+        return AsyncResult(task_id, self.runtime(), task_name)
 
-    def status_url(self, result: Union[_result.AsyncResult, str], _external: bool = False) -> str:
+    def status_url(self, result: Union[_AsyncResult, str], _external: bool = False) -> str:
         """URL of the status endpoint for ``result``, carrying a signed token; for the
         browser (see ``flask-tasks.js``). Needs a request or app context with a server name."""
-        from .web import status_url
-
         task_id = result if isinstance(result, str) else result.id
-        return status_url(self._state(), task_id, external=_external)
+        return status_url(self.runtime(), task_id, external=_external)
 
     def add_periodic_task(
         self, schedule: Any, signature: Any, name: str | None = None, **options: Any
     ) -> None:
-        """Run ``signature`` on ``schedule`` (seconds, timedelta or crontab) under beat."""
-        self._periodic.append(
-            {"name": name or repr(signature), "schedule": schedule, "sig": signature, **options}
+        """Not available yet: raises ``NotImplementedError`` (periodic tasks and
+        ``flask beat`` come in a later release)."""
+        raise NotImplementedError(
+            "Periodic tasks (add_periodic_task, TASKS_BEAT_SCHEDULE, flask beat) are not "
+            "available in this version of Flask-Tasks"
         )
 
-    # -- state lookup ---------------------------------------------------------------------
-
-    def _state(self, app: Flask | None = None) -> TasksState:
-        if app is None:
-            if not has_app_context():
-                raise RuntimeError(
-                    "Working outside of application context: Flask-Tasks needs the app to "
-                    "send tasks and read results. Call it from a view or a task, or inside "
-                    "'with app.app_context():'."
-                )
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
-        state = app.extensions.get("tasks")
-        if not isinstance(state, TasksState) or state.extension is not self:
+    def runtime(self, app: Flask | None = None) -> Runtime:
+        """The runtime of ``app`` (default: the current app), which this extension made;
+        a clear error outside an app context or before ``init_app``."""
+        runtime = runtime_of(app) if app is not None else current_runtime()
+        if runtime.owner is not self:
             raise RuntimeError(
-                f"Flask-Tasks is not initialized on app {app.name!r}: call tasks.init_app(app) "
-                "in your app factory."
+                f"Flask-Tasks is initialized on app {runtime.app.name!r} by another Tasks "
+                "object: declare the tasks on the Tasks object passed to init_app"
             )
-        return state
-
-    def state_for(self, app: Flask) -> TasksState:
-        """The per-app state (used by the worker, the CLI and the web blueprint)."""
-        return self._state(app)
+        return runtime
 
 
 __all__ = ["Tasks"]

@@ -1,280 +1,44 @@
-"""What travels: the message envelope and the codec that turns it into bytes.
+"""What travels, and what a running task sees of it.
 
-Wire format of every stored value (messages and result records)::
-
-    b"ft1 <serializer> <compression or -> <signature or ->\\n" + payload
-
-The header is plain text so that a broker, a dead letter or a person with ``redis-cli``
-can tell what a value is; the signature (itsdangerous, HMAC-SHA256, keyed by
-``SECRET_KEY`` with ``SECRET_KEY_FALLBACKS``) covers serializer, compression and payload.
-
-JSON is the default. Values JSON lacks round-trip through one-key tag objects:
-
-=================  ===========================================
-Python             JSON
-=================  ===========================================
-``tuple``          ``{"$tuple": [...]}``
-``datetime``       ``{"$datetime": "2024-05-01T12:00:00+00:00"}``
-``date``/``time``  ``{"$date": "..."}`` / ``{"$time": "..."}``
-``UUID``           ``{"$uuid": "..."}``
-``Decimal``        ``{"$decimal": "1.10"}``
-``bytes``          ``{"$bytes": "<base64>"}``
-``set``            ``{"$set": [...]}``
-=================  ===========================================
-
-A dict whose only key starts with ``$`` travels as ``{"$dict": [[key, value]]}`` so user
-data is never mistaken for a tag. Dict keys that are not strings follow JSON's rules (they
-become strings).
+:class:`Message` is one task invocation as it travels from the caller to a worker (encoded
+by :mod:`.codec`). :class:`Request` is that message as the running task sees it
+(``self.request``): the message's fields, plus where and how it runs. Both read the
+invocation's fields from one definition, the message.
 """
 
 from __future__ import annotations
 
-import base64
-import bz2
-import datetime as dt
-import hashlib
-import json
-import pickle
-import zlib
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from decimal import Decimal
-from enum import Enum
-from typing import Any, Callable, Optional
-from uuid import UUID
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional, Union
 
-from itsdangerous import Signer
+from .exceptions import DecodeError
 
-from .exceptions import DecodeError, EncodeError, ImproperlyConfigured
-
-_MAGIC = b"ft1"
-_SIGNER_SALT = "flask-tasks.message"
-
-# -- tagged JSON ------------------------------------------------------------------------
+Seconds = Union[int, float]
+When = Union[datetime, timedelta, int, float, None]
 
 
-def _tag_datetime(value: dt.datetime) -> Any:
-    return {"$datetime": value.isoformat()}
+def to_timestamp(when: When, countdown: Optional[Seconds] = None) -> Optional[float]:
+    """Unix time from an aware or naive-UTC datetime, a timedelta or seconds from now,
+    or from ``countdown`` seconds from now."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    now = datetime.now(timezone.utc).timestamp()
+    if isinstance(when, timedelta):
+        return now + when.total_seconds()
+    if countdown is not None:
+        return now + float(countdown)
+    if when is not None:
+        return now + float(when)
+    return None
 
 
-_TAGGERS: dict[type, Callable[[Any], Any]] = {
-    dt.datetime: _tag_datetime,
-    dt.date: lambda value: {"$date": value.isoformat()},
-    dt.time: lambda value: {"$time": value.isoformat()},
-    UUID: lambda value: {"$uuid": str(value)},
-    Decimal: lambda value: {"$decimal": str(value)},
-    bytes: lambda value: {"$bytes": base64.b64encode(value).decode("ascii")},
-}
-
-_UNTAGGERS: dict[str, Callable[[Any], Any]] = {
-    "$tuple": tuple,
-    "$set": set,
-    "$datetime": dt.datetime.fromisoformat,
-    "$date": dt.date.fromisoformat,
-    "$time": dt.time.fromisoformat,
-    "$uuid": UUID,
-    "$decimal": Decimal,
-    "$bytes": base64.b64decode,
-    "$dict": dict,
-}
-
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def to_tagged(value: Any) -> Any:
-    """``value`` as plain JSON types, tagging what JSON cannot hold (see module docs)."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    if kind is list:
-        return [to_tagged(item) for item in value]
-    if kind is dict:
-        if len(value) == 1:
-            key = next(iter(value))
-            if isinstance(key, str) and key[:1] == "$":  # escape user data shaped like a tag
-                return {"$dict": [[key, to_tagged(value[key])]]}
-        return {key: to_tagged(item) for key, item in value.items()}
-    if kind is tuple:
-        return {"$tuple": [to_tagged(item) for item in value]}
-    tagger = _TAGGERS.get(kind)
-    if tagger is not None:
-        return tagger(value)
-    return _to_tagged_subclass(value)
-
-
-def _to_tagged_subclass(value: Any) -> Any:
-    if isinstance(value, (set, frozenset)):
-        return {"$set": [to_tagged(item) for item in value]}
-    if isinstance(value, Enum):
-        return to_tagged(value.value)
-    for base in (str, int, float):  # enums and other subclasses of plain types
-        if isinstance(value, base):
-            return base(value)
-    for container in (dict, list, tuple):  # OrderedDict, namedtuple, ...
-        if isinstance(value, container):
-            return to_tagged(container(value))
-    for kind, tagger in _TAGGERS.items():
-        if isinstance(value, kind):
-            return tagger(value)
-    raise EncodeError(
-        f"Object of type {type(value).__name__} is not JSON serializable: {value!r:.80}. "
-        "Pass plain data (ids rather than objects), or list 'pickle' in TASKS_ACCEPT_CONTENT "
-        "and set TASKS_SERIALIZER = 'pickle'"
-    )
-
-
-def _untag(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1:
-        key = next(iter(obj))
-        untagger = _UNTAGGERS.get(key)
-        if untagger is not None:
-            return untagger(obj[key])
-    return obj
-
-
-class _Serializer:
-    def __init__(self, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:
-        self.dumps = dumps
-        self.loads = loads
-
-
-def _json_dumps(value: Any) -> bytes:
-    return json.dumps(to_tagged(value), separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _json_loads(data: bytes) -> Any:
-    if b'"$' not in data:  # no tag can be present: skip the per-object hook
-        return json.loads(data)
-    return json.loads(data, object_hook=_untag)
-
-
-def _msgpack() -> _Serializer:
-    try:
-        import msgpack
-    except ImportError as error:
-        raise ImproperlyConfigured(
-            "TASKS_SERIALIZER 'msgpack' needs the msgpack package: pip install Flask-Tasks[msgpack]"
-        ) from error
-
-    def loads(data: bytes) -> Any:
-        return msgpack.unpackb(data, object_hook=_untag, strict_map_key=False)
-
-    return _Serializer(lambda value: msgpack.packb(to_tagged(value)), loads)
-
-
-def _serializer(name: str) -> _Serializer:
-    if name == "json":
-        return _Serializer(_json_dumps, _json_loads)
-    if name == "pickle":
-        return _Serializer(lambda value: pickle.dumps(value, protocol=4), pickle.loads)
-    return _msgpack()
-
-
-_COMPRESSORS: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {
-    "zlib": (zlib.compress, zlib.decompress),
-    "bz2": (bz2.compress, bz2.decompress),
-}
-
-
-def _as_bytes(key: str | bytes) -> bytes:
-    return key if isinstance(key, bytes) else key.encode()
-
-
-class Codec:
-    """Encodes values to the wire format and back, with one app's settings.
-
-    ``secret_keys`` lists keys oldest first (``SECRET_KEY_FALLBACKS`` then
-    ``SECRET_KEY``); the newest signs and all verify. With no keys, nothing is signed.
-    """
-
-    def __init__(
-        self,
-        serializer: str = "json",
-        accept: Sequence[str] = ("json",),
-        compression: str | None = None,
-        secret_keys: Sequence[str | bytes] = (),
-        max_bytes: int = 1048576,
-    ) -> None:
-        self.serializer = serializer
-        self.compression = compression
-        self.max_bytes = max_bytes
-        self.accept = frozenset(accept)
-        self._serializers = {name: _serializer(name) for name in self.accept | {serializer}}
-        self._signer = (
-            Signer(
-                [_as_bytes(key) for key in secret_keys],
-                salt=_SIGNER_SALT,
-                digest_method=hashlib.sha256,
-            )
-            if secret_keys
-            else None
-        )
-
-    @property
-    def signs(self) -> bool:
-        return self._signer is not None
-
-    def encode(
-        self, value: Any, serializer: str | None = None, compression: str | None = None
-    ) -> bytes:
-        """Serialize, compress and sign ``value``; raises EncodeError on failure."""
-        serializer = serializer or self.serializer
-        compression = compression if compression is not None else self.compression
-        dumps = self._serializers.get(serializer) or self._unaccepted_serializer(serializer)
-        try:
-            payload = dumps.dumps(value)
-        except EncodeError:
-            raise
-        except Exception as error:
-            raise EncodeError(f"Cannot serialize with {serializer}: {error}") from error
-        if compression:
-            if compression not in _COMPRESSORS:
-                raise EncodeError(f"Unknown compression {compression!r}; use zlib or bz2")
-            payload = _COMPRESSORS[compression][0](payload)
-        head = b"%s %s" % (serializer.encode(), (compression or "-").encode())
-        signature = self._signer.get_signature(head + b"\n" + payload) if self._signer else b"-"
-        data = b"%s %s %s\n%s" % (_MAGIC, head, signature, payload)
-        if len(data) > self.max_bytes:
-            raise EncodeError(
-                f"Message is {len(data)} bytes, over TASKS_MESSAGE_MAX_BYTES ({self.max_bytes}); "
-                "store large data elsewhere and pass a reference"
-            )
-        return data
-
-    def decode(self, data: bytes) -> Any:
-        """Verify, decompress and deserialize; raises DecodeError with the reason."""
-        newline = data.find(b"\n")
-        parts = data[:newline].split(b" ") if newline > 0 else []
-        if len(parts) != 4 or parts[0] != _MAGIC:
-            raise DecodeError("not a Flask-Tasks message (bad header)")
-        _magic, serializer_raw, compression_raw, signature = parts
-        payload = data[newline + 1 :]
-        serializer = serializer_raw.decode("ascii", "replace")
-        if self._signer is not None:
-            if signature == b"-":
-                raise DecodeError("message is not signed, and this app requires signatures")
-            head = serializer_raw + b" " + compression_raw
-            if not self._signer.verify_signature(head + b"\n" + payload, signature):
-                raise DecodeError("message signature does not match (tampered, or another key)")
-        if serializer not in self.accept:
-            raise DecodeError(
-                f"content type {serializer!r} is not in TASKS_ACCEPT_CONTENT {sorted(self.accept)}"
-            )
-        compression = compression_raw.decode("ascii", "replace")
-        try:
-            if compression != "-":
-                payload = _COMPRESSORS[compression][1](payload)
-            return self._serializers[serializer].loads(payload)
-        except Exception as error:
-            raise DecodeError(f"cannot decode {serializer} payload: {error}") from error
-
-    def _unaccepted_serializer(self, name: str) -> _Serializer:
-        raise EncodeError(
-            f"Serializer {name!r} is not listed in TASKS_ACCEPT_CONTENT {sorted(self.accept)}"
-        )
-
-
-# -- the envelope -----------------------------------------------------------------------
+def _as_datetime(stamp: Optional[float]) -> Optional[datetime]:
+    return datetime.fromtimestamp(stamp, timezone.utc) if stamp is not None else None
 
 
 @dataclass
@@ -325,19 +89,151 @@ class Message:
 
     @classmethod
     def from_dict(cls, data: Any) -> Message:
+        """The message in a decoded envelope; ``DecodeError`` naming the first field
+        that is missing or of the wrong type."""
         if not isinstance(data, dict) or not isinstance(data.get("task"), str):
             raise DecodeError("message body is not a task envelope (no task name)")
-        try:
-            message = cls(**data)
-        except TypeError as error:
-            raise DecodeError(f"message envelope has unexpected fields: {error}") from error
-        if not isinstance(message.args, (list, tuple)) or not isinstance(message.kwargs, dict):
-            raise DecodeError("message args must be a list and kwargs a dict")
-        return message
+        unknown = set(data) - _FIELD_NAMES
+        if unknown:
+            raise DecodeError(f"message envelope has unexpected fields: {sorted(unknown)}")
+        for name, value in data.items():
+            expected = _FIELD_TYPES[name]
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                if value is None and name in _OPTIONAL_FIELDS:
+                    continue
+                raise DecodeError(
+                    f"message field {name!r} has the wrong type: {type(value).__name__}"
+                )
+        if "id" not in data:
+            raise DecodeError("message field 'id' is missing")
+        return cls(**data)
 
 
+_FIELD_TYPES: dict[str, Any] = {
+    "id": str,
+    "task": str,
+    "args": (list, tuple),
+    "kwargs": dict,
+    "queue": str,
+    "priority": int,
+    "retries": int,
+    "eta": (int, float),
+    "expires": (int, float),
+    "headers": dict,
+    "parent_id": str,
+    "root_id": str,
+    "group_id": str,
+    "ignore_result": bool,
+    "link": list,
+    "link_error": list,
+    "chain": list,
+    "chord": dict,
+    "serializer": str,
+    "compression": str,
+}
+_FIELD_NAMES = frozenset(item.name for item in fields(Message))
 _OPTIONAL_FIELDS = tuple(
     item.name
     for item in fields(Message)
     if item.name not in {"id", "task", "args", "kwargs", "queue", "priority"}
 )
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a running task knows about its invocation: ``self.request`` in bound tasks.
+
+    The invocation's fields (``id``, ``task``, ``args``, ``retries``...) are read from the
+    message; the rest says where and how it runs.
+    """
+
+    message: Message
+    hostname: Optional[str] = None
+    is_eager: bool = False
+    #: True when the task function is called like a plain function (no message sent).
+    called_directly: bool = False
+
+    @classmethod
+    def blank(cls, task: str) -> Request:
+        """The request of a task called directly (``add(2, 2)``): no id, no message."""
+        return cls(Message(id="", task=task, queue=""), called_directly=True)
+
+    @property
+    def id(self) -> Optional[str]:
+        return self.message.id or None
+
+    @property
+    def task(self) -> str:
+        return self.message.task
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return tuple(self.message.args)
+
+    @property
+    def kwargs(self) -> Mapping[str, Any]:
+        return self.message.kwargs
+
+    @property
+    def retries(self) -> int:
+        return self.message.retries
+
+    @property
+    def eta(self) -> Optional[datetime]:
+        return _as_datetime(self.message.eta)
+
+    @property
+    def expires(self) -> Optional[datetime]:
+        return _as_datetime(self.message.expires)
+
+    @property
+    def queue(self) -> Optional[str]:
+        return self.message.queue or None
+
+    @property
+    def priority(self) -> int:
+        return self.message.priority
+
+    @property
+    def headers(self) -> Mapping[str, Any]:
+        return self.message.headers
+
+    @property
+    def parent_id(self) -> Optional[str]:
+        return self.message.parent_id
+
+    @property
+    def root_id(self) -> Optional[str]:
+        return self.message.root_id or self.id
+
+    @property
+    def group_id(self) -> Optional[str]:
+        return self.message.group_id
+
+    group = group_id
+
+    @property
+    def ignore_result(self) -> bool:
+        return self.message.ignore_result
+
+    @property
+    def delivery_info(self) -> dict[str, Any]:
+        return {"routing_key": self.message.queue, "priority": self.message.priority}
+
+
+_current_request: contextvars.ContextVar[Optional[Request]] = contextvars.ContextVar(
+    "flask_tasks_request", default=None
+)
+
+
+def current_request() -> Optional[Request]:
+    """The request of the task running in this thread or context, if any."""
+    return _current_request.get()
+
+
+def push_request(request: Request) -> contextvars.Token[Optional[Request]]:
+    return _current_request.set(request)
+
+
+def pop_request(token: contextvars.Token[Optional[Request]]) -> None:
+    _current_request.reset(token)

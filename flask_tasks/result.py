@@ -1,75 +1,23 @@
 """Handles on task outcomes: ``AsyncResult``, ``EagerResult``, ``GroupResult``.
 
-A task's outcome is stored as a *result record*: a dict encoded with the app's codec::
-
-    {"status": "SUCCESS", "result": 8, "traceback": None, "date_done": "2024-...",
-     "task": "app.add", "parent_id": None, "children": [], "retries": 0}
-
-For a failure, ``result`` holds ``{"exc_type", "exc_module", "exc_message"}``; for a
-custom state set with ``update_state`` it holds the ``meta`` dict.
+An ``AsyncResult`` reads the task's :class:`~flask_tasks.records.Record` from the store
+of the current app and waits on the store's change notifications.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import states
-from .exceptions import TaskError, TaskRevokedError, TimeoutError
+from .exceptions import TaskRevokedError, TimeoutError
+from .message import current_request
+from .records import Record
 
 if TYPE_CHECKING:
-    from .app_state import TasksState
-
-# -- records ---------------------------------------------------------------------------
-
-
-def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def exception_to_dict(exc: BaseException) -> dict[str, Any]:
-    """A JSON-safe description of ``exc`` that ``exception_from_dict`` can rebuild."""
-    return {
-        "exc_type": type(exc).__name__,
-        "exc_module": type(exc).__module__,
-        "exc_message": str(exc),
-        "exc_args": [arg for arg in exc.args if isinstance(arg, (str, int, float, bool))]
-        if all(isinstance(arg, (str, int, float, bool)) for arg in exc.args)
-        else [str(exc)],
-    }
-
-
-_proxies: dict[tuple[str, str], type[TaskError]] = {}
-
-
-def exception_from_dict(info: Any) -> BaseException:
-    """Rebuild an exception stored by a worker.
-
-    The real class is used when its module is already imported in this process (nothing
-    is imported on behalf of stored data); otherwise a proxy subclass of ``TaskError``
-    with the same name and module keeps the type name and message.
-    """
-    if not isinstance(info, dict):
-        return TaskError(str(info))
-    name = str(info.get("exc_type") or "Exception")
-    module_name = str(info.get("exc_module") or "builtins")
-    message = str(info.get("exc_message", ""))
-    args = info.get("exc_args") or [message]
-    module = sys.modules.get(module_name)
-    cls = getattr(module, name, None) if module is not None else None
-    if isinstance(cls, type) and issubclass(cls, BaseException):
-        try:
-            return cls(*args)
-        except Exception:  # constructor with a different signature
-            pass
-    proxy = _proxies.get((module_name, name))
-    if proxy is None:
-        proxy = type(name, (TaskError,), {"__module__": module_name})
-        _proxies[(module_name, name)] = proxy
-    return proxy(message)
+    from .runtime import Runtime
 
 
 # -- results ---------------------------------------------------------------------------
@@ -118,42 +66,38 @@ class _ResultBase:
 class AsyncResult(_ResultBase):
     """The handle on a task sent to the workers, returned by ``delay``/``apply_async``."""
 
-    def __init__(self, task_id: str, state: TasksState, task_name: str | None = None) -> None:
+    def __init__(self, task_id: str, runtime: Runtime, task_name: str | None = None) -> None:
         self.id = task_id
         self.task_name = task_name
-        self._state = state
-        self._cache: dict[str, Any] | None = None
+        self._runtime = runtime
+        self._cache: Record | None = None
 
     # -- reading the record
 
-    def _meta(self) -> dict[str, Any] | None:
+    def _record(self) -> Record | None:
         if self._cache is not None:
             return self._cache
-        meta = self._state.decode_record(self._state.backend.get_result(self.id))
-        if meta is not None and meta.get("status") in states.READY_STATES:
-            self._cache = meta  # final: never changes again
-        return meta
+        record = self._runtime.read(self.id)
+        if record is not None and record.ready:
+            self._cache = record  # final: never changes again
+        return record
 
     def exists(self) -> bool:
         """True if the result store knows this id (queued, running or done, not expired)."""
-        return self._meta() is not None
+        return self._record() is not None
 
     @property
     def state(self) -> str:
-        meta = self._meta()
-        return str(meta["status"]) if meta else states.PENDING
+        record = self._record()
+        return record.state if record else states.PENDING
 
     status = state
 
     @property
     def result(self) -> Any:
         """The return value, the exception of a failure, or the meta of a custom state."""
-        meta = self._meta()
-        if meta is None:
-            return None
-        if meta["status"] in states.PROPAGATE_STATES or meta["status"] == states.RETRY:
-            return exception_from_dict(meta.get("result"))
-        return meta.get("result")
+        record = self._record()
+        return record.value if record else None
 
     @property
     def info(self) -> Any:
@@ -161,30 +105,29 @@ class AsyncResult(_ResultBase):
 
     @property
     def traceback(self) -> str | None:
-        meta = self._meta()
-        return meta.get("traceback") if meta else None
+        record = self._record()
+        return record.traceback if record else None
 
     @property
     def date_done(self) -> datetime | None:
-        meta = self._meta()
-        done = meta.get("date_done") if meta else None
-        return datetime.fromisoformat(done) if done else None
+        record = self._record()
+        return datetime.fromisoformat(record.date_done) if record and record.date_done else None
 
     @property
     def retries(self) -> int:
-        meta = self._meta()
-        return int(meta.get("retries") or 0) if meta else 0
+        record = self._record()
+        return record.retries if record else 0
 
     @property
     def parent(self) -> AsyncResult | None:
-        meta = self._meta()
-        parent_id = meta.get("parent_id") if meta else None
-        return AsyncResult(parent_id, self._state) if parent_id else None
+        record = self._record()
+        parent_id = record.parent_id if record else None
+        return AsyncResult(parent_id, self._runtime) if parent_id else None
 
     @property
     def children(self) -> list[AsyncResult]:
-        meta = self._meta()
-        return [AsyncResult(child, self._state) for child in (meta or {}).get("children") or []]
+        record = self._record()
+        return [AsyncResult(child, self._runtime) for child in (record.children if record else ())]
 
     # -- waiting
 
@@ -199,24 +142,29 @@ class AsyncResult(_ResultBase):
         """Wait for the task to finish and return its value.
 
         Waits on the result store's change notifications: no busy polling, so
-        ``interval`` (kept for Celery compatibility) is not needed. Raises ``TimeoutError`` after
-        ``timeout`` seconds; re-raises the task's exception when ``propagate``.
+        ``interval`` (kept for Celery compatibility) is not needed. Raises ``TimeoutError``
+        after ``timeout`` seconds; re-raises the task's exception when ``propagate``.
+        Inside a running task it raises ``RuntimeError``, as Celery does, unless
+        ``disable_sync_subtasks=False``: a task waiting on another can deadlock the pool.
         """
-        del interval, disable_sync_subtasks  # accepted for Celery compatibility
+        del interval  # accepted for Celery compatibility: nothing polls
+        if disable_sync_subtasks:
+            _refuse_inside_task()
         deadline = None if timeout is None else time.monotonic() + timeout
-        backend = self._state.backend
-        raw = backend.get_result(self.id)
+        runtime = self._runtime
+        store = runtime.store
+        raw = store.get_result(self.id)
         while True:
-            meta = self._state.decode_record(raw)
-            if meta is not None and meta.get("status") in states.READY_STATES:
-                self._cache = meta
+            record = Record.decode(runtime.codec, raw)
+            if record is not None and record.ready:
+                self._cache = record
                 break
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(
                     f"Task {self.id} did not finish within {timeout} s (state {self.state})"
                 )
-            raw = backend.watch_result(self.id, raw, min(remaining, 5.0))
+            raw = store.watch_result(self.id, raw, min(remaining, 5.0))
         return self._outcome(propagate)
 
     def _outcome(self, propagate: bool) -> Any:
@@ -234,13 +182,14 @@ class AsyncResult(_ResultBase):
     def forget(self) -> None:
         """Delete the stored result."""
         self._cache = None
-        self._state.backend.forget_result(self.id)
+        self._runtime.store.forget_result(self.id)
 
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
-        """Ask workers not to run this task (``terminate`` also stops it if running)."""
-        del signal
+        """Ask workers not to run this task (``terminate`` also stops it if running, by
+        raising ``TaskRevokedError`` inside it: ``signal`` cannot be chosen)."""
+        _check_signal(signal)
         self._cache = None
-        self._state.revoke([self.id], terminate=terminate)
+        self._runtime.revoke([self.id], terminate=terminate)
 
     def as_tuple(self) -> tuple[str, None]:
         return (self.id, None)
@@ -290,10 +239,11 @@ class EagerResult(_ResultBase):
     wait = get
 
     def forget(self) -> None:
-        pass
+        """Nothing to forget: an eager outcome is kept in this object only."""
 
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
-        pass
+        """Nothing to revoke: the task has already run."""
+        _check_signal(signal)
 
 
 class GroupResult(_ResultBase):
@@ -354,3 +304,20 @@ class GroupResult(_ResultBase):
     def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
         for result in self.results:
             result.revoke(terminate=terminate, signal=signal)
+
+
+def _refuse_inside_task() -> None:
+    request = current_request()
+    if request is not None and not request.called_directly and not request.is_eager:
+        raise RuntimeError(
+            "Never call result.get() within a task: it can deadlock the worker pool. Chain "
+            "the tasks instead (sig | sig), or pass disable_sync_subtasks=False if you must."
+        )
+
+
+def _check_signal(signal: Optional[str]) -> None:
+    if signal not in (None, "SIGTERM", "TERM"):
+        raise ValueError(
+            f"revoke(signal={signal!r}): Flask-Tasks stops a running task by raising "
+            "TaskRevokedError inside it; no other signal can be chosen"
+        )

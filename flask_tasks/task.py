@@ -1,27 +1,38 @@
 """``Task``: a function declared with ``@tasks.task``, and how it is called.
 
 The options and their meaning follow Celery. A task belongs to a ``Tasks`` extension, not
-to an app: calling it looks up the current app's state (``current_app``), so one task
-serves every app the extension was initialized on.
+to an app: calling it looks up the current app's runtime, so one task serves every app
+the extension was initialized on. Whether a call runs eagerly is decided here, where the
+call starts.
 """
 
 from __future__ import annotations
 
-import contextvars
-import random
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Optional, TypeVar, Union
+from datetime import datetime, timezone
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Generic,
+    Optional,
+    TypeVar,
+    Union,
+    cast,
+)
 
+from .canvas import Signature
 from .exceptions import MaxRetriesExceededError, Retry
+from .execution import apply_eagerly
+from .message import Request, Seconds, current_request, to_timestamp
+from .records import Record
+from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
-    from .canvas import Signature
-    from .extension import Tasks
-    from .result import AsyncResult, EagerResult
+    from .runtime import Owner
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -31,80 +42,8 @@ else:  # pragma: no cover - Python 3.9 has no ParamSpec; signatures are not chec
     P = TypeVar("P")
 R = TypeVar("R")
 
-Seconds = Union[int, float]
-When = Union[datetime, int, float, None]
-
-
-@dataclass
-class Request:
-    """What a running task knows about its invocation: ``self.request`` in bound tasks."""
-
-    id: Optional[str] = None
-    task: Optional[str] = None
-    args: Sequence[Any] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    eta: Optional[datetime] = None
-    expires: Optional[datetime] = None
-    queue: Optional[str] = None
-    priority: Optional[int] = None
-    headers: dict[str, Any] = field(default_factory=dict)
-    parent_id: Optional[str] = None
-    root_id: Optional[str] = None
-    group_id: Optional[str] = None
-    hostname: Optional[str] = None
-    is_eager: bool = False
-    called_directly: bool = True
-    ignore_result: bool = False
-    delivery_info: dict[str, Any] = field(default_factory=dict)
-    #: The message being run (None when called directly).
-    message: Any = None
-
-    @property
-    def group(self) -> Optional[str]:
-        return self.group_id
-
-
-_current_request: contextvars.ContextVar[Optional[Request]] = contextvars.ContextVar(
-    "flask_tasks_request", default=None
-)
-
-
-def current_request() -> Optional[Request]:
-    """The request of the task running in this thread/context, if any."""
-    return _current_request.get()
-
-
-def push_request(request: Request) -> contextvars.Token[Optional[Request]]:
-    return _current_request.set(request)
-
-
-def pop_request(token: contextvars.Token[Optional[Request]]) -> None:
-    _current_request.reset(token)
-
-
-def to_timestamp(when: When, countdown: Optional[Seconds] = None) -> Optional[float]:
-    """Unix time from an aware or naive-UTC datetime, or from seconds from now."""
-    if isinstance(when, datetime):
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        return when.timestamp()
-    if isinstance(when, timedelta):
-        return datetime.now(timezone.utc).timestamp() + when.total_seconds()
-    if countdown is not None:
-        return datetime.now(timezone.utc).timestamp() + float(countdown)
-    if when is not None:
-        return datetime.now(timezone.utc).timestamp() + float(when)
-    return None
-
-
-def exponential_backoff(factor: float, retries: int, maximum: float, full_jitter: bool) -> float:
-    """Seconds to wait before retry number ``retries + 1``: factor·2^retries, capped,
-    then (with jitter) a uniform pick below that, so retries of many tasks spread out."""
-    countdown = min(maximum, factor * (2**retries))
-    if full_jitter:
-        countdown = random.uniform(0, countdown)
-    return max(0.0, countdown)
+#: Options ``Task.retry`` passes on to the next run.
+RETRY_OPTIONS = frozenset({"queue", "priority", "headers", "expires"})
 
 
 class Task(Generic[P, R]):
@@ -161,7 +100,7 @@ class Task(Generic[P, R]):
         ]
     )
 
-    def __init__(self, extension: Tasks, function: Callable[..., R], **options: Any) -> None:
+    def __init__(self, extension: Owner, function: Callable[..., R], **options: Any) -> None:
         self.extension = extension
         self.function = function
         for key, value in options.items():
@@ -187,15 +126,19 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function here and now, like a plain function call."""
-        return self.run(*args, **kwargs)
+        return cast(R, self.run(*args, **kwargs))
 
     @property
     def request(self) -> Request:
         """The current invocation of this task (a blank one when called directly)."""
-        request = _current_request.get()
+        request = current_request()
         if request is not None and request.task == self.name:
             return request
-        return Request(task=self.name)
+        return Request.blank(self.name)
+
+    def options(self) -> dict[str, Any]:
+        """This task's options (the names of ``OPTIONS``), before ``TASKS_ANNOTATIONS``."""
+        return {name: getattr(self, name) for name in self.OPTIONS}
 
     # -- calling --------------------------------------------------------------------------
 
@@ -247,7 +190,22 @@ class Task(Generic[P, R]):
             "compression": compression,
             **extra,
         }
-        return self.extension._state().send(self.name, args, kwargs, options, task=self)
+        runtime = self.extension.runtime()
+        if runtime.config.always_eager:
+            # Celery returns an EagerResult here too; both have the AsyncResult interface.
+            return apply_eagerly(  # type: ignore[return-value]
+                runtime,
+                self,
+                args,
+                kwargs,
+                task_id=task_id or str(uuid.uuid4()),
+                throw=runtime.config.eager_propagates,
+                options=options,
+            )
+        producer = runtime.producer
+        message = producer.message(self.name, args, kwargs, options, runtime.options_for(self.name))
+        producer.publish([message], retry=retry, retry_policy=retry_policy)
+        return AsyncResult(message.id, runtime, self.name)
 
     def apply(
         self,
@@ -259,13 +217,11 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> EagerResult:
         """Run the task here, through the full machinery (retries, hooks, signals)."""
-        from .execution import apply_eagerly
-
         return apply_eagerly(
-            self.extension._state(),
+            self.extension.runtime(),
             self,
-            tuple(args or ()),
-            dict(kwargs or {}),
+            args,
+            kwargs,
             task_id=task_id or str(uuid.uuid4()),
             throw=throw,
             options=options,
@@ -273,14 +229,10 @@ class Task(Generic[P, R]):
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature of this task with partial arguments (``add.s(2)`` then ``| add.s(3)``)."""
-        from .canvas import Signature
-
         return Signature(self.name, args, kwargs, extension=self.extension)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """An immutable signature: the parent's result is not prepended to its arguments."""
-        from .canvas import Signature
-
         return Signature(self.name, args, kwargs, immutable=True, extension=self.extension)
 
     def signature(
@@ -289,8 +241,6 @@ class Task(Generic[P, R]):
         kwargs: Optional[Mapping[str, Any]] = None,
         **options: Any,
     ) -> Signature:
-        from .canvas import Signature
-
         immutable = bool(options.pop("immutable", False))
         return Signature(
             self.name,
@@ -304,7 +254,7 @@ class Task(Generic[P, R]):
     subtask = signature
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
-        return self.extension.AsyncResult(task_id, task_name=self.name)
+        return AsyncResult(task_id, self.extension.runtime(), self.name)
 
     # -- inside a running task ------------------------------------------------------------
 
@@ -321,6 +271,12 @@ class Task(Generic[P, R]):
     ) -> Retry:
         """Run this task again later with the same id; raises ``Retry`` (unless not
         ``throw``). Past ``max_retries`` raises ``exc`` or ``MaxRetriesExceededError``."""
+        unknown = set(options) - RETRY_OPTIONS
+        if unknown:
+            raise TypeError(
+                f"{self.name}.retry() got unknown option(s) {sorted(unknown)}; "
+                f"it passes on {sorted(RETRY_OPTIONS)}"
+            )
         request = self.request
         if request.called_directly:
             if exc is not None:
@@ -357,10 +313,18 @@ class Task(Generic[P, R]):
         task_id = task_id or self.request.id
         if not task_id:
             raise RuntimeError(f"{self.name}.update_state() needs a task_id outside a running task")
-        self.extension._state().store_state(task_id, state or "PROGRESS", meta, task_name=self.name)
+        request = current_request()
+        if request is not None and request.is_eager:
+            return  # an eager run keeps its outcome in its EagerResult, not in the store
+        record = Record.custom(state or "PROGRESS", meta, self.name)
+        self.extension.runtime().write(task_id, record)
 
     def send_event(self, *_args: Any, **_kwargs: Any) -> None:
-        """Accepted for Celery compatibility; Flask-Tasks has no event stream."""
+        """Not available: Flask-Tasks has no event stream (raises NotImplementedError)."""
+        raise NotImplementedError(
+            "Flask-Tasks has no event stream: report progress with self.update_state(), "
+            "or connect to the blinker signals in flask_tasks.signals"
+        )
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -406,14 +370,3 @@ class Task(Generic[P, R]):
 
 def _now() -> float:
     return datetime.now(timezone.utc).timestamp()
-
-
-def task_options_for(task: Task[Any, Any], annotations: Mapping[str, Any]) -> dict[str, Any]:
-    """The task's options with ``TASKS_ANNOTATIONS`` overrides applied (glob names allowed)."""
-    from fnmatch import fnmatchcase
-
-    options = {name: getattr(task, name) for name in Task.OPTIONS}
-    for pattern, overrides in annotations.items():
-        if pattern == task.name or fnmatchcase(task.name, pattern):
-            options.update(overrides)
-    return options

@@ -25,6 +25,7 @@ import pytest
 from flask import Flask
 
 from .exceptions import TimeoutError
+from .runtime import runtime_of
 from .worker import Worker
 
 __all__ = ["drain", "start_worker", "tasks_worker", "wait_for_queues"]
@@ -48,8 +49,9 @@ def drain(app: Flask, queues: Optional[Sequence[str]] = None, timeout: float = 3
     yet stay queued. Raises ``TimeoutError`` if the queues do not empty within ``timeout``
     (for example, a task that keeps retrying at once).
     """
-    worker = Worker(app, pool="solo", queues=list(queues) if queues else None, burst=True,
-                    loglevel="WARNING")
+    worker = Worker(
+        app, pool="solo", queues=list(queues) if queues else None, burst=True, loglevel="WARNING"
+    )
     consumer = worker.consumer()
     consumer.exclusive_process = False
     timer = threading.Timer(timeout, worker.stop)
@@ -66,10 +68,10 @@ def wait_for_queues(
     app: Flask, queues: Optional[Sequence[str]] = None, timeout: float = 30.0
 ) -> None:
     """Wait until a running worker has taken every ready message from ``queues``."""
-    state = app.extensions["tasks"]
-    names = list(queues or [state.config.default_queue])
+    runtime = runtime_of(app)
+    names = list(queues or [runtime.config.default_queue])
     deadline = time.monotonic() + timeout
-    while any(state.broker.queue_length(name) for name in names):
+    while any(runtime.transport.queue_length(name) for name in names):
         if time.monotonic() > deadline:
             raise TimeoutError(f"queues {names} still hold messages after {timeout} s")
         time.sleep(0.02)  # a bounded check of queue depth; tests only

@@ -34,8 +34,23 @@ def redis_server(binary: str = "redis-server") -> Iterator[str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="flask-tasks-redis-")
     process = subprocess.Popen(
-        [path, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--daemonize", "no", "--loglevel", "warning"],
+        [
+            path,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

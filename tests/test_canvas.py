@@ -68,10 +68,13 @@ def test_group_results_in_order(worker):
 
 
 def test_group_is_published_in_one_call(app):
-    broker = app.extensions["tasks"].broker
+    broker = app.extensions["tasks"].transport
     calls = []
-    original = broker.publish
-    broker.publish = lambda envelopes, *rest: (calls.append(len(envelopes)), original(envelopes, *rest))
+    original = broker.publish_with_records
+    broker.publish_with_records = lambda envelopes, *rest: (
+        calls.append(len(envelopes)),
+        original(envelopes, *rest),
+    )
     with app.app_context():
         group(add.s(i, 1) for i in range(100)).apply_async()
     assert calls == [100]

@@ -39,7 +39,7 @@ def test_inspect_shows_the_record(app, run):
     outcome = run("inspect", result.id)
     assert outcome.exit_code == 0, outcome.output
     shown = json.loads(outcome.output)
-    assert shown["id"] == result.id and shown["status"] == "SUCCESS" and shown["result"] == 5
+    assert shown["id"] == result.id and shown["state"] == "SUCCESS" and shown["result"] == 5
 
 
 def test_inspect_unknown_id_fails_clearly(run):
@@ -53,10 +53,10 @@ def test_purge_asks_then_drops(app, run):
         for _ in range(3):
             add.delay(1, 1)
     assert run("purge", "default", input="n\n").exit_code == 1
-    assert app.extensions["tasks"].broker.queue_length("default") == 3
+    assert app.extensions["tasks"].transport.queue_length("default") == 3
     outcome = run("purge", "default", "--force")
     assert "Purged 3 message(s)" in outcome.output
-    assert app.extensions["tasks"].broker.queue_length("default") == 0
+    assert app.extensions["tasks"].transport.queue_length("default") == 0
 
 
 def test_revoke(app, run):
@@ -74,10 +74,10 @@ def test_failed_and_retry(app, run):
     drain(app)
     listing = run("failed").output
     assert "'admin.unknown' is not registered" in listing
-    [letter] = app.extensions["tasks"].broker.dead_letters()
+    [letter] = app.extensions["tasks"].transport.dead_letters()
     assert run("retry", letter.id).output.startswith("Requeued 1 message(s)")
-    assert app.extensions["tasks"].broker.queue_length("default") == 1
-    assert app.extensions["tasks"].broker.dead_letters() == []
+    assert app.extensions["tasks"].transport.queue_length("default") == 1
+    assert app.extensions["tasks"].transport.dead_letters() == []
     assert "No dead letters." in run("failed").output
 
 

@@ -27,7 +27,9 @@ def test_defaults_follow_the_spec(tmp_path):
     assert state.config.acks_late is True
     assert state.config.accept_content == ("json",)
     assert state.config.url_prefix == "/tasks"
-    assert state.broker_url == "sqlite:///" + os.path.join(str(tmp_path), "tasks.sqlite3")
+    assert state.connections.broker_url == "sqlite:///" + os.path.join(
+        str(tmp_path), "tasks.sqlite3"
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,7 +52,9 @@ def test_wrong_type_names_the_key(key, value, expected):
 
 
 def test_unknown_key_is_refused_with_a_suggestion():
-    with pytest.raises(ImproperlyConfigured, match="TASKS_RESULT_EXPIRE.*did you mean TASKS_RESULT_EXPIRES"):
+    with pytest.raises(
+        ImproperlyConfigured, match="TASKS_RESULT_EXPIRE.*did you mean TASKS_RESULT_EXPIRES"
+    ):
         Tasks(make_app(TASKS_RESULT_EXPIRE=10))
 
 
@@ -96,10 +100,51 @@ def test_signing_follows_secret_key():
 
 def test_unknown_broker_scheme():
     app = make_app(TASKS_BROKER_URL="amqp://guest:pw@localhost//")
-    Tasks(app)
-    with pytest.raises(ImproperlyConfigured, match=r"unknown scheme 'amqp'.*redis://") as info:
-        app.extensions["tasks"].broker
+    with pytest.raises(
+        ImproperlyConfigured, match=r"TASKS_BROKER_URL .*unknown scheme 'amqp'.*redis://"
+    ) as info:
+        Tasks(app)
     assert "pw" not in str(info.value)
+    assert "tasks" not in app.extensions
+
+
+def test_unknown_backend_scheme_fails_in_init_app():
+    app = make_app(TASKS_BROKER_URL="memory://", TASKS_RESULT_BACKEND="rpc://")
+    with pytest.raises(ImproperlyConfigured, match=r"TASKS_RESULT_BACKEND 'rpc://' has an unknown"):
+        Tasks(app)
+
+
+def test_second_init_app_on_the_same_app_raises():
+    app = make_app(TASKS_BROKER_URL="memory://")
+    tasks = Tasks(app)
+    with pytest.raises(ImproperlyConfigured, match="already initialized"):
+        tasks.init_app(app)
+    with pytest.raises(ImproperlyConfigured, match="already initialized"):
+        Tasks(app)
+
+
+def test_registry_is_read_only_and_live():
+    tasks = Tasks()
+    assert dict(tasks.registry) == {}
+
+    @tasks.task(name="later.declared")
+    def later():
+        return 1
+
+    assert list(tasks.registry) == ["later.declared"]
+    with pytest.raises(TypeError):
+        tasks.registry["other"] = later  # type: ignore[index]
+
+
+def test_periodic_tasks_are_refused_until_they_exist():
+    tasks = Tasks()
+    with pytest.raises(NotImplementedError, match="not available"):
+        tasks.add_periodic_task(10.0, None)
+    app = make_app(
+        TASKS_BROKER_URL="memory://", TASKS_BEAT_SCHEDULE={"x": {"task": "a.b", "schedule": 5}}
+    )
+    with pytest.raises(ImproperlyConfigured, match="TASKS_BEAT_SCHEDULE.*not available"):
+        Tasks(app)
 
 
 def test_every_key_is_known():
@@ -146,3 +191,9 @@ def test_outside_app_context_says_how_to_fix():
 
     with pytest.raises(RuntimeError, match="app.app_context"):
         noop.delay()
+
+
+def test_unknown_timezone_is_refused_at_init_app():
+    app = make_app(TASKS_BROKER_URL="memory://", TASKS_TIMEZONE="Mars/Olympus_Mons")
+    with pytest.raises(ImproperlyConfigured, match="TASKS_TIMEZONE.*Mars/Olympus_Mons"):
+        Tasks(app)

@@ -17,5 +17,7 @@ def test_every_config_key_is_documented():
 
 def test_every_docs_page_in_the_toctree_exists():
     index = (DOCS / "index.rst").read_text()
-    pages = [line.strip() for line in index.split(":maxdepth: 2", 1)[1].splitlines() if line.strip()]
+    pages = [
+        line.strip() for line in index.split(":maxdepth: 2", 1)[1].splitlines() if line.strip()
+    ]
     assert pages and all((DOCS / f"{page}.rst").exists() for page in pages), pages

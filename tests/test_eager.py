@@ -48,13 +48,17 @@ def returns_set_of_objects():
     return {object()}
 
 
+def eager_app(**config):
+    app = Flask("eager_app")
+    app.config.update(TASKS_ALWAYS_EAGER=True, TASKS_BROKER_URL="memory://", **config)
+    tasks.init_app(app)
+    return app
+
+
 @pytest.fixture
 def app():
-    app = Flask("eager_app")
-    app.config.update(TASKS_ALWAYS_EAGER=True, TASKS_BROKER_URL="memory://")
-    tasks.init_app(app)
     attempts.clear()
-    return app
+    return eager_app()
 
 
 def test_delay_runs_inline_in_the_app_context(app):
@@ -72,10 +76,9 @@ def test_unserializable_arguments_fail_like_production(app):
         add.delay(object(), 1)
 
 
-def test_unserializable_result_fails_like_production(app):
-    app.config["TASKS_EAGER_PROPAGATES"] = False
-    tasks.init_app(app)
-    result = returns_set_of_objects.delay()
+def test_unserializable_result_fails_like_production():
+    with eager_app(TASKS_EAGER_PROPAGATES=False).app_context():
+        result = returns_set_of_objects.delay()
     assert result.state == states.FAILURE
     assert isinstance(result.result, EncodeError)
 
@@ -85,10 +88,9 @@ def test_exceptions_propagate_by_default(app):
         boom.delay()
 
 
-def test_propagation_can_be_turned_off(app):
-    app.config["TASKS_EAGER_PROPAGATES"] = False
-    tasks.init_app(app)
-    result = boom.delay()
+def test_propagation_can_be_turned_off():
+    with eager_app(TASKS_EAGER_PROPAGATES=False).app_context():
+        result = boom.delay()
     assert result.failed() and isinstance(result.result, Boom)
     assert "eager boom" in result.traceback
     with pytest.raises(Boom):
@@ -112,7 +114,7 @@ def test_apply_runs_locally_without_eager_mode():
         assert failed.state == states.FAILURE
         with pytest.raises(Boom):
             boom.apply(throw=True)
-        assert app.extensions["tasks"].broker.queue_length("default") == 0
+        assert app.extensions["tasks"].transport.queue_length("default") == 0
 
 
 def test_eager_update_state_does_not_touch_the_store(app):
@@ -122,4 +124,4 @@ def test_eager_update_state_does_not_touch_the_store(app):
         return "ok"
 
     assert progress.delay().get() == "ok"
-    assert app.extensions["tasks"].broker.get_result("anything") is None
+    assert app.extensions["tasks"].transport.get_result("anything") is None

@@ -11,7 +11,8 @@ from enum import Enum
 import pytest
 
 from flask_tasks import DecodeError, EncodeError
-from flask_tasks.message import Codec, Message
+from flask_tasks.codec import Codec
+from flask_tasks.message import Message
 
 
 class Color(str, Enum):
@@ -117,5 +118,14 @@ def test_envelope_is_lean_and_validated():
         Message.from_dict({"id": "1"})
     with pytest.raises(DecodeError, match="unexpected fields"):
         Message.from_dict({"id": "1", "task": "t", "bogus": 1})
-    with pytest.raises(DecodeError, match="args must be a list"):
+    with pytest.raises(DecodeError, match="field 'args' has the wrong type: str"):
         Message.from_dict({"id": "1", "task": "t", "args": "no"})
+    with pytest.raises(DecodeError, match="field 'eta' has the wrong type: str"):
+        Message.from_dict({"id": "1", "task": "t", "eta": "tomorrow"})
+    with pytest.raises(DecodeError, match="field 'chain' has the wrong type: dict"):
+        Message.from_dict({"id": "1", "task": "t", "chain": {"task": "x"}})
+    with pytest.raises(DecodeError, match="field 'priority' has the wrong type: bool"):
+        Message.from_dict({"id": "1", "task": "t", "priority": True})
+    with pytest.raises(DecodeError, match="field 'id' is missing"):
+        Message.from_dict({"task": "t"})
+    assert Message.from_dict({"id": "1", "task": "t", "eta": None}).eta is None

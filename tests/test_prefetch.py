@@ -48,7 +48,9 @@ def test_prefetched_work_goes_to_an_idle_worker(app):
         try:
             with app.app_context():
                 assert [result.get(timeout=5) for result in quick] == [
-                    "quick-0", "quick-1", "quick-2"
+                    "quick-0",
+                    "quick-1",
+                    "quick-2",
                 ]
                 quick_done = time.monotonic()
                 assert not slow.ready(), "the quick tasks waited for the slow one"
@@ -65,10 +67,13 @@ def test_prefetched_work_goes_to_an_idle_worker(app):
 
 
 def test_short_tasks_are_prefetched_in_batches(app):
-    broker = app.extensions["tasks"].broker
+    broker = app.extensions["tasks"].transport
     counts = []
     original = broker.reserve
-    broker.reserve = lambda queues, count, lease: (counts.append(count), original(queues, count, lease))[1]
+    broker.reserve = lambda queues, count, lease: (
+        counts.append(count),
+        original(queues, count, lease),
+    )[1]
     with app.app_context():
         results = [work.delay(f"t{index}", 0) for index in range(40)]
     from flask_tasks.testing import drain

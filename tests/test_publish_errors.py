@@ -48,7 +48,7 @@ def test_publish_recovers_when_the_broker_comes_back(redis_url):
     app.config["TASKS_BROKER_URL"] = redis_url
     tasks.init_app(app)
     state = app.extensions["tasks"]
-    real_publish = state.broker.publish
+    real_publish = state.transport.publish_with_records
     failures = [OperationalError("connection refused")] * 2
 
     def flaky(*args, **kwargs):
@@ -56,7 +56,7 @@ def test_publish_recovers_when_the_broker_comes_back(redis_url):
             raise failures.pop()
         return real_publish(*args, **kwargs)
 
-    state.broker.publish = flaky
+    state.transport.publish_with_records = flaky
     with app.app_context():
         result = add.apply_async((1, 2), retry_policy={"interval_step": 0.01})
         assert result.exists()

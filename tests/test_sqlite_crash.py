@@ -80,12 +80,10 @@ def test_two_workers_a_producer_and_a_sigkill(setup: WorkerSetup, workers: Worke
     assert by_host["victim@test"] > 0 and by_host["survivor@test"] > 0
     # No live worker ran a task twice; a task ran twice at most once: the one the victim
     # held when it was killed (at-least-once: it may have run but not been acknowledged).
-    survivor_runs = Counter(
-        line["index"] for line in runs() if line["hostname"] == "survivor@test"
-    )
+    survivor_runs = Counter(line["index"] for line in runs() if line["hostname"] == "survivor@test")
     assert max(survivor_runs.values()) == 1
     repeated = [index for index, count in per_task.items() if count > 1]
     assert len(repeated) <= 1 and all(per_task[index] == 2 for index in repeated)
     with app.app_context():
-        broker = app.extensions["tasks"].broker
+        broker = app.extensions["tasks"].transport
         assert broker.queue_length("default") == 0 and broker.dead_letters() == []

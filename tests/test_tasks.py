@@ -68,11 +68,18 @@ def auto(counter_key):
 def introspect(self, *args, **kwargs):
     request = self.request
     return {
-        "id": request.id, "task": request.task, "args": list(request.args),
-        "kwargs": dict(request.kwargs), "retries": request.retries, "queue": request.queue,
-        "priority": request.priority, "headers": request.headers,
-        "parent_id": request.parent_id, "root_id": request.root_id,
-        "hostname": request.hostname, "eager": request.is_eager,
+        "id": request.id,
+        "task": request.task,
+        "args": list(request.args),
+        "kwargs": dict(request.kwargs),
+        "retries": request.retries,
+        "queue": request.queue,
+        "priority": request.priority,
+        "headers": request.headers,
+        "parent_id": request.parent_id,
+        "root_id": request.root_id,
+        "hostname": request.hostname,
+        "eager": request.is_eager,
     }
 
 
@@ -177,12 +184,12 @@ def test_failure_keeps_type_message_and_traceback(worker):
 
 
 def test_unimportable_exception_becomes_a_proxy_with_the_same_name(app):
-    from flask_tasks.result import exception_from_dict
+    from flask_tasks.exceptions import TaskError
+    from flask_tasks.records import Error
 
-    error = exception_from_dict(
-        {"exc_type": "PaymentDeclined", "exc_module": "shop.never_imported", "exc_message": "no"}
-    )
+    error = Error("PaymentDeclined", "shop.never_imported", "no").exception()
     assert type(error).__name__ == "PaymentDeclined" and str(error) == "no"
+    assert isinstance(error, TaskError) and type(error).__module__ == "shop.never_imported"
 
 
 def test_retry_keeps_the_task_id(worker):
@@ -210,7 +217,7 @@ def test_autoretry_for(worker):
 
 
 def test_exponential_backoff_bounds():
-    from flask_tasks.task import exponential_backoff
+    from flask_tasks.execution import exponential_backoff
 
     assert [exponential_backoff(1, n, 600, False) for n in range(4)] == [1, 2, 4, 8]
     assert exponential_backoff(1, 20, 600, False) == 600
@@ -242,14 +249,14 @@ def test_progress_is_visible_through_update_state(app):
     assert result.state == states.PENDING
     runner = TaskRunner(app.extensions["tasks"], "test")
     seen = []
-    original = app.extensions["tasks"].backend.set_result
+    original = app.extensions["tasks"].store.set_result
 
     def spy(task_id, record, ttl):
         original(task_id, record, ttl)
         seen.append((result.state, result.info))
 
-    app.extensions["tasks"].backend.set_result = spy
-    [delivery] = app.extensions["tasks"].broker.reserve(["default"], 1, 30)
+    app.extensions["tasks"].store.set_result = spy
+    [delivery] = app.extensions["tasks"].transport.reserve(["default"], 1, 30)
     runner.process(delivery)
     assert seen == [
         ("PROGRESS", {"current": 1, "total": 3}),
@@ -265,9 +272,14 @@ def test_hooks_are_called(worker):
         hooked.delay("fail").get(timeout=10)
     assert hooked.delay("retry").get(timeout=10) == "retry"
     assert Hooked.calls == [
-        "success:ok", "after:SUCCESS",
-        "failure:AppError:True", "after:FAILURE",
-        "retry:again", "after:RETRY", "success:retry", "after:SUCCESS",
+        "success:ok",
+        "after:SUCCESS",
+        "failure:AppError:True",
+        "after:FAILURE",
+        "retry:again",
+        "after:RETRY",
+        "success:retry",
+        "after:SUCCESS",
     ]
 
 
@@ -279,8 +291,15 @@ def test_signals_are_sent(worker):
 
     handlers = {
         name: listener(name)
-        for name in ("before_task_publish", "after_task_publish", "task_received",
-                     "task_prerun", "task_postrun", "task_success", "task_failure")
+        for name in (
+            "before_task_publish",
+            "after_task_publish",
+            "task_received",
+            "task_prerun",
+            "task_postrun",
+            "task_success",
+            "task_failure",
+        )
     }
     for name, handler in handlers.items():
         getattr(signals, name).connect(handler)
@@ -313,7 +332,9 @@ def test_eta_accepts_aware_and_naive_utc(app):
 
 
 def test_expired_task_is_revoked_without_running(app):
-    result = record.apply_async(("never",), expires=datetime.now(timezone.utc) - timedelta(seconds=1))
+    result = record.apply_async(
+        ("never",), expires=datetime.now(timezone.utc) - timedelta(seconds=1)
+    )
     drain(app)
     assert runs == []
     assert result.state == states.REVOKED
@@ -376,7 +397,7 @@ def test_get_times_out(app):
 
 
 def test_get_waits_without_busy_polling(app, worker):
-    backend = app.extensions["tasks"].backend
+    backend = app.extensions["tasks"].store
     calls = []
     original = backend.watch_result
 
@@ -393,14 +414,14 @@ def test_unserializable_argument_raises_before_publishing(app):
     state = app.extensions["tasks"]
     with pytest.raises(EncodeError, match="Object of type object is not JSON serializable"):
         add.delay(object(), 1)
-    assert state.broker.queue_length("default") == 0
+    assert state.transport.queue_length("default") == 0
 
 
 def test_too_large_message_raises_before_publishing(app):
     app.extensions["tasks"].codec.max_bytes = 1000
     with pytest.raises(EncodeError, match="TASKS_MESSAGE_MAX_BYTES"):
         echo.delay("x" * 5000)
-    assert app.extensions["tasks"].broker.queue_length("default") == 0
+    assert app.extensions["tasks"].transport.queue_length("default") == 0
 
 
 def test_unserializable_return_value_fails_the_task(app):
@@ -438,18 +459,18 @@ def test_routes_and_annotations():
         named.delay()
         add.delay(1, 1)
         add.apply_async((1, 1), queue="explicit")
-    assert state.broker.queue_length("slow") == 1
-    assert state.broker.queue_length("named") == 1
-    assert state.broker.queue_length("math") == 1
-    assert state.broker.queue_length("explicit") == 1
-    [delivery] = state.broker.reserve(["slow"], 1, 10)
+    assert state.transport.queue_length("slow") == 1
+    assert state.transport.queue_length("named") == 1
+    assert state.transport.queue_length("math") == 1
+    assert state.transport.queue_length("explicit") == 1
+    [delivery] = state.transport.reserve(["slow"], 1, 10)
     assert delivery.priority == 2
 
 
 def test_unknown_task_name_is_dead_lettered_with_the_registered_names(app):
     tasks.send_task("test_tasks.ad", args=(1, 2))
     drain(app)
-    [letter] = app.extensions["tasks"].broker.dead_letters()
+    [letter] = app.extensions["tasks"].transport.dead_letters()
     assert "'test_tasks.ad' is not registered" in letter.reason
     assert "Did you mean: test_tasks.add" in letter.reason
     assert "@tasks.task" in letter.reason
@@ -460,11 +481,11 @@ def test_tampered_message_is_dead_lettered_and_the_worker_goes_on(app):
 
     state = app.extensions["tasks"]
     good = add.delay(1, 2)
-    state.broker.publish([Envelope("bad-1", "default", b"not a message at all")])
+    state.transport.publish([Envelope("bad-1", "default", b"not a message at all")])
     forged = state.codec.encode({"id": "bad-2", "task": "test_tasks.add", "args": [1, 1]})
-    state.broker.publish([Envelope("bad-2", "default", forged.replace(b"[1,1]", b"[9,9]"))])
+    state.transport.publish([Envelope("bad-2", "default", forged.replace(b"[1,1]", b"[9,9]"))])
     drain(app)
-    reasons = {letter.id: letter.reason for letter in state.broker.dead_letters()}
+    reasons = {letter.id: letter.reason for letter in state.transport.dead_letters()}
     assert "bad header" in reasons["bad-1"]
     assert "signature does not match" in reasons["bad-2"]
     assert good.get(timeout=1) == 3

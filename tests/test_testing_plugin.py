@@ -35,7 +35,7 @@ def test_tasks_worker_runs_the_apps_tasks(app, tasks_worker):
 def test_wait_for_queues_returns_once_a_worker_took_everything(app, tasks_worker):
     results = [double.delay(index) for index in range(20)]
     wait_for_queues(app, timeout=10)
-    assert app.extensions["tasks"].broker.queue_length("default") == 0
+    assert app.extensions["tasks"].transport.queue_length("default") == 0
     assert [result.get(timeout=10) for result in results] == [i * 2 for i in range(20)]
 
 

@@ -132,7 +132,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASK_SECRET_KEY", "from-env")
     monkeypatch.setenv("FLASK_EXAMPLE_STEP_SECONDS", "0.5")
     app = create_app()
-    assert app.extensions["tasks"].broker_url == "memory://"
+    assert app.extensions["tasks"].connections.broker_url == "memory://"
     assert app.config["SECRET_KEY"] == "from-env"
     assert app.config["EXAMPLE_STEP_SECONDS"] == 0.5
 
@@ -143,8 +143,8 @@ def test_default_broker_is_sqlite_in_the_instance_folder(
     monkeypatch.delenv("FLASK_TASKS_BROKER_URL", raising=False)
     app = create_app({"SECRET_KEY": "x"})  # nothing is opened until first use
     expected = "sqlite:///" + str(Path(app.instance_path) / "tasks.sqlite3")
-    assert app.extensions["tasks"].broker_url == expected
-    assert tasks.state_for(app).config.uses_default_broker
+    assert app.extensions["tasks"].connections.broker_url == expected
+    assert tasks.runtime(app).config.uses_default_broker
 
 
 def test_instance_secret_key_is_made_once_and_shared(tmp_path: Path) -> None:

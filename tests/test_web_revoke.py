@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from flask_tasks import Tasks, states
+from flask_tasks.records import Record
 from flask_tasks.worker import Worker
 
 tasks = Tasks()
@@ -102,7 +103,7 @@ def test_revoke_of_a_finished_task_changes_nothing(app: Flask) -> None:
     url = status_url(app)
     state = app.extensions["tasks"]
     task_id = app.test_client().get(url).json["id"]
-    state.backend.set_result(task_id, state.make_record(states.SUCCESS, "ran"), 60)
+    state.write(task_id, Record.success("ran", "t"))
     response = app.test_client().post(url + "/revoke", json={})
     assert response.status_code == 200
     assert response.json["state"] == "SUCCESS"

@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 
 from flask_tasks import Tasks, states
-from flask_tasks.exceptions import OperationalError
-from flask_tasks.result import exception_to_dict
+from flask_tasks.exceptions import ImproperlyConfigured, OperationalError, TaskRevokedError
+from flask_tasks.records import Record
 from flask_tasks.worker import Worker
 
 tasks = Tasks()
@@ -53,8 +53,15 @@ def store(app: Flask, status: str, result: Any = None, traceback: str | None = N
         sent = add.delay(1, 2)
         state = app.extensions["tasks"]
         if status != states.PENDING:
-            record = state.make_record(status, result, traceback, task="secret.module.name")
-            state.backend.set_result(sent.id, record, 60)
+            if isinstance(result, BaseException):
+                record = Record.failure(
+                    result, "secret.module.name", traceback=traceback, state=status
+                )
+            elif status == states.SUCCESS:
+                record = Record.success(result, "secret.module.name", worker="secret-host")
+            else:
+                record = Record.custom(status, result, "secret.module.name")
+            state.write(sent.id, record)
         return tasks.status_url(sent)
 
 
@@ -118,7 +125,7 @@ def test_success(app: Flask) -> None:
 
 
 def test_failure_is_200_with_error_and_no_traceback(app: Flask) -> None:
-    error = exception_to_dict(ValueError("no rows in the file"))
+    error = ValueError("no rows in the file")
     url = store(app, states.FAILURE, error, traceback="Traceback (most recent call last): ...")
     response = app.test_client().get(url)
     assert response.status_code == 200
@@ -132,18 +139,18 @@ def test_failure_is_200_with_error_and_no_traceback(app: Flask) -> None:
 
 def test_traceback_only_when_configured() -> None:
     app = make_app(TASKS_EXPOSE_TRACEBACK=True)
-    error = exception_to_dict(ValueError("boom"))
+    error = ValueError("boom")
     body = app.test_client().get(store(app, states.FAILURE, error, traceback="TB here")).json
     assert body["error"] == {"type": "ValueError", "message": "boom", "traceback": "TB here"}
 
 
 def test_revoked_and_retry(app: Flask) -> None:
     client = app.test_client()
-    stopped = {"exc_type": "TaskRevokedError", "exc_message": "revoked"}
+    stopped = TaskRevokedError("revoked")
     revoked = client.get(store(app, states.REVOKED, stopped)).json
     assert (revoked["state"], revoked["ready"], revoked["successful"]) == ("REVOKED", True, False)
     assert revoked["error"] == {"type": "TaskRevokedError", "message": "revoked"}
-    retry = client.get(store(app, states.RETRY, exception_to_dict(OSError("later")))).json
+    retry = client.get(store(app, states.RETRY, OSError("later"))).json
     assert (retry["state"], retry["ready"]) == ("RETRY", False)
     assert retry["error"]["type"] == "OSError"
 
@@ -177,7 +184,7 @@ def test_unreadable_record_is_a_failure_not_a_500(app: Flask) -> None:
     url = store(app, states.PENDING)
     state = app.extensions["tasks"]
     task_id = app.test_client().get(url).json["id"]
-    state.backend.set_result(task_id, b"\x00garbage", 60)
+    state.store.set_result(task_id, b"\x00garbage", 60)
     response = app.test_client().get(url)
     assert response.status_code == 200
     assert response.json["state"] == "FAILURE"
@@ -225,9 +232,10 @@ def test_url_prefix_and_several_apps() -> None:
         assert script.status_code == 200
 
 
-def test_init_app_twice_on_one_app_is_harmless(app: Flask) -> None:
-    tasks.init_app(app)
-    with app.test_request_context():
+def test_init_app_twice_on_one_app_is_refused(app: Flask) -> None:
+    with pytest.raises(ImproperlyConfigured, match="already initialized"):
+        tasks.init_app(app)
+    with app.test_request_context():  # the first init_app still serves
         assert app.test_client().get(tasks.status_url(add.delay(1, 1))).status_code == 200
 
 
@@ -258,7 +266,7 @@ def test_real_worker_outcomes() -> None:
 
 def test_unreachable_store_is_a_json_503(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     url = store(app, states.PENDING)
-    backend = app.extensions["tasks"].backend
+    backend = app.extensions["tasks"].store
 
     def unreachable(_task_id: str) -> None:
         raise OperationalError("Cannot reach Redis at redis://localhost:6379/0")

@@ -13,6 +13,7 @@ from flask import Flask
 
 from flask_tasks import Tasks, states
 from flask_tasks.exceptions import OperationalError
+from flask_tasks.records import Record
 from flask_tasks.web import views
 
 tasks = Tasks()
@@ -41,13 +42,17 @@ def sent(app: Flask) -> tuple[str, str]:
 
 
 def write(app: Flask, task_id: str, status: str, result: Any = None) -> None:
-    state = app.extensions["tasks"]
-    state.backend.set_result(task_id, state.make_record(status, result), 60)
+    runtime = app.extensions["tasks"]
+    if status == states.SUCCESS:
+        runtime.write(task_id, Record.success(result, "t"))
+    else:
+        runtime.write(task_id, Record.custom(status, result, "t"))
 
 
 def current_state(app: Flask, task_id: str) -> str:
-    state = app.extensions["tasks"]
-    return str(state.decode_record(state.backend.get_result(task_id))["status"])
+    record = app.extensions["tasks"].read(task_id)
+    assert record is not None
+    return record.state
 
 
 def write_later(app: Flask, task_id: str, *steps: tuple[float, str, Any]) -> threading.Thread:
@@ -144,7 +149,7 @@ def test_wait_releases_the_request_before_waiting(app: Flask, sent: tuple[str, s
 def test_record_vanishing_during_the_wait(app: Flask, sent: tuple[str, str]) -> None:
     task_id, url = sent
     state = app.extensions["tasks"]
-    timer = threading.Timer(0.1, state.backend.forget_result, args=(task_id,))
+    timer = threading.Timer(0.1, state.store.forget_result, args=(task_id,))
     timer.start()
     client = app.test_client()
     assert client.get(f"{url}?wait=10").json["state"] == "PENDING"  # last seen
@@ -219,7 +224,7 @@ def test_stream_ends_when_the_record_vanishes(
 ) -> None:
     task_id, url = sent
     state = app.extensions["tasks"]
-    timer = threading.Timer(0.1, state.backend.forget_result, args=(task_id,))
+    timer = threading.Timer(0.1, state.store.forget_result, args=(task_id,))
     timer.start()
     started = time.monotonic()
     events, _ = read_events(app.test_client().get(url + "/events"))
@@ -255,7 +260,7 @@ def test_store_failing_during_a_wait(
 ) -> None:
     """The status line is sent already: a long poll answers the last state, a stream ends."""
     _task_id, url = sent
-    backend = app.extensions["tasks"].backend
+    backend = app.extensions["tasks"].store
 
     def unreachable(*_args: Any) -> None:
         raise OperationalError("connection lost")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,19 +118,19 @@ def test_token_max_age_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert app.test_client().get(url).status_code == 410
 
 
-def test_key_rotation_with_fallbacks() -> None:
-    old_app = make_app(SECRET_KEY="old-key")
+def test_key_rotation_with_fallbacks(tmp_path: Path) -> None:
+    shared = f"sqlite:///{tmp_path / 'tasks.sqlite3'}"  # one store, several app configs
+    old_app = make_app(SECRET_KEY="old-key", TASKS_BROKER_URL=shared)
     url = send_and_url(old_app)
-    task_broker = old_app.extensions["tasks"].broker
     # Same store, new key; the old key is a fallback: old links keep working.
-    rotated = make_app(SECRET_KEY="new-key", SECRET_KEY_FALLBACKS=["old-key"])
-    rotated.extensions["tasks"]._broker = task_broker
+    rotated = make_app(
+        SECRET_KEY="new-key", SECRET_KEY_FALLBACKS=["old-key"], TASKS_BROKER_URL=shared
+    )
     assert rotated.test_client().get(url).status_code == 200
     new_url = send_and_url(rotated)
     assert URLSafeTimedSerializer("new-key", salt=SALT).loads(token_of(new_url))
     # Once the old key is dropped, its links are refused.
-    dropped = make_app(SECRET_KEY="new-key")
-    dropped.extensions["tasks"]._broker = task_broker
+    dropped = make_app(SECRET_KEY="new-key", TASKS_BROKER_URL=shared)
     assert dropped.test_client().get(url).status_code == 400
     assert dropped.test_client().get(new_url).status_code == 200
 
@@ -177,7 +178,7 @@ def test_scope_value_is_not_readable_from_the_token() -> None:
 def test_token_made_without_scope_is_refused_once_scope_is_on(app: Flask) -> None:
     url = send_and_url(app)
     scoped = make_app(TASKS_TOKEN_SCOPE=lambda: None)
-    scoped.extensions["tasks"]._broker = app.extensions["tasks"].broker
+    scoped.extensions["tasks"]._broker = app.extensions["tasks"].transport
     assert scoped.test_client().get(url).status_code == 403
 
 

@@ -116,7 +116,7 @@ def dead_letter(app: Flask, message_id: str) -> Any:
     """The dead letter of ``message_id`` once it exists (bounded wait)."""
 
     def find() -> Any:
-        for letter in state_of(app).broker.dead_letters(1000):
+        for letter in state_of(app).transport.dead_letters(1000):
             if letter.id == message_id:
                 return letter
         return None
@@ -226,7 +226,7 @@ def test_every_task_body_runs_in_the_app_context(shared_app: Flask) -> None:
 
 
 def test_malformed_messages_are_dead_lettered(shared: Shared, shared_app: Flask) -> None:
-    broker = state_of(shared_app).broker
+    broker = state_of(shared_app).transport
     garbage_id, stranger_id = str(uuid.uuid4()), str(uuid.uuid4())
     not_a_task = state_of(shared_app).codec.encode({"hello": "world"})
     broker.publish([Envelope(garbage_id, "default", b"\x00\xffnot a message")])
@@ -298,7 +298,7 @@ def test_queues_in_order_of_precedence(
     assert "queues:      a, b" in worker.output
     wait_until(lambda: len(setup.records("runs")) == 4, what="four runs")
     assert [line["label"] for line in setup.records("runs")] == ["a1", "a2", "b1", "b2"]
-    assert state_of(app).broker.queue_length("c") == 2
+    assert state_of(app).transport.queue_length("c") == 2
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
@@ -444,7 +444,7 @@ def test_revoking_a_prefetched_task_keeps_it_from_running(
     waiting = proc_app.record_run.delay("must not run")
     workers.start("-P", pool, "-c", "1", "--prefetch", "2")
     wait_until(lambda: runs(setup, "sleepers", busy.id), what="the first task to start")
-    assert state_of(app).broker.queue_length("default") == 0  # both are in the worker
+    assert state_of(app).transport.queue_length("default") == 0  # both are in the worker
     waiting.revoke()
     assert busy.get(timeout=RESULT_WAIT) == "busy"
     with pytest.raises(TaskRevokedError):
@@ -570,7 +570,7 @@ def test_warm_shutdown_finishes_the_task_and_returns_prefetched(
     assert slow.state == states.SUCCESS
     assert slow.get(timeout=1) == "finished"
     assert setup.records("runs") == []
-    assert state_of(app).broker.queue_length("default") == 2
+    assert state_of(app).transport.queue_length("default") == 2
     assert "Returned 2 prefetched message(s)" in worker.output
     workers.start("-P", "solo")
     assert [result.get(timeout=RESULT_WAIT) for result in quick] == ["quick-0", "quick-1"]
@@ -605,7 +605,7 @@ def test_second_signal_is_a_cold_shutdown(
     assert time.monotonic() - started < 3, worker.describe()
     wait_until(lambda: not worker.group_alive(), timeout=5, what="the children to exit")
     # The interrupted task went back to its queue for another worker.
-    assert state_of(app).broker.queue_length("default") == 1
+    assert state_of(app).transport.queue_length("default") == 1
     assert result.state == states.PENDING
 
 
@@ -634,4 +634,4 @@ def test_sigkill_mid_task_redelivers_acks_late_only(
     ]
     assert len(runs(setup, "early_ack", early.id)) == 1
     assert early.state == states.PENDING
-    assert state_of(app).broker.queue_length("default") == 0
+    assert state_of(app).transport.queue_length("default") == 0

@@ -1,11 +1,22 @@
-"""The broker interface: storage and transport of opaque messages and result records.
+"""The two storage interfaces: a *transport* moves messages, a *store* keeps what outlives them.
 
-A broker moves bytes and ids. It never imports user code and never knows the serializer:
-the core hands it encoded message bodies and encoded result records, and gets them back.
+Both move bytes and ids. Neither imports user code nor knows the serializer: the core
+hands them encoded message bodies and encoded result records, and gets them back.
 
-Every broker (memory, SQLite, Redis) passes the same conformance suite in ``tests/brokers``.
-Every method that changes more than one thing does so atomically: a crash leaves either the
-state before or the state after, never half of it.
+:class:`Transport`
+    Queues: publish, reserve under a lease, extend, ack, release, dead-letter, purge,
+    depth. RabbitMQ is a transport only.
+:class:`Store`
+    Result records with change notification, revocations, atomic counters (rate limits,
+    chords), schedule claims and worker heartbeats.
+:class:`Broker`
+    A server that is both (Redis, SQLite, memory, PostgreSQL). It adds the joint steps
+    that change a queue and write result records atomically and in one round trip: the
+    core uses them whenever the app's transport and store are the same object.
+
+Every transport passes ``tests/brokers/test_transport_contract.py`` and every store
+``tests/brokers/test_store_contract.py``. Every method that changes more than one thing
+does so atomically: a crash leaves either the state before or the state after.
 
 Vocabulary
 ----------
@@ -20,12 +31,13 @@ lease
     by anyone puts it back at the front of its queue. Live consumers renew leases with
     ``extend``.
 result record
-    Opaque bytes stored under a task id with a time to live. Every write publishes a
-    notification so that ``watch_result`` wakes at once.
+    Opaque bytes stored under a task id with a time to live. Every write notifies
+    watchers so that ``watch_result`` wakes at once.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +47,17 @@ from typing import Optional
 #: Priorities run from 0 (highest) to 9 (lowest), as in the public task API.
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
+
+
+def hide_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe for logs and error messages.
+
+    Works on URLs urllib cannot split, such as Sentinel's ``host1:26379,host2:26379``.
+    """
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+_PASSWORD = re.compile(r"^([a-z0-9+.-]+://[^:/@]*:)[^/]*@", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -50,8 +73,8 @@ class Envelope:
 
 
 def check_envelope(envelope: Envelope) -> None:
-    """Raise ValueError for a priority outside 0..9 or an empty queue name; brokers call
-    it for every envelope before storing any."""
+    """Raise ValueError for a priority outside 0..9 or an empty queue name; transports
+    call it for every envelope before storing any."""
     if not MIN_PRIORITY <= envelope.priority <= MAX_PRIORITY:
         raise ValueError(
             f"Message {envelope.id!r} has priority {envelope.priority!r}; "
@@ -69,8 +92,9 @@ class Delivery:
     queue: str
     priority: int
     body: bytes
-    #: The id was marked revoked (``revoke``) when the message was reserved, so the
-    #: consumer need not ask ``revoked`` in another round trip.
+    #: The id was marked revoked when the message was reserved. Only a :class:`Broker`
+    #: (which is its own store) can tell; a plain transport always says False, and the
+    #: worker asks the store instead.
     revoked: bool = False
 
 
@@ -87,39 +111,55 @@ class DeadLetter:
     failed_at: float
 
 
-class Broker(ABC):
-    """Storage and transport for one app: queues, leases, results, revocations.
+def _refuse_str(ids: Sequence[str]) -> None:
+    """Raise TypeError for a bare ``str`` where a sequence of ids is expected: it is a
+    ``Sequence[str]`` too, so type checkers let ``ack("id")`` through, which would ack
+    one id per character."""
+    if isinstance(ids, str):
+        raise TypeError(f"Expected a sequence of ids, got the str {ids!r}; pass [{ids!r}]")
 
-    Implementations are safe to share between threads of one process. They are not
-    shared across ``fork()``: each process opens its own (see ``Tasks`` state handling).
-    Methods raise :class:`flask_tasks.exceptions.OperationalError` when the store cannot
-    be reached, with the URL (password hidden) in the message.
-    """
 
-    #: The URL this broker was opened with, password hidden. Safe to print.
+#: A finished message and the result record to store with it (None: no record).
+Settlement = tuple[str, Optional[bytes]]
+
+
+class _Connection(ABC):
+    #: The URL this was opened with, password hidden. Safe to print.
     url: str
 
     #: Short human name for banners ("redis", "sqlite", "memory").
     kind: str
 
-    # -- publishing -----------------------------------------------------------------------
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise OperationalError unless the server answers."""
+
+    def close(self) -> None:
+        """Release connections and files. The object may not be used afterwards."""
+
+    @staticmethod
+    def now() -> float:
+        """Current Unix time; the single clock every implementation uses."""
+        return time.time()
+
+
+class Transport(_Connection):
+    """Queues of messages for one app, with leases.
+
+    Implementations are safe to share between threads of one process, and are never
+    shared across ``fork()``: each process opens its own. Methods raise
+    :class:`flask_tasks.exceptions.OperationalError` when the server cannot be reached,
+    with the URL (password hidden) in the message.
+    """
 
     @abstractmethod
-    def publish(
-        self,
-        envelopes: Sequence[Envelope],
-        records: Mapping[str, bytes] | None = None,
-        record_ttl: float = 0,
-    ) -> None:
-        """Store ``envelopes`` and, in the same atomic step, the result records in
-        ``records`` (task id -> record; used to record PENDING at publish time).
+    def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Store ``envelopes`` in one atomic step (all or none).
 
         A message with an ``eta`` in the future is delayed; any other goes to the back of
         its queue at its priority. Publishing an id that is already stored replaces the
         stored message (its body, queue and timing). Wakes consumers waiting on the queue.
         """
-
-    # -- consuming ------------------------------------------------------------------------
 
     @abstractmethod
     def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
@@ -129,8 +169,7 @@ class Broker(ABC):
         out back to the front of theirs (a bounded batch each call, never the whole
         store). Then takes messages from ``queues`` in the order given (the first queue
         has precedence), within a queue by priority (0 first), then oldest first.
-        Never hands the same message to two consumers while its lease runs. Each
-        delivery says whether its id is marked revoked (``Delivery.revoked``).
+        Never hands the same message to two consumers while its lease runs.
         """
 
     @abstractmethod
@@ -145,36 +184,19 @@ class Broker(ABC):
         are no longer held are ignored."""
 
     @abstractmethod
-    def ack(
-        self,
-        message_id: str,
-        record: bytes | None = None,
-        record_ttl: float = 0,
-    ) -> None:
-        """Forget a delivered message. If ``record`` is given, store it as the task's
-        result record in the same atomic step (and notify watchers)."""
+    def ack(self, message_ids: Sequence[str]) -> None:
+        """Forget delivered messages, in as few round trips as the server allows.
 
-    def ack_many(self, acks: Sequence[tuple[str, bytes | None, float]]) -> None:
-        """Ack several messages, each ``(message_id, record, record_ttl)`` exactly as
-        :meth:`ack` would (each atomic on its own), in as few round trips as the store
-        allows. Workers use it to pipeline the outcomes of prefetched tasks."""
-        for message_id, record, record_ttl in acks:
-            self.ack(message_id, record, record_ttl)
+        Raises TypeError for a bare ``str`` (``ack([message_id])`` acks one message)."""
 
     @abstractmethod
-    def release(
-        self,
-        message_id: str,
-        body: bytes | None = None,
-        eta: float | None = None,
-        record: bytes | None = None,
-        record_ttl: float = 0,
-    ) -> None:
-        """Return a held message for delivery again, atomically with an optional new
-        ``body`` and result ``record``. Without ``eta`` it goes to the front of its queue
-        (a warm shutdown returning prefetched work); with ``eta`` it is delayed until
-        then (a retry). Releasing a message the broker no longer holds (acked, or
-        never delivered) is a no-op: publish it again instead."""
+    def release(self, message_id: str, body: bytes | None = None, eta: float | None = None) -> None:
+        """Return a held message for delivery again, with an optional new ``body``.
+
+        Without ``eta`` it goes to the front of its queue (a warm shutdown returning
+        prefetched work); with ``eta`` it is delayed until then (a retry). Releasing a
+        message the transport no longer holds (acked, or never delivered) is a no-op:
+        publish it again instead."""
 
     @abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -189,11 +211,32 @@ class Broker(ABC):
     def retry_dead_letter(self, message_id: str) -> bool:
         """Move a dead letter back to the back of its queue. False if there is none."""
 
-    # -- results --------------------------------------------------------------------------
+    @abstractmethod
+    def queue_length(self, queue: str) -> int:
+        """Number of ready messages in ``queue`` (not delayed, not leased)."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Drop the ready messages of ``queue``; returns how many."""
+
+
+class Store(_Connection):
+    """What outlives a message: result records, revocations, counters, claims, heartbeats.
+
+    Thread-safe, never shared across ``fork()``, and raising OperationalError as
+    :class:`Transport` does.
+    """
+
+    # -- result records -------------------------------------------------------------------
 
     @abstractmethod
     def set_result(self, task_id: str, record: bytes, ttl: float) -> None:
         """Store a result record for ``ttl`` seconds (0 = forever) and notify watchers."""
+
+    def set_results(self, records: Mapping[str, bytes], ttl: float) -> None:
+        """Several records (task id -> record), in as few round trips as the server allows."""
+        for task_id, record in records.items():
+            self.set_result(task_id, record, ttl)
 
     @abstractmethod
     def get_result(self, task_id: str) -> bytes | None:
@@ -217,40 +260,77 @@ class Broker(ABC):
     # -- revocation -----------------------------------------------------------------------
 
     @abstractmethod
-    def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
-        """Mark tasks revoked for ``ttl`` seconds; workers skip them."""
+    def revoke(self, task_ids: Sequence[str], ttl: float, terminate: bool = False) -> None:
+        """Mark tasks revoked for ``ttl`` seconds: workers skip them. With ``terminate``,
+        workers running one of them also stop it."""
 
     @abstractmethod
     def revoked(self, task_ids: Sequence[str]) -> set[str]:
-        """Those of ``task_ids`` that are marked revoked."""
+        """Those of ``task_ids`` that are marked revoked (with or without terminate)."""
 
-    # -- counters (chords) ----------------------------------------------------------------
+    @abstractmethod
+    def terminating(self, task_ids: Sequence[str]) -> set[str]:
+        """Those of ``task_ids`` revoked with ``terminate=True``."""
+
+    # -- counters, claims, heartbeats -----------------------------------------------------
 
     @abstractmethod
     def incr(self, key: str, ttl: float) -> int:
-        """Atomically add one to the counter ``key`` (created at 0, expiring after
-        ``ttl`` seconds) and return the new value."""
-
-    # -- inspection and administration ----------------------------------------------------
+        """Atomically add one to the counter ``key`` (created at 0, expiring ``ttl``
+        seconds after this call) and return the new value."""
 
     @abstractmethod
-    def queue_length(self, queue: str) -> int:
-        """Number of ready messages in ``queue`` (not delayed, not leased)."""
+    def claim(self, key: str, ttl: float) -> bool:
+        """True for the first caller to claim ``key`` within ``ttl`` seconds, False for
+        every other (any process, any host): a due schedule entry is sent once."""
 
     @abstractmethod
-    def purge(self, queue: str) -> int:
-        """Drop the ready messages of ``queue``; returns how many."""
+    def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
+        """Record that ``worker`` is alive, with ``info``, for ``ttl`` seconds."""
 
-    def ping(self) -> None:
-        """Raise OperationalError unless the store answers."""
-        self.queue_length("__ping__")
+    @abstractmethod
+    def workers(self) -> dict[str, bytes]:
+        """Workers whose last heartbeat has not expired: name -> info."""
 
-    def close(self) -> None:
-        """Release connections and files. The broker may not be used afterwards."""
 
-    # -- helpers for implementations ------------------------------------------------------
+class Broker(Transport, Store):
+    """A server that is both transport and store.
 
-    @staticmethod
-    def now() -> float:
-        """Current Unix time; the single clock every broker uses."""
-        return time.time()
+    Adds the joint steps: a queue change and result records written in one atomic step
+    and one round trip. ``publish``, ``ack`` and ``release`` are the joint steps without
+    records.
+    """
+
+    @abstractmethod
+    def publish_with_records(
+        self, envelopes: Sequence[Envelope], records: Mapping[str, bytes], record_ttl: float
+    ) -> None:
+        """:meth:`publish` and, in the same atomic step, store ``records``
+        (task id -> record; PENDING at publish time)."""
+
+    @abstractmethod
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
+        """Ack each ``(message_id, record)`` and store its record (when not None) in the
+        same atomic step, each on its own, in as few round trips as the server allows.
+        Workers use it to settle the outcomes of finished tasks."""
+
+    @abstractmethod
+    def release_with_record(
+        self,
+        message_id: str,
+        body: bytes | None,
+        eta: float | None,
+        record: bytes | None,
+        record_ttl: float,
+    ) -> None:
+        """:meth:`release`, atomically with storing ``record`` (a retry's RETRY record)."""
+
+    def publish(self, envelopes: Sequence[Envelope]) -> None:
+        self.publish_with_records(envelopes, {}, 0)
+
+    def ack(self, message_ids: Sequence[str]) -> None:
+        _refuse_str(message_ids)
+        self.ack_with_records([(message_id, None) for message_id in message_ids], 0)
+
+    def release(self, message_id: str, body: bytes | None = None, eta: float | None = None) -> None:
+        self.release_with_record(message_id, body, eta, None, 0)

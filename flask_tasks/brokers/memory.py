@@ -1,21 +1,22 @@
-"""``memory://``: a broker inside one process, for tests and scripts.
+"""``memory://``: a transport and store inside one process, for tests and scripts.
 
 Everything lives in dictionaries guarded by one lock; a condition variable wakes waiting
 consumers and result watchers. Stale heap and queue entries are skipped lazily (each
 carries the generation of the message it was made for), so no operation scans a queue.
-Expired results, revocations and counters are dropped in bounded batches as time passes.
+The store part (records, revocations, counters, claims, heartbeats) is
+:mod:`.memory_store`.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .base import MAX_PRIORITY, Broker, DeadLetter, Delivery, Envelope, check_envelope
+from .base import MAX_PRIORITY, Broker, DeadLetter, Delivery, Envelope, Settlement, check_envelope
+from .memory_store import MemoryStore
 
 _PROMOTE_BATCH = 1000
 
@@ -28,27 +29,21 @@ class _Stored:
     generation: int
 
 
-class MemoryBroker(Broker):
-    """A broker whose store is this process's memory."""
+class MemoryBroker(MemoryStore, Broker):
+    """A transport and store in this process's memory; the store part is
+    :class:`.MemoryStore`, and one lock guards both."""
 
     kind = "memory"
 
-    def __init__(self, url: str = "memory://", **_options: object) -> None:
-        self.url = url
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+    def __init__(self, url: str = "memory://", **options: object) -> None:
+        super().__init__(url, **options)
         self._generations = itertools.count(1)
         self._messages: dict[str, _Stored] = {}
         self._queues: dict[str, list[deque[tuple[str, int]]]] = {}
         self._delayed: list[tuple[float, int, str]] = []
         self._leases: dict[str, float] = {}
         self._lease_heap: list[tuple[float, int, str]] = []
-        self._results: dict[str, tuple[bytes, float | None]] = {}
-        self._revoked: dict[str, float] = {}
-        self._counters: dict[str, tuple[int, float]] = {}
         self._dead: dict[str, DeadLetter] = {}
-        #: (expires_at, table, key) for results, revocations and counters with a ttl.
-        self._expiries: list[tuple[float, str, str]] = []
 
     # -- internal helpers (lock held) -----------------------------------------------------
 
@@ -98,24 +93,6 @@ class MemoryBroker(Broker):
             self._put_back(message_id, front=True)
         self._sweep(now)
 
-    def _expire_later(self, table: str, key: str, expires_at: float | None) -> None:
-        if expires_at is not None:
-            heapq.heappush(self._expiries, (expires_at, table, key))
-
-    def _sweep(self, now: float) -> None:
-        """Drop a bounded batch of expired results, revocations and counters."""
-        for _ in range(_PROMOTE_BATCH):
-            if not self._expiries or self._expiries[0][0] > now:
-                break
-            expires_at, table, key = heapq.heappop(self._expiries)
-            # Only if not written again since: a later write pushed its own entry.
-            if table == "results" and self._results.get(key, (b"", None))[1] == expires_at:
-                del self._results[key]
-            elif table == "revoked" and self._revoked.get(key) == expires_at:
-                del self._revoked[key]
-            elif table == "counters" and self._counters.get(key, (0, None))[1] == expires_at:
-                del self._counters[key]
-
     def _lease(self, message_id: str, deadline: float) -> None:
         self._leases[message_id] = deadline
         heapq.heappush(self._lease_heap, (deadline, next(self._generations), message_id))
@@ -128,36 +105,16 @@ class MemoryBroker(Broker):
                     return message_id
         return None
 
-    def _write_result(self, task_id: str, record: bytes, ttl: float, now: float) -> None:
-        expires_at = now + ttl if ttl else None
-        self._results[task_id] = (record, expires_at)
-        self._expire_later("results", task_id, expires_at)
-        self._sweep(now)
-        self._changed.notify_all()
-
-    def _read_result(self, task_id: str, now: float) -> bytes | None:
-        entry = self._results.get(task_id)
-        if entry is None:
-            return None
-        record, expires_at = entry
-        if expires_at is not None and expires_at <= now:
-            del self._results[task_id]
-            return None
-        return record
-
     # -- publishing -----------------------------------------------------------------------
 
-    def publish(
-        self,
-        envelopes: Sequence[Envelope],
-        records: Mapping[str, bytes] | None = None,
-        record_ttl: float = 0,
+    def publish_with_records(
+        self, envelopes: Sequence[Envelope], records: Mapping[str, bytes], record_ttl: float
     ) -> None:
         for envelope in envelopes:  # all checked before anything is stored
             check_envelope(envelope)
         with self._lock:
             now = self.now()
-            for task_id, record in (records or {}).items():
+            for task_id, record in records.items():
                 self._write_result(task_id, record, record_ttl, now)
             for envelope in envelopes:
                 self._store(envelope, now)
@@ -200,20 +157,22 @@ class MemoryBroker(Broker):
                 if message_id in self._leases:
                     self._lease(message_id, deadline)
 
-    def ack(self, message_id: str, record: bytes | None = None, record_ttl: float = 0) -> None:
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
         with self._lock:
-            self._leases.pop(message_id, None)
-            self._messages.pop(message_id, None)
-            if record is not None:
-                self._write_result(message_id, record, record_ttl, self.now())
+            now = self.now()
+            for message_id, record in settlements:
+                self._leases.pop(message_id, None)
+                self._messages.pop(message_id, None)
+                if record is not None:
+                    self._write_result(message_id, record, record_ttl, now)
 
-    def release(
+    def release_with_record(
         self,
         message_id: str,
-        body: bytes | None = None,
-        eta: float | None = None,
-        record: bytes | None = None,
-        record_ttl: float = 0,
+        body: bytes | None,
+        eta: float | None,
+        record: bytes | None,
+        record_ttl: float,
     ) -> None:
         with self._lock:
             now = self.now()
@@ -221,8 +180,11 @@ class MemoryBroker(Broker):
             held = self._leases.pop(message_id, None) is not None
             if stored is not None and (held or body is not None):
                 envelope = Envelope(
-                    message_id, stored.queue, body if body is not None else stored.body,
-                    stored.priority, eta,
+                    message_id,
+                    stored.queue,
+                    body if body is not None else stored.body,
+                    stored.priority,
+                    eta,
                 )
                 if eta is None:
                     self._messages[message_id] = _Stored(
@@ -257,56 +219,6 @@ class MemoryBroker(Broker):
             self._store(envelope, self.now())
             self._changed.notify_all()
             return True
-
-    # -- results --------------------------------------------------------------------------
-
-    def set_result(self, task_id: str, record: bytes, ttl: float) -> None:
-        with self._lock:
-            self._write_result(task_id, record, ttl, self.now())
-
-    def get_result(self, task_id: str) -> bytes | None:
-        with self._lock:
-            return self._read_result(task_id, self.now())
-
-    def forget_result(self, task_id: str) -> None:
-        with self._lock:
-            self._results.pop(task_id, None)
-            self._changed.notify_all()
-
-    def watch_result(self, task_id: str, last: bytes | None, timeout: float) -> bytes | None:
-        with self._lock:
-            deadline = self.now() + timeout
-            while True:
-                current = self._read_result(task_id, self.now())
-                remaining = deadline - self.now()
-                if current != last or remaining <= 0:
-                    return current
-                self._changed.wait(remaining)
-
-    # -- revocation -----------------------------------------------------------------------
-
-    def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
-        with self._lock:
-            now = self.now()
-            for task_id in task_ids:
-                self._revoked[task_id] = now + ttl
-                self._expire_later("revoked", task_id, now + ttl)
-            self._sweep(now)
-
-    def revoked(self, task_ids: Sequence[str]) -> set[str]:
-        with self._lock:
-            now = self.now()
-            return {tid for tid in task_ids if self._revoked.get(tid, 0) > now}
-
-    def incr(self, key: str, ttl: float) -> int:
-        with self._lock:
-            now = self.now()
-            value, expires_at = self._counters.get(key, (0, now + ttl))
-            if expires_at <= now:
-                value = 0
-            self._counters[key] = (value + 1, now + ttl)
-            self._expire_later("counters", key, now + ttl)
-            return value + 1
 
     # -- inspection -----------------------------------------------------------------------
 

@@ -111,8 +111,10 @@ def _open_sentinel(url: str, kwargs: dict[str, Any]) -> RedisConnection:
         "protocol": kwargs.get("protocol"),
     }
     sentinel_kwargs = {k: v for k, v in sentinel_kwargs.items() if v is not None}
-    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **kwargs)
-    client = sentinel.master_for(unquote(parts[0]))
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels, sentinel_kwargs=sentinel_kwargs, **kwargs
+    )
+    client: redis.Redis = sentinel.master_for(unquote(parts[0]))  # type: ignore[no-untyped-call]
     return RedisConnection(client, [each.close for each in sentinel.sentinels])
 
 

@@ -40,6 +40,12 @@ class RedisKeys:
         #: Sorted set: revoked task id, scored by when the revocation expires (Unix time);
         #: one key, so ``reserve.lua`` can flag revoked deliveries in the same call.
         self.revoked = f"{self.base}:revoked"
+        #: Sorted set: task id revoked with terminate, scored by when that mark expires.
+        self.terminate = f"{self.base}:terminate"
+        #: Hash: worker name -> the info of its last heartbeat.
+        self.workers = f"{self.base}:workers"
+        #: Sorted set: worker name, scored by when its last heartbeat expires (Unix time).
+        self.workers_expiry = f"{self.base}:workers:expiry"
 
     def core(self) -> list[str]:
         """The six keys every message script receives first (see ``lua/lib.lua``)."""
@@ -61,10 +67,13 @@ class RedisKeys:
         """String: the result record of ``task_id``."""
         return f"{self.base}:result:{task_id}"
 
-
     def counter(self, name: str) -> str:
-        """String: the counter ``name`` (``Broker.incr``)."""
+        """String: the counter ``name`` (``Store.incr``)."""
         return f"{self.base}:counter:{name}"
+
+    def claim(self, name: str) -> str:
+        """String, set with NX and a time to live: the claim ``name`` (``Store.claim``)."""
+        return f"{self.base}:claim:{name}"
 
     # Pub/sub channels are not keys (Cluster broadcasts them), but share the prefix.
 

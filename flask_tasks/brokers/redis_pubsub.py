@@ -38,7 +38,7 @@ class Subscriber:
         stale = self.channels - channels
         missing = channels - self.channels
         if stale:
-            self.pubsub.unsubscribe(*stale)
+            self.pubsub.unsubscribe(*stale)  # type: ignore[no-untyped-call]
         if missing:
             self.pubsub.subscribe(*missing)
         self.channels = channels
@@ -57,7 +57,7 @@ class Subscriber:
     def stop_listening(self) -> None:
         """Unsubscribe from everything (the confirmations are skipped on next use)."""
         if self.channels:
-            self.pubsub.unsubscribe(*self.channels)
+            self.pubsub.unsubscribe(*self.channels)  # type: ignore[no-untyped-call]
             self.channels = frozenset()
 
     def wait(self, timeout: float) -> bool:
@@ -121,7 +121,7 @@ class SubscriberPool:
                     return self._idle.pop(index)
             if self._idle:
                 return self._idle.pop()
-        return Subscriber(self._client.pubsub())
+        return Subscriber(self._client.pubsub())  # type: ignore[no-untyped-call]
 
     def _give_back(self, subscriber: Subscriber) -> None:
         with self._lock:
@@ -201,7 +201,7 @@ class ResultListener:
                     del self._channels[name]
                     if self._pubsub is not None:
                         with contextlib.suppress(redis.RedisError, OSError):
-                            self._pubsub.unsubscribe(name)
+                            self._pubsub.unsubscribe(name)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         with self._lock:
@@ -219,10 +219,12 @@ class ResultListener:
         if self._closed:
             raise redis.ConnectionError("the broker is closed")
         if self._pubsub is None:
-            self._pubsub = self._client.pubsub()
+            self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
-                target=self._listen, args=(self._pubsub,), name="flask-tasks-results",
+                target=self._listen,
+                args=(self._pubsub,),
+                name="flask-tasks-results",
                 daemon=True,
             )
             self._thread.start()

@@ -7,15 +7,21 @@ helpers, prepended; Lua line numbers in their errors count from the top of ``lib
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 LUA = Path(__file__).with_name("lua")
 #: Scripts that work on messages: their KEYS start with the core keys.
 USES_LIB = ("publish", "reserve", "ack", "release", "dead_letter", "retry_dead_letter", "purge")
-STANDALONE = ("set_result", "forget_result", "incr")
+STANDALONE = ("set_result", "forget_result", "incr", "revoke", "heartbeat")
+
+#: One script call: the script, its KEYS and its ARGV.
+ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 
 class RedisScripts:
@@ -26,9 +32,7 @@ class RedisScripts:
         scripts: dict[str, Script] = {}
         for name in USES_LIB + STANDALONE:
             source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
-            scripts[name] = client.register_script(
-                library + source if name in USES_LIB else source
-            )
+            scripts[name] = client.register_script(library + source if name in USES_LIB else source)
         self.all = scripts
         self.publish = scripts["publish"]
         self.reserve = scripts["reserve"]
@@ -40,6 +44,8 @@ class RedisScripts:
         self.set_result = scripts["set_result"]
         self.forget_result = scripts["forget_result"]
         self.incr = scripts["incr"]
+        self.revoke = scripts["revoke"]
+        self.heartbeat = scripts["heartbeat"]
 
     def preload(self, client: redis.Redis) -> None:
         """Load every script in one round trip, so that no EVALSHA meets NOSCRIPT."""
@@ -47,3 +53,36 @@ class RedisScripts:
         for script in self.all.values():
             pipe.script_load(script.script)
         pipe.execute()
+
+    def pipelined(self, client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run ``calls`` (each atomic on its own) in one pipelined round trip.
+
+        redis-py checks a pipeline's scripts with SCRIPT EXISTS first, a round trip of its
+        own; the scripts are preloaded instead, and only after a SCRIPT FLUSH or a server
+        restart are they loaded again and the calls that met NOSCRIPT (which ran nothing)
+        sent again.
+        """
+        results = self._send(client, calls)
+        missing = [index for index, result in enumerate(results) if _no_script(result)]
+        if missing:
+            self.preload(client)
+            again = self._send(client, [calls[index] for index in missing])
+            for index, result in zip(missing, again):
+                results[index] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    @staticmethod
+    def _send(client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))
+
+
+def _no_script(result: Any) -> bool:
+    return isinstance(result, NoScriptError) or (
+        isinstance(result, redis.ResponseError) and str(result).startswith("NOSCRIPT")
+    )

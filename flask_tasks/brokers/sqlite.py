@@ -1,5 +1,9 @@
 """``sqlite:///path``: the embedded broker, one file shared by every process on one machine.
 
+The store part (records, revocations, counters, claims, heartbeats) is
+:mod:`.sqlite_store`, the file and its connections :mod:`.sqlite_db`, the tables
+:mod:`.sqlite_schema`.
+
 Each operation is one ``BEGIN IMMEDIATE`` transaction, so it happens entirely or not at all
 and never interleaves with another process's. The file runs in WAL mode: readers never
 block the writer, and a commit costs one append to the log. Tables are named
@@ -17,51 +21,37 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
-from .base import Broker, DeadLetter, Delivery, Envelope, check_envelope
-from .sqlite_db import (
-    DELAYED,
-    LEASED,
-    READY,
-    Database,
-    SQLiteOptions,
-    back_of_queue,
-    chunks,
-    delete_expired,
-    front_of_queue,
-    marks,
-    parse_url,
-    recover_messages,
-)
-
-#: Seconds between housekeeping passes in one process.
-_SWEEP_EVERY = 5.0
+from .base import Broker, DeadLetter, Delivery, Envelope, Settlement, check_envelope
+from .sqlite_db import back_of_queue, chunks, front_of_queue, marks, recover_messages
+from .sqlite_schema import DELAYED, LEASED, READY
+from .sqlite_store import SQLiteStore
 
 
-class SQLiteBroker(Broker):
-    """A broker stored in one SQLite file, safe for many processes on one machine."""
+class SQLiteBroker(SQLiteStore, Broker):
+    """A transport and store in one SQLite file, safe for many processes on one machine.
+
+    The store part (records, revocations, counters, claims, heartbeats) is
+    :class:`.SQLiteStore`.
+    """
 
     kind = "sqlite"
 
     def __init__(self, url: str, key_prefix: str = "flask_tasks", **options: Any) -> None:
-        path, query = parse_url(url)
-        self.url = url
-        self.key_prefix = key_prefix
-        self._db = Database(path, key_prefix, SQLiteOptions.parse(url, query, options))
-        self.path = self._db.path
-        self._next_sweep = 0.0
+        super().__init__(url, key_prefix, **options)
         self._sql_back = back_of_queue(self._db.tables)
         self._sql_front = front_of_queue(self._db.tables)
-        self._sql_put_result = f"INSERT OR REPLACE INTO {self._t['results']} VALUES (?, ?, ?)"
 
     # -- helpers (inside a transaction) ---------------------------------------------------
 
-    @property
-    def _t(self) -> dict[str, str]:
-        return self._db.tables
-
     def _store(
-        self, conn: sqlite3.Connection, message_id: str, queue: str, priority: int,
-        body: bytes, eta: Optional[float], now: float,
+        self,
+        conn: sqlite3.Connection,
+        message_id: str,
+        queue: str,
+        priority: int,
+        body: bytes,
+        eta: Optional[float],
+        now: float,
     ) -> None:
         """Insert or replace a message: delayed until ``eta``, else at the back of its queue."""
         m = self._t["messages"]
@@ -76,36 +66,19 @@ class SQLiteBroker(Broker):
                 (message_id, queue, priority, body, queue, priority),
             )
 
-    def _to_front(self, conn: sqlite3.Connection, message_id: str, queue: str,
-                  priority: int) -> None:
+    def _to_front(
+        self, conn: sqlite3.Connection, message_id: str, queue: str, priority: int
+    ) -> None:
         conn.execute(
             f"UPDATE {self._t['messages']} SET state = {READY}, due = 0, "
             f"seq = {self._sql_front} WHERE id = ?",
             (queue, priority, message_id),
         )
 
-    def _put_results(
-        self, conn: sqlite3.Connection, records: Mapping[str, bytes], ttl: float, now: float
-    ) -> None:
-        expires_at = now + ttl if ttl else None
-        conn.executemany(
-            self._sql_put_result,
-            [(task_id, record, expires_at) for task_id, record in records.items()],
-        )
-        self._sweep(conn, now)
-
-    def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
-        if now >= self._next_sweep:
-            self._next_sweep = now + _SWEEP_EVERY
-            delete_expired(conn, self._t, now)
-
     # -- publishing -----------------------------------------------------------------------
 
-    def publish(
-        self,
-        envelopes: Sequence[Envelope],
-        records: Mapping[str, bytes] | None = None,
-        record_ttl: float = 0,
+    def publish_with_records(
+        self, envelopes: Sequence[Envelope], records: Mapping[str, bytes], record_ttl: float
     ) -> None:
         for envelope in envelopes:
             check_envelope(envelope)
@@ -150,11 +123,14 @@ class SQLiteBroker(Broker):
         message or lease (None if there is none)."""
         m = self._t["messages"]
         with self._db.read() as conn:
-            if queues and conn.execute(
-                f"SELECT 1 FROM {m} WHERE state = {READY} AND queue IN ({marks(len(queues))}) "
-                "LIMIT 1",
-                tuple(queues),
-            ).fetchone():
+            if (
+                queues
+                and conn.execute(
+                    f"SELECT 1 FROM {m} WHERE state = {READY} AND queue IN ({marks(len(queues))}) "
+                    "LIMIT 1",
+                    tuple(queues),
+                ).fetchone()
+            ):
                 return 0.0
             times = [
                 conn.execute(f"SELECT MIN(due) FROM {m} WHERE state = {state}").fetchone()[0]
@@ -190,33 +166,26 @@ class SQLiteBroker(Broker):
                     (deadline, *chunk),
                 )
 
-    def ack(self, message_id: str, record: bytes | None = None, record_ttl: float = 0) -> None:
-        with self._db.write() as conn:
-            conn.execute(f"DELETE FROM {self._t['messages']} WHERE id = ?", (message_id,))
-            if record is not None:
-                self._put_results(conn, {message_id: record}, record_ttl, self.now())
-
-    def ack_many(self, acks: Sequence[tuple[str, bytes | None, float]]) -> None:
-        """Ack several messages in one transaction: one commit instead of one each."""
-        if not acks:
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
+        """All in one transaction: one commit, however many."""
+        if not settlements:
             return
         with self._db.write() as conn:
-            now = self.now()
             conn.executemany(
                 f"DELETE FROM {self._t['messages']} WHERE id = ?",
-                [(message_id,) for message_id, _record, _ttl in acks],
+                [(message_id,) for message_id, _record in settlements],
             )
-            for message_id, record, record_ttl in acks:
-                if record is not None:
-                    self._put_results(conn, {message_id: record}, record_ttl, now)
+            records = {message_id: r for message_id, r in settlements if r is not None}
+            if records:
+                self._put_results(conn, records, record_ttl, self.now())
 
-    def release(
+    def release_with_record(
         self,
         message_id: str,
-        body: bytes | None = None,
-        eta: float | None = None,
-        record: bytes | None = None,
-        record_ttl: float = 0,
+        body: bytes | None,
+        eta: float | None,
+        record: bytes | None,
+        record_ttl: float,
     ) -> None:
         now = self.now()
         with self._db.write() as conn:
@@ -240,8 +209,14 @@ class SQLiteBroker(Broker):
             conn.execute(f"DELETE FROM {self._t['messages']} WHERE id = ?", (delivery.id,))
             conn.execute(
                 f"INSERT OR REPLACE INTO {self._t['dead']} VALUES (?, ?, ?, ?, ?, ?)",
-                (delivery.id, delivery.queue, delivery.priority, bytes(delivery.body),
-                 str(reason), self.now()),
+                (
+                    delivery.id,
+                    delivery.queue,
+                    delivery.priority,
+                    bytes(delivery.body),
+                    str(reason),
+                    self.now(),
+                ),
             )
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -265,103 +240,12 @@ class SQLiteBroker(Broker):
             self._store(conn, message_id, row[0], row[1], row[2], None, self.now())
             return True
 
-    # -- results --------------------------------------------------------------------------
-
-    def set_result(self, task_id: str, record: bytes, ttl: float) -> None:
-        with self._db.write() as conn:
-            self._put_results(conn, {task_id: record}, ttl, self.now())
-
-    def _read_result(self, task_id: str) -> tuple[bytes | None, Optional[float]]:
-        with self._db.read() as conn:
-            row = conn.execute(
-                f"SELECT record, expires_at FROM {self._t['results']} WHERE task_id = ? "
-                "AND (expires_at IS NULL OR expires_at > ?)",
-                (task_id, self.now()),
-            ).fetchone()
-        return (None, None) if row is None else (bytes(row[0]), row[1])
-
-    def get_result(self, task_id: str) -> bytes | None:
-        return self._read_result(task_id)[0]
-
-    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
-        found: dict[str, bytes] = {}
-        now = self.now()
-        with self._db.read() as conn:
-            for chunk in chunks(list(task_ids)):
-                found.update(
-                    (task_id, bytes(record))
-                    for task_id, record in conn.execute(
-                        f"SELECT task_id, record FROM {self._t['results']} "
-                        f"WHERE task_id IN ({marks(len(chunk))}) "
-                        "AND (expires_at IS NULL OR expires_at > ?)",
-                        (*chunk, now),
-                    )
-                )
-        return [found.get(task_id) for task_id in task_ids]
-
-    def forget_result(self, task_id: str) -> None:
-        with self._db.write() as conn:
-            conn.execute(f"DELETE FROM {self._t['results']} WHERE task_id = ?", (task_id,))
-
-    def watch_result(self, task_id: str, last: bytes | None, timeout: float) -> bytes | None:
-        deadline = time.monotonic() + max(0.0, timeout)
-        notifier = self._db.notifier
-        with notifier.watching():
-            while True:
-                token = notifier.token()
-                current, expires_at = self._read_result(task_id)
-                if current != last or time.monotonic() >= deadline:
-                    return current
-                wake_at = deadline
-                if expires_at is not None:  # an expiry is a change too
-                    wake_at = min(deadline, time.monotonic() + expires_at - self.now())
-                notifier.wait(token, wake_at)
-
-    # -- revocation and counters ----------------------------------------------------------
-
-    def revoke(self, task_ids: Sequence[str], ttl: float) -> None:
-        with self._db.write() as conn:
-            expires_at = self.now() + ttl
-            conn.executemany(
-                f"INSERT OR REPLACE INTO {self._t['revoked']} VALUES (?, ?)",
-                [(task_id, expires_at) for task_id in task_ids],
-            )
-
-    def revoked(self, task_ids: Sequence[str]) -> set[str]:
-        marked: set[str] = set()
-        now = self.now()
-        with self._db.read() as conn:
-            for chunk in chunks(list(task_ids)):
-                marked.update(
-                    row[0]
-                    for row in conn.execute(
-                        f"SELECT task_id FROM {self._t['revoked']} "
-                        f"WHERE task_id IN ({marks(len(chunk))}) AND expires_at > ?",
-                        (*chunk, now),
-                    )
-                )
-        return marked
-
-    def incr(self, key: str, ttl: float) -> int:
-        counters = self._t["counters"]
-        with self._db.write() as conn:
-            now = self.now()
-            row = conn.execute(
-                f"SELECT value FROM {counters} WHERE key = ? AND expires_at > ?", (key, now)
-            ).fetchone()
-            value = (row[0] if row else 0) + 1
-            conn.execute(
-                f"INSERT OR REPLACE INTO {counters} VALUES (?, ?, ?)", (key, value, now + ttl)
-            )
-        return int(value)
-
     # -- inspection -----------------------------------------------------------------------
 
     def queue_length(self, queue: str) -> int:
         with self._db.read() as conn:
             row = conn.execute(
-                f"SELECT COUNT(*) FROM {self._t['messages']} WHERE state = {READY} "
-                "AND queue = ?",
+                f"SELECT COUNT(*) FROM {self._t['messages']} WHERE state = {READY} AND queue = ?",
                 (queue,),
             ).fetchone()
         return int(row[0])
@@ -373,6 +257,3 @@ class SQLiteBroker(Broker):
                 (queue,),
             )
             return int(cursor.rowcount)
-
-    def close(self) -> None:
-        self._db.close()

@@ -1,4 +1,4 @@
-"""The SQLite broker's file: URL, schema, per-thread connections, transactions, upkeep.
+"""The SQLite broker's file: URL, options, per-thread connections, transactions, upkeep.
 
 Every thread gets its own connection (SQLite connections must not be used by two threads
 at once). A forked child never touches, nor closes, a connection it inherited: closing
@@ -20,55 +20,11 @@ from urllib.parse import parse_qsl
 
 from ..exceptions import ImproperlyConfigured, OperationalError
 from .sqlite_notify import ChangeNotifier
-
-#: Message states (the ``state`` column).
-READY, DELAYED, LEASED = 0, 1, 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS {messages} (
-    id TEXT PRIMARY KEY,
-    queue TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    state INTEGER NOT NULL,
-    due REAL NOT NULL,
-    seq INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {messages_ready} ON {messages} (queue, priority, seq)
-    WHERE state = 0;
-CREATE INDEX IF NOT EXISTS {messages_delayed} ON {messages} (due) WHERE state = 1;
-CREATE INDEX IF NOT EXISTS {messages_leased} ON {messages} (due) WHERE state = 2;
-CREATE TABLE IF NOT EXISTS {results} (
-    task_id TEXT PRIMARY KEY,
-    record BLOB NOT NULL,
-    expires_at REAL
-);
-CREATE INDEX IF NOT EXISTS {results_expiry} ON {results} (expires_at)
-    WHERE expires_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS {dead} (
-    id TEXT PRIMARY KEY,
-    queue TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    reason TEXT NOT NULL,
-    failed_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {dead_recent} ON {dead} (failed_at);
-CREATE TABLE IF NOT EXISTS {revoked} (task_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS {revoked_expiry} ON {revoked} (expires_at);
-CREATE TABLE IF NOT EXISTS {counters} (
-    key TEXT PRIMARY KEY,
-    value INTEGER NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {counters_expiry} ON {counters} (expires_at);
-"""
+from .sqlite_schema import DELAYED, LEASED, READY, SCHEMA, table_names
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Most delayed (and, separately, expired) messages one ``reserve`` moves back to queues.
 _RECOVER_BATCH = 500
-#: Most expired rows of each kind one housekeeping pass deletes.
-_SWEEP_BATCH = 500
 #: Ids per ``IN (...)`` list, well under SQLite's oldest limit of 999 parameters.
 _CHUNK = 500
 
@@ -76,7 +32,7 @@ _CHUNK = 500
 def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     """``items`` in slices short enough for one ``IN (...)`` list."""
     for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]
+        yield items[start : start + _CHUNK]
 
 
 def marks(count: int) -> str:
@@ -130,7 +86,7 @@ def parse_url(url: str) -> tuple[str, str]:
             f"SQLite broker URL {url!r} must look like sqlite:///relative/path.db "
             "or sqlite:////absolute/path.db (three slashes, then the path)"
         )
-    path, _, query = url[len(prefix):].partition("?")
+    path, _, query = url[len(prefix) :].partition("?")
     if not path or path == ":memory:" or path.startswith("file:"):
         raise ImproperlyConfigured(
             f"SQLite broker URL {url!r} names no file. An in-memory SQLite database is "
@@ -140,31 +96,21 @@ def parse_url(url: str) -> tuple[str, str]:
     return path, query
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def table_names(key_prefix: str) -> dict[str, str]:
-    """Quoted names of every table and index, each starting with ``key_prefix`` + ``_``."""
-    names = [
-        "messages", "messages_ready", "messages_delayed", "messages_leased",
-        "results", "results_expiry", "dead", "dead_recent",
-        "revoked", "revoked_expiry", "counters", "counters_expiry",
-    ]
-    return {name: _quote(f"{key_prefix}_{name}") for name in names}
-
-
 def back_of_queue(tables: Mapping[str, str]) -> str:
     """SQL for the ``seq`` that puts a message behind every ready one of its queue and
     priority (parameters: queue, priority)."""
-    return (f"(SELECT COALESCE(MAX(seq), 0) + 1 FROM {tables['messages']} "
-            f"WHERE state = {READY} AND queue = ? AND priority = ?)")
+    return (
+        f"(SELECT COALESCE(MAX(seq), 0) + 1 FROM {tables['messages']} "
+        f"WHERE state = {READY} AND queue = ? AND priority = ?)"
+    )
 
 
 def front_of_queue(tables: Mapping[str, str]) -> str:
     """SQL for the ``seq`` that puts a message before every ready one (same parameters)."""
-    return (f"(SELECT COALESCE(MIN(seq), 0) - 1 FROM {tables['messages']} "
-            f"WHERE state = {READY} AND queue = ? AND priority = ?)")
+    return (
+        f"(SELECT COALESCE(MIN(seq), 0) - 1 FROM {tables['messages']} "
+        f"WHERE state = {READY} AND queue = ? AND priority = ?)"
+    )
 
 
 def recover_messages(conn: sqlite3.Connection, tables: Mapping[str, str], now: float) -> None:
@@ -194,17 +140,6 @@ def recover_messages(conn: sqlite3.Connection, tables: Mapping[str, str], now: f
         conn.execute(
             f"UPDATE {m} SET state = {READY}, due = 0, seq = {front} WHERE id = ?",
             (queue, priority, message_id),
-        )
-
-
-def delete_expired(conn: sqlite3.Connection, tables: Mapping[str, str], now: float) -> None:
-    """Delete a bounded batch of expired results, revocations and counters."""
-    for table, key in (("results", "task_id"), ("revoked", "task_id"), ("counters", "key")):
-        name = tables[table]
-        conn.execute(
-            f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {name} "
-            f"WHERE expires_at <= ? LIMIT {_SWEEP_BATCH})",
-            (now,),
         )
 
 
@@ -277,9 +212,7 @@ class Database:
             )
         try:
             # executescript() commits any open transaction first, so BEGIN goes inside.
-            connection.executescript(
-                "BEGIN IMMEDIATE;" + _SCHEMA.format(**self.tables) + "COMMIT;"
-            )
+            connection.executescript("BEGIN IMMEDIATE;" + SCHEMA.format(**self.tables) + "COMMIT;")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")

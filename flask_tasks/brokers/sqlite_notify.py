@@ -28,9 +28,7 @@ _BUSY_PERIOD = 1.0
 class ChangeNotifier:
     """A change counter that waiting threads can block on."""
 
-    def __init__(
-        self, connect: Callable[[], sqlite3.Connection], poll_interval: float
-    ) -> None:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], poll_interval: float) -> None:
         self._connect = connect
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
@@ -68,7 +66,9 @@ class ChangeNotifier:
             if self._thread is None and not self._closed:
                 ready = threading.Event()
                 self._thread = threading.Thread(
-                    target=self._watch, args=(ready,), name="flask-tasks-sqlite-watch",
+                    target=self._watch,
+                    args=(ready,),
+                    name="flask-tasks-sqlite-watch",
                     daemon=True,
                 )
                 self._thread.start()

@@ -18,36 +18,35 @@ from typing import TYPE_CHECKING, Any, Union
 from flask import url_for
 
 from .tokens import make_token
+from .views import blueprint
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from ..app_state import TasksState
     from ..config import TasksConfig
     from ..result import AsyncResult
+    from ..runtime import Runtime
 
 
 def register_web(app: Flask, extension: Any, config: TasksConfig) -> None:
     """Mount the status blueprint on ``app`` and add the ``tasks_status_url`` global."""
-    from .views import blueprint
-
     if blueprint.name not in app.blueprints:
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
 
     def tasks_status_url(result: Union[AsyncResult, str], _external: bool = False) -> str:
         """The signed status URL of ``result`` (an AsyncResult or a task id)."""
-        return extension.status_url(result, _external=_external)
+        return str(extension.status_url(result, _external=_external))
 
     app.add_template_global(tasks_status_url, "tasks_status_url")
 
 
-def status_url(state: TasksState, task_id: str, external: bool = False) -> str:
-    """The status URL of ``task_id``, with a token signed by ``state``'s app.
+def status_url(runtime: Runtime, task_id: str, external: bool = False) -> str:
+    """The status URL of ``task_id``, with a token signed by ``runtime``'s app.
 
     Raises ``ImproperlyConfigured`` when the app has no ``SECRET_KEY``. Needs an app
     context (a request, or ``SERVER_NAME`` for ``external`` URLs outside one).
     """
-    token = make_token(state.app, state.config, task_id)
+    token = make_token(runtime.app, runtime.config, task_id)
     return url_for("flask_tasks.status", token=token, _external=external)
 
 

@@ -1,4 +1,4 @@
-"""The JSON the status endpoints send: built from a stored result record, nothing else.
+"""The JSON the status endpoints send: built from a stored :class:`Record`, nothing else.
 
 Only what a page needs leaves the server: the state, the progress meta of a custom state,
 the return value of a success, and the type and message of an error. Tracebacks only with
@@ -7,27 +7,17 @@ the return value of a success, and the type and message of an error. Tracebacks 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import date, datetime
 from typing import Any, Optional
 
 from .. import states
+from ..records import Error, Record
 
 
-def version_of(raw: Optional[bytes]) -> str:
-    """An opaque tag of a stored record: changes whenever the record does."""
-    if raw is None:
-        return ""
-    return hashlib.blake2b(raw, digest_size=8).hexdigest()
-
-
-def build_payload(
-    task_id: str, record: dict[str, Any], version: str, expose_traceback: bool = False
-) -> dict[str, Any]:
+def build_payload(task_id: str, record: Record, expose_traceback: bool = False) -> dict[str, Any]:
     """The status document of one task (see docs/browser.rst for the schema)."""
-    state = str(record.get("status") or states.PENDING)
-    info = record.get("result")
+    state = record.state
     payload: dict[str, Any] = {
         "id": task_id,
         "state": state,
@@ -36,31 +26,26 @@ def build_payload(
         "progress": None,
         "result": None,
         "error": None,
-        "date_done": record.get("date_done"),
-        "version": version,
+        "date_done": record.date_done,
+        "version": record.version,
     }
     if state == states.SUCCESS:
-        payload["result"] = info
+        payload["result"] = record.result
     elif state in states.EXCEPTION_STATES:
-        traceback = record.get("traceback") if expose_traceback else None
-        payload["error"] = error_of(info, traceback)
+        traceback = record.traceback if expose_traceback else None
+        error = record.error or Error("Error", message=_text_of(record.result))
+        payload["error"] = error_of(error, traceback)
     elif state not in states.ALL_STATES:  # a custom state from update_state()
-        payload["progress"] = progress_of(info)
+        payload["progress"] = progress_of(record.result)
     return payload
 
 
-def error_of(info: Any, traceback: Optional[str] = None) -> dict[str, Any]:
+def error_of(error: Error, traceback: Optional[str] = None) -> dict[str, Any]:
     """``{"type", "message"}`` (and ``traceback`` if given) of a stored exception."""
-    if isinstance(info, dict):
-        error = {
-            "type": str(info.get("exc_type") or "Error"),
-            "message": str(info.get("exc_message") or ""),
-        }
-    else:
-        error = {"type": "Error", "message": "" if info is None else str(info)}
+    described = {"type": error.type, "message": error.message}
     if traceback:
-        error["traceback"] = str(traceback)
-    return error
+        described["traceback"] = str(traceback)
+    return described
 
 
 def progress_of(meta: Any) -> Any:
@@ -73,6 +58,10 @@ def progress_of(meta: Any) -> Any:
     if current is not None and total is not None and total > 0 and "percent" not in meta:
         progress["percent"] = round(min(max(current / total, 0.0), 1.0) * 100, 1)
     return progress
+
+
+def _text_of(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _number(value: Any) -> Optional[float]:

@@ -98,7 +98,7 @@ def read_token(app: Flask, config: TasksConfig, token: str) -> str:
         tag = payload[1] if len(payload) > 1 else ""
         if not any(hmac.compare_digest(tag, _scope_tag(key, scope)) for key in keys):
             raise TokenError(403, "forbidden", "This status link belongs to someone else.")
-    return task_id
+    return str(task_id)
 
 
 def _well_formed(payload: Any) -> bool:

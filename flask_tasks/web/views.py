@@ -2,7 +2,7 @@
 
 Waiting (long polls and event streams) happens in the response body generator, after
 Flask has torn the request and app contexts down: an open client holds one server thread
-blocked in ``Broker.watch_result`` and nothing else (no app context, no database session
+blocked in ``Store.watch_result`` and nothing else (no app context, no database session
 of the app). Every wait is bounded and woken by the store's change notification.
 """
 
@@ -12,17 +12,16 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import abort
 
 from ..exceptions import OperationalError
-from .status import build_payload, dumps, version_of
+from ..records import Record
+from ..runtime import Runtime, current_runtime
+from .status import build_payload, dumps
 from .tokens import TokenError, read_token
-
-if TYPE_CHECKING:
-    from ..app_state import TasksState
 
 #: Longest ``?wait=`` honoured, in seconds (longer values are capped, not refused).
 MAX_WAIT = 30.0
@@ -43,10 +42,6 @@ logger = logging.getLogger("flask_tasks.web")
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _state() -> TasksState:
-    return current_app.extensions["tasks"]
-
-
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(dumps(body), status=status, mimetype="application/json", headers=NO_STORE)
 
@@ -56,23 +51,23 @@ def refuse(status: int, code: str, message: str) -> NoReturn:
     abort(json_response({"error": code, "message": message}, status))
 
 
-def _task_id(state: TasksState, token: str) -> str:
+def _task_id(runtime: Runtime, token: str) -> str:
     try:
-        return read_token(state.app, state.config, token)
+        return read_token(runtime.app, runtime.config, token)
     except TokenError as error:
         refuse(error.status, error.code, error.message)
 
 
-def _read(state: TasksState, task_id: str) -> bytes:
-    raw = state.backend.get_result(task_id)
-    if raw is None or state.decode_record(raw) is None:
+def _read(runtime: Runtime, task_id: str) -> bytes:
+    raw = runtime.store.get_result(task_id)
+    if raw is None or Record.decode(runtime.codec, raw) is None:
         refuse(404, "not_found", "No such task: it was never sent, or its result expired.")
     return raw
 
 
-def _payload(state: TasksState, task_id: str, raw: bytes) -> dict[str, Any]:
-    record = state.decode_record(raw) or {}
-    return build_payload(task_id, record, version_of(raw), state.config.expose_traceback)
+def _payload(runtime: Runtime, task_id: str, raw: bytes) -> dict[str, Any]:
+    record = Record.decode(runtime.codec, raw) or Record("PENDING")
+    return build_payload(task_id, record, runtime.config.expose_traceback)
 
 
 def _wait_seconds() -> float:
@@ -114,27 +109,27 @@ def _no_store(response: Response) -> Response:
 def status(token: str) -> Response:
     """The task's status; ``?wait=N`` holds the answer until the record differs from
     the version in ``?since=`` (or from the current one), at most ``N`` seconds."""
-    state = _state()
-    task_id = _task_id(state, token)
+    runtime = current_runtime()
+    task_id = _task_id(runtime, token)
     wait = _wait_seconds()
-    raw = _read(state, task_id)
-    payload = _payload(state, task_id, raw)
+    raw = _read(runtime, task_id)
+    payload = _payload(runtime, task_id, raw)
     since = request.args.get("since")
     if wait > 0 and not payload["ready"] and since in (None, payload["version"]):
-        body = _long_poll(state, task_id, raw, wait)
+        body = _long_poll(runtime, task_id, raw, wait)
         return Response(body, mimetype="application/json", headers=NO_STORE)
     return json_response(payload)
 
 
-def _long_poll(state: TasksState, task_id: str, raw: bytes, wait: float) -> Iterator[str]:
+def _long_poll(runtime: Runtime, task_id: str, raw: bytes, wait: float) -> Iterator[str]:
     try:
-        changed = state.backend.watch_result(task_id, raw, wait)
+        changed = runtime.store.watch_result(task_id, raw, wait)
     except OperationalError as error:  # the status is sent already: answer what we know
         logger.warning("Long poll of task %s cut short: %s", task_id, error)
         changed = raw
     # A record that vanished while we waited (forgotten, expired) is reported as last
     # seen; the next request answers 404.
-    yield dumps(_payload(state, task_id, changed if changed is not None else raw))
+    yield dumps(_payload(runtime, task_id, changed if changed is not None else raw))
 
 
 # -- GET <prefix>/<token>/events -------------------------------------------------------
@@ -145,25 +140,25 @@ def events(token: str) -> Response:
     """``text/event-stream``: one ``message`` event per change (``id:`` = version) until
     the task is ready, or until ``MAX_STREAM`` seconds, after which ``EventSource``
     reconnects with ``Last-Event-ID`` and misses nothing."""
-    state = _state()
-    task_id = _task_id(state, token)
-    raw = _read(state, task_id)
+    runtime = current_runtime()
+    task_id = _task_id(runtime, token)
+    raw = _read(runtime, task_id)
     since = request.headers.get("Last-Event-ID") or request.args.get("since")
     headers = {**NO_STORE, "X-Accel-Buffering": "no"}  # nginx: do not buffer the stream
     return Response(
-        _event_stream(state, task_id, raw, since),
+        _event_stream(runtime, task_id, raw, since),
         mimetype="text/event-stream",
         headers=headers,
     )
 
 
 def _event_stream(
-    state: TasksState, task_id: str, raw: Optional[bytes], since: Optional[str]
+    runtime: Runtime, task_id: str, raw: Optional[bytes], since: Optional[str]
 ) -> Iterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     deadline = time.monotonic() + MAX_STREAM
     while raw is not None:  # a record that vanished ends the stream; reconnecting gets 404
-        payload = _payload(state, task_id, raw)
+        payload = _payload(runtime, task_id, raw)
         if payload["version"] != since:
             since = payload["version"]
             yield f"id: {since}\ndata: {dumps(payload)}\n\n"
@@ -171,7 +166,7 @@ def _event_stream(
         if payload["ready"] or remaining <= 0:
             return
         try:
-            changed = state.backend.watch_result(task_id, raw, min(remaining, HEARTBEAT))
+            changed = runtime.store.watch_result(task_id, raw, min(remaining, HEARTBEAT))
         except OperationalError as error:  # end the stream; the browser reconnects
             logger.warning("Event stream of task %s ended: %s", task_id, error)
             return
@@ -204,18 +199,18 @@ def revoke(token: str) -> Response:
     """Revoke the task (``{"terminate": true}`` also stops it if running). 202 with the
     status after revoking; 200 if it had already finished. Off unless
     ``TASKS_ALLOW_REVOKE``."""
-    state = _state()
-    if not state.config.allow_revoke:
+    runtime = current_runtime()
+    if not runtime.config.allow_revoke:
         refuse(403, "revoke_disabled", "Revoking tasks from the browser is turned off.")
     _check_csrf()
-    task_id = _task_id(state, token)
-    payload = _payload(state, task_id, _read(state, task_id))
+    task_id = _task_id(runtime, token)
+    payload = _payload(runtime, task_id, _read(runtime, task_id))
     if payload["ready"]:
         return json_response(payload)  # nothing left to revoke
     body = request.get_json(silent=True) if request.is_json else None
     terminate = isinstance(body, dict) and body.get("terminate") is True
-    state.revoke([task_id], terminate=terminate)
-    return json_response(_payload(state, task_id, _read(state, task_id)), 202)
+    runtime.revoke([task_id], terminate=terminate)
+    return json_response(_payload(runtime, task_id, _read(runtime, task_id)), 202)
 
 
 # -- other methods: JSON 405 rather than Flask's HTML page -----------------------------

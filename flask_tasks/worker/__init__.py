@@ -15,18 +15,21 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from flask import Flask
 
-from ..brokers import hide_password
+from ..brokers import Store, Transport, hide_password
 from ..exceptions import ImproperlyConfigured, OperationalError
-from .consumer import Consumer, Shutdown
+from ..runtime import runtime_of
+from .consumer import Consumer
+from .control import Shutdown
+from .logs import configure_logging
+from .prefork import run_prefork
 
 logger = logging.getLogger("flask_tasks.worker")
 
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
-LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
 
 def default_pool() -> str:
@@ -41,17 +44,6 @@ def expand_hostname(name: str) -> str:
     short, _, domain = host.partition(".")
     values = {"h": host, "n": short, "d": domain, "%": "%"}
     return re.sub(r"%([hnd%])", lambda match: values[match.group(1)], name)
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr the way ``flask worker`` prints, once per process."""
-    root = logging.getLogger()
-    if not any(getattr(handler, "_flask_tasks", False) for handler in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        handler._flask_tasks = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    logging.getLogger("flask_tasks").setLevel(level.upper())
 
 
 class Worker:
@@ -71,13 +63,12 @@ class Worker:
         burst: bool = False,
         app_import_path: Optional[str] = None,
     ) -> None:
-        state = app.extensions.get("tasks")
-        if state is None:
-            raise ImproperlyConfigured(
-                f"Flask-Tasks is not initialized on app {app.name!r}: call tasks.init_app(app)"
-            )
+        try:
+            runtime = runtime_of(app)
+        except RuntimeError as error:
+            raise ImproperlyConfigured(str(error)) from None
         self.app = app
-        self.state = state
+        self.runtime = runtime
         self.pool = pool or default_pool()
         if self.pool not in POOLS:
             raise ImproperlyConfigured(f"Unknown pool {self.pool!r}; choose from {POOLS}")
@@ -86,7 +77,7 @@ class Worker:
                 f"The {self.pool} pool is not available in this version of Flask-Tasks; "
                 "use -P threads for I/O-bound tasks"
             )
-        if self.pool == "prefork" and state.broker_url.startswith("memory://"):
+        if self.pool == "prefork" and runtime.connections.broker_url.startswith("memory://"):
             raise ImproperlyConfigured(
                 "The memory:// broker lives in one process, so the prefork pool cannot use it; "
                 "use -P threads or -P solo, or a sqlite:/// or redis:// broker"
@@ -94,7 +85,7 @@ class Worker:
         self.concurrency = concurrency or os.cpu_count() or 1
         if self.pool == "solo":
             self.concurrency = 1
-        self.queues = queues or [state.config.default_queue]
+        self.queues = queues or [runtime.config.default_queue]
         if prefetch is not None:
             self.prefetch = prefetch
         else:
@@ -113,19 +104,20 @@ class Worker:
 
     def banner(self) -> str:
         """What the worker prints on start: app, broker, queues, pool, tasks."""
-        state = self.state
-        tasks = sorted(task.name for task in state.tasks())
-        broker = hide_password(state.broker_url)
+        runtime = self.runtime
+        tasks = sorted(runtime.registry)
+        broker = hide_password(runtime.connections.broker_url)
+        results = hide_password(runtime.config.result_backend or broker)
         lines = [
             f" -------------- {self.hostname} (Flask-Tasks, Python {platform.python_version()})",
             f"--- ***** ----- app:         {self.app.name}",
             f"-- ******* ---- broker:      {broker}",
-            f"- *** --- * --- results:     {hide_password(state.config.result_backend or broker)}",
+            f"- *** --- * --- results:     {results}",
             f"- ** ---------- pool:        {self.pool} (concurrency {self.concurrency}, "
             f"prefetch {self.prefetch})",
             f"- ** ---------- queues:      {', '.join(self.queues)}",
         ]
-        if state.config.uses_default_broker:
+        if runtime.config.uses_default_broker:
             lines.append(
                 "  note: using the embedded SQLite broker (no server needed, one machine only). "
                 "For production set TASKS_BROKER_URL = 'redis://localhost:6379/0'."
@@ -144,24 +136,30 @@ class Worker:
                 signal.signal(getattr(signal, name), handler)
 
     def check_broker(self) -> None:
-        """Fail fast, with the URL, when the broker cannot be reached at start."""
-        try:
-            self.state.broker.ping()
-        except OperationalError:
-            raise
-        except Exception as error:
-            raise OperationalError(
-                f"Cannot reach the broker at {hide_password(self.state.broker_url)}: {error}"
-            ) from error
+        """Fail fast, with the URL, when the broker or the result store cannot be reached
+        at start."""
+        connections = self.runtime.connections
+        checks: list[tuple[str, Union[Transport, Store], str]] = [
+            ("broker", connections.transport, connections.broker_url)
+        ]
+        if connections.backend_url is not None:
+            checks.append(("result store", connections.store, connections.backend_url))
+        for name, connection, url in checks:
+            try:
+                connection.ping()
+            except OperationalError:
+                raise
+            except Exception as error:
+                raise OperationalError(
+                    f"Cannot reach the {name} at {hide_password(url)}: {error}"
+                ) from error
 
     def start(self) -> int:
         """Run until shut down; returns the process exit code."""
         configure_logging(self.loglevel)
         self.check_broker()
         if self.pool == "prefork":
-            from .prefork import run_prefork
-
-            self.state.close()  # children open their own connections
+            self.runtime.close()  # children open their own connections
             return run_prefork(self)
         self.install_signal_handlers(self._on_signal)
         consumer = self.consumer()
@@ -171,7 +169,7 @@ class Worker:
     def consumer(self) -> Consumer:
         """The in-process consumer for the threads and solo pools."""
         return Consumer(
-            self.state,
+            self.runtime,
             self.queues,
             concurrency=self.concurrency,
             threaded=self.pool == "threads",

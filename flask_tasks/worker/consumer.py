@@ -10,33 +10,32 @@ visibility timeout while its worker lives), enforces time limits, stops tasks re
 
 from __future__ import annotations
 
-import ctypes
+import json
 import logging
 import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from .. import signals
-from ..brokers import Delivery
+from ..brokers import Delivery, Settlement
 from ..exceptions import (
     OperationalError,
-    SoftTimeLimitExceeded,
     TaskRevokedError,
     TimeLimitExceeded,
 )
+from ..records import Record
+from .control import Running, Shutdown, enforce_time_limits, interrupt_thread
 from .runner import TaskRunner
 
 if TYPE_CHECKING:
-    from ..app_state import TasksState
+    from ..runtime import Runtime
     from ..task import Task
 
 logger = logging.getLogger("flask_tasks.worker")
 
 _MONITOR_TICK = 0.1
-_HARD_LIMIT_GRACE = 2.0
 #: A prefetched message that waited longer than this is checked for revocation again
 #: just before it starts (the check made when it was reserved may be stale by then).
 _REVOKE_RECHECK_AFTER = 0.05
@@ -44,43 +43,11 @@ _REVOKE_RECHECK_AFTER = 0.05
 _IDLE_WAIT = 0.25
 #: Prefetched messages go back to their queue when every slot has been busy this long (s).
 STALL_RETURN = 0.2
+#: Seconds between heartbeats in the store (a worker is listed for three times that).
+ANNOUNCE_EVERY = 10.0
 #: Outcomes batched while prefetched work waits: at most this many, this long (s).
 _ACK_BATCH = 64
 _ACK_DELAY = 0.02
-
-
-class Shutdown:
-    """Shutdown requests: the first is warm (finish running tasks), the second cold."""
-
-    def __init__(self, warm: Any = None, cold: Any = None) -> None:
-        self.warm = warm if warm is not None else threading.Event()
-        self.cold = cold if cold is not None else threading.Event()
-
-    def request(self) -> str:
-        if self.warm.is_set():
-            self.cold.set()
-            return "cold"
-        self.warm.set()
-        return "warm"
-
-
-@dataclass
-class _Running:
-    thread_id: int
-    task: Any
-    started: float
-    soft_at: Optional[float]
-    hard_at: Optional[float]
-    signalled: set[str] = field(default_factory=set)
-
-
-def interrupt_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
-    """Raise ``exc_type`` inside another thread at its next bytecode (no Unix signals,
-    so it works on Windows too). Does not interrupt a blocking C call."""
-    changed = ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
-    )
-    return bool(changed == 1)
 
 
 class Consumer:
@@ -88,7 +55,7 @@ class Consumer:
 
     def __init__(
         self,
-        state: TasksState,
+        runtime: Runtime,
         queues: list[str],
         *,
         concurrency: int = 1,
@@ -101,7 +68,7 @@ class Consumer:
         exclusive_process: bool = False,
         parent_pid: Optional[int] = None,
     ) -> None:
-        self.state = state
+        self.runtime = runtime
         self.queues = queues
         self.concurrency = max(1, concurrency)
         self.threaded = threaded
@@ -112,27 +79,27 @@ class Consumer:
         self.burst = burst
         self.exclusive_process = exclusive_process
         self.parent_pid = parent_pid
-        self.runner = TaskRunner(state, hostname)
+        self.runner = TaskRunner(runtime, hostname)
         #: Outcomes of finished tasks not yet sent (solo consumers batch them while more
         #: prefetched work waits, so N tasks cost one acknowledging round trip).
-        self._acks: list[tuple[str, Optional[bytes], float]] = []
+        self._acks: list[Settlement] = []
         self._acks_since = 0.0
         if not threaded:
-            self.runner.ack_buffer = self._acks
-        self.lease = float(state.config.visibility_timeout)
+            self.runner.settle_buffer = self._acks
+        self.lease = float(runtime.config.visibility_timeout)
         self.tasks_done = 0
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._held: dict[str, Delivery] = {}
         #: Reserved, not started: (delivery, revoked when reserved, monotonic reserve time).
         self._pending: deque[tuple[Delivery, bool, float]] = deque()
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._stalled = False
         self._stopped = threading.Event()
 
     @property
-    def broker(self) -> Any:
-        return self.state.broker
+    def transport(self) -> Any:
+        return self.runtime.transport
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -195,22 +162,30 @@ class Consumer:
             if room <= 0 or self._stalled or (pending and room < max(1, self.capacity // 2)):
                 self._changed.wait(0.5)
                 return True
-        batch = self.broker.reserve(self.queues, room, self.lease)
+        batch = self.transport.reserve(self.queues, room, self.lease)
         if not batch:
             if self._held:
                 with self._changed:
                     self._changed.wait(0.2)
                 return True
             if not self.burst:
-                self.broker.wait(self.queues, _IDLE_WAIT)
+                self.transport.wait(self.queues, _IDLE_WAIT)
             return False
         reserved_at = time.monotonic()
+        revoked = self._revoked_among(batch)
         with self._changed:
             for delivery in batch:
                 self._held[delivery.id] = delivery
-                self._pending.append((delivery, delivery.revoked, reserved_at))
+                self._pending.append((delivery, delivery.id in revoked, reserved_at))
             self._changed.notify_all()
         return True
+
+    def _revoked_among(self, batch: list[Delivery]) -> set[str]:
+        """Ids of ``batch`` marked revoked: a broker flags them as it reserves; with a
+        store of its own, one more round trip asks it."""
+        if self.runtime.connections.broker is not None:
+            return {delivery.id for delivery in batch if delivery.revoked}
+        return self.runtime.store.revoked([delivery.id for delivery in batch])
 
     def _execute_loop(self) -> None:
         while not self._stopped.is_set():
@@ -229,7 +204,7 @@ class Consumer:
     def _execute(self, delivery: Delivery, revoked: bool, reserved_at: float) -> None:
         try:
             if not revoked and time.monotonic() - reserved_at > _REVOKE_RECHECK_AFTER:
-                revoked = bool(self.broker.revoked([delivery.id]))
+                revoked = bool(self.runtime.store.revoked([delivery.id]))
             self.runner.process(delivery, revoked, self._track)
         except OperationalError as error:
             # The outcome could not be stored; the lease will bring the message back.
@@ -260,7 +235,7 @@ class Consumer:
         self._acks.clear()
         self._acks_since = 0.0
         try:
-            self.broker.ack_many(batch)
+            self.runner.settle(batch)
         except OperationalError as error:  # their leases bring them back: run again
             logger.error("Could not acknowledge %d finished task(s): %s", len(batch), error)
 
@@ -269,10 +244,10 @@ class Consumer:
             if task is None:
                 self._running.pop(message_id, None)
                 return
-            options = self.state.task_options(task)
+            options = self.runtime.options_for(task.name)
             now = time.monotonic()
             soft, hard = options.get("soft_time_limit"), options.get("time_limit")
-            self._running[message_id] = _Running(
+            self._running[message_id] = Running(
                 threading.get_ident(),
                 task,
                 now,
@@ -289,7 +264,7 @@ class Consumer:
             self._pending.clear()
         for delivery, _revoked, _reserved_at in reversed(returned):
             try:
-                self.broker.release(delivery.id)
+                self.transport.release(delivery.id)
             except OperationalError as error:
                 logger.warning("Could not return %s (its lease will): %s", delivery.id, error)
             with self._lock:
@@ -313,7 +288,7 @@ class Consumer:
                 self._held.pop(delivery.id, None)
         try:
             for delivery, _revoked, _reserved_at in reversed(returned):
-                self.broker.release(delivery.id)
+                self.transport.release(delivery.id)
         except OperationalError as error:
             logger.warning("Could not return prefetched messages (leases will): %s", error)
         logger.info(
@@ -332,7 +307,7 @@ class Consumer:
         logger.warning("Cold shutdown: returning %d message(s) and exiting now", len(held))
         for message_id in held:
             try:
-                self.broker.release(message_id)
+                self.transport.release(message_id)
             except Exception as error:  # the lease brings it back anyway
                 logger.warning("Could not return %s: %s", message_id, error)
         os._exit(1)
@@ -343,6 +318,7 @@ class Consumer:
         beat_every = max(0.05, min(self.lease / 3, 10.0))
         next_beat = time.monotonic() + beat_every
         next_revoke_check = time.monotonic() + 1.0
+        next_announce = time.monotonic()
         while not self._stopped.wait(_MONITOR_TICK):
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 logger.warning("Parent process is gone; shutting down")
@@ -358,43 +334,56 @@ class Consumer:
                     with self._lock:
                         held = list(self._held)
                     if held:
-                        self.broker.extend(held, self.lease)
+                        self.transport.extend(held, self.lease)
                 if now >= next_revoke_check:
                     next_revoke_check = now + 1.0
                     self._terminate_revoked()
+                if now >= next_announce:
+                    next_announce = now + ANNOUNCE_EVERY
+                    self._announce()
             except OperationalError as error:
                 logger.warning("Heartbeat failed: %s", error)
             except Exception:
                 logger.exception("Heartbeat error")
 
+    def _announce(self) -> None:
+        """Tell the store this consumer is alive, and what it runs (``Store.workers``)."""
+        now = time.monotonic()
+        with self._lock:
+            running = [
+                {
+                    "id": message_id,
+                    "task": entry.task.name,
+                    "seconds": round(now - entry.started, 3),
+                }
+                for message_id, entry in self._running.items()
+            ]
+            held = len(self._held)
+        info = {
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "held": held,
+            "running": running,
+            "done": self.tasks_done,
+        }
+        name = f"{self.hostname}:{os.getpid()}"
+        self.runtime.store.heartbeat(name, json.dumps(info).encode(), ANNOUNCE_EVERY * 3)
+
     def _enforce_time_limits(self, now: float) -> None:
         with self._lock:
             running = list(self._running.items())
         for message_id, entry in running:
-            if entry.soft_at is not None and now >= entry.soft_at and "soft" not in entry.signalled:
-                entry.signalled.add("soft")
-                logger.warning("Task %s[%s] hit its soft time limit", entry.task.name, message_id)
-                interrupt_thread(entry.thread_id, SoftTimeLimitExceeded)
-            if entry.hard_at is None or now < entry.hard_at:
-                continue
-            if "hard" not in entry.signalled:
-                entry.signalled.add("hard")
-                logger.error("Task %s[%s] hit its time limit", entry.task.name, message_id)
-                interrupt_thread(entry.thread_id, TimeLimitExceeded)
-            elif now >= entry.hard_at + _HARD_LIMIT_GRACE and self.exclusive_process:
+            stuck = enforce_time_limits(message_id, entry, now)
+            if stuck and self.exclusive_process:
                 self._abandon_stuck(message_id, entry)
 
-    def _abandon_stuck(self, message_id: str, entry: _Running) -> None:
+    def _abandon_stuck(self, message_id: str, entry: Running) -> None:
         """A task stuck in C code past its time limit: record the failure and end this
         process (its parent starts a new one)."""
-        from .. import states
-        from ..result import exception_to_dict
-
         error = TimeLimitExceeded(f"{entry.task.name} exceeded its time limit and was killed")
-        record = self.state.make_record(
-            states.FAILURE, exception_to_dict(error), task=entry.task.name
-        )
-        self.runner._ack_by_id(message_id, record)
+        self.runner.settle_now(message_id, Record.failure(error, entry.task.name))
         logger.error("Task %s[%s] did not stop; exiting this process", entry.task.name, message_id)
         os._exit(1)
 
@@ -403,9 +392,7 @@ class Consumer:
             running = dict(self._running)
         if not running:
             return
-        marks = self.broker.revoked([f"terminate:{message_id}" for message_id in running])
-        for mark in marks:
-            message_id = mark.split(":", 1)[1]
+        for message_id in self.runtime.store.terminating(list(running)):
             entry = running.get(message_id)
             if entry is not None and "revoke" not in entry.signalled:
                 entry.signalled.add("revoke")

@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from flask import Flask
 
 from ..exceptions import ImproperlyConfigured
-from .consumer import Consumer, Shutdown
+from ..runtime import runtime_of
+from .consumer import Consumer
+from .control import Shutdown
+from .logs import configure_logging
 
 if TYPE_CHECKING:
     from . import Worker
@@ -67,13 +70,11 @@ def _child_main(
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, lambda *_: shutdown.warm.set())
     if not logging.getLogger().handlers:
-        from . import configure_logging
-
         configure_logging(loglevel)
     app = load_app()
-    state = app.extensions["tasks"]
+    runtime = runtime_of(app)
     consumer = Consumer(
-        state,
+        runtime,
         settings["queues"],
         concurrency=1,
         threaded=False,
@@ -86,7 +87,7 @@ def _child_main(
     )
     ready.set()  # the app loaded: a later exit is not a failure to start
     consumer.run()
-    state.close()
+    runtime.close()
 
 
 class _LocalOr:

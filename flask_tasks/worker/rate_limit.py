@@ -1,8 +1,8 @@
-"""Rate limits shared by every worker: a fixed-window counter on the broker.
+"""Rate limits shared by every worker: a fixed-window counter in the store.
 
 ``"10/s"`` lets ten runs start per one-second window across all workers; a message over
 the limit goes back to the broker, delayed to the start of the next window (it is never
-dropped). The counter is the broker's atomic ``incr``, so no worker-local state decides.
+dropped). The counter is the store's atomic ``incr``, so no worker-local state decides.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 if TYPE_CHECKING:
-    from ..app_state import TasksState
+    from ..brokers import Store
 
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -38,8 +38,8 @@ def parse_rate(rate: Union[str, int, float, None]) -> Optional[tuple[float, floa
 class RateLimiter:
     """Decides, per run, whether a rate-limited task may start now."""
 
-    def __init__(self, state: TasksState) -> None:
-        self.state = state
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.overrides: dict[str, Any] = {}
 
     def delay_for(self, task_name: str, rate: Any) -> float:
@@ -50,7 +50,7 @@ class RateLimiter:
         limit, period = parsed
         now = time.time()
         window = int(now // period)
-        count = self.state.broker.incr(f"rate:{task_name}:{window}", period * 2)
+        count = self.store.incr(f"rate:{task_name}:{window}", period * 2)
         if count <= limit:
             return 0.0
         return (window + 1) * period - now

@@ -1,89 +1,78 @@
-"""Processing one delivered message: decode, vet, run, store the outcome, continue workflows.
+"""Processing one delivered message: decode, vet, run, settle the outcome, continue workflows.
 
 A message that cannot be decoded, fails its signature, or names an unknown task is
 dead-lettered with the reason; nothing here lets one bad message stop the worker.
+
+*Settling* a message acks it and stores its result record: one atomic step and one round
+trip when the store is the transport's own server (``Connections.broker``), the record
+first and then the ack otherwise (a crash in between runs the task again, at least once).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import signals, states
-from ..brokers import Delivery, Envelope
-from ..canvas import Signature
-from ..exceptions import DecodeError, EncodeError, NotRegistered, TaskError
+from ..brokers import Delivery, Envelope, Settlement
+from ..exceptions import DecodeError, EncodeError, NotRegistered
 from ..execution import ExceptionInfo, Outcome, execute, is_expected
-from ..message import Message
-from ..result import exception_to_dict
-from ..task import Request, Task, pop_request, push_request
+from ..message import Message, Request, to_timestamp
+from ..records import Record
+from ..runtime import unknown_task_message
 from .rate_limit import RateLimiter
+from .workflows import Workflows
 
 if TYPE_CHECKING:
-    from ..app_state import TasksState
+    from ..runtime import Runtime
+    from ..task import Task
 
 logger = logging.getLogger("flask_tasks.worker")
 
 #: Called when a task starts (message id, task) and ends (message id, None).
-RunningHook = Callable[[str, Optional[Task[Any, Any]]], None]
-
-
-def _revoked_error(reason: str) -> dict[str, Any]:
-    return {
-        "exc_type": "TaskRevokedError",
-        "exc_module": "flask_tasks.exceptions",
-        "exc_message": reason,
-    }
+RunningHook = Callable[[str, Optional["Task[Any, Any]"]], None]
 
 
 class TaskRunner:
     """Runs deliveries for one worker process (shared by its threads)."""
 
-    def __init__(self, state: TasksState, hostname: str) -> None:
-        self.state = state
+    def __init__(self, runtime: Runtime, hostname: str) -> None:
+        self.runtime = runtime
         self.hostname = hostname
-        self.rate_limiter = RateLimiter(state)
-        #: When a list, outcomes (``(id, record, ttl)``) are collected here for the
-        #: consumer to send in one batch (``Broker.ack_many``) instead of one by one.
-        self.ack_buffer: Optional[list[tuple[str, Optional[bytes], float]]] = None
-
-    @property
-    def broker(self) -> Any:
-        return self.state.broker
+        self.rate_limiter = RateLimiter(runtime.store)
+        self.workflows = Workflows(runtime, runtime.owner)
+        #: When a list, settlements are collected here for the consumer to send in one
+        #: batch (:meth:`settle`) instead of one by one.
+        self.settle_buffer: Optional[list[Settlement]] = None
 
     # -- vetting --------------------------------------------------------------------------
 
     def decode(self, delivery: Delivery) -> Optional[Message]:
         """The message in ``delivery``, or None after dead-lettering it with the reason."""
+        runtime = self.runtime
         try:
-            message = Message.from_dict(self.state.codec.decode(delivery.body))
+            message = Message.from_dict(runtime.codec.decode(delivery.body))
         except DecodeError as error:
             self._dead_letter(delivery, f"DecodeError: {error}")
             return None
-        if message.task not in self.state.extension._registry:
-            unknown = NotRegistered(self.state.extension._unknown_task_message(message.task))
+        if message.task not in runtime.registry:
+            unknown = NotRegistered(unknown_task_message(message.task, runtime.registry))
             if signals.task_unknown.receivers:
                 signals.task_unknown.send(
                     self, name=message.task, id=message.id, message=delivery.body, exc=unknown
                 )
             if not message.ignore_result:  # so get() raises instead of waiting forever
-                self._store(
-                    message,
-                    self.state.make_record(
-                        states.FAILURE, exception_to_dict(unknown), task=message.task
-                    ),
-                )
+                runtime.write(message.id, Record.failure(unknown, message.task))
             self._dead_letter(delivery, f"NotRegistered: {unknown}")
             return None
         return message
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("Message %s dead-lettered: %s", delivery.id, reason)
-        self.broker.dead_letter(delivery, reason)
+        self.runtime.transport.dead_letter(delivery, reason)
 
     # -- running --------------------------------------------------------------------------
 
@@ -97,9 +86,10 @@ class TaskRunner:
         message = self.decode(delivery)
         if message is None:
             return
-        task = self.state.extension._registry[message.task]
-        options = self.state.task_options(task)
-        request = self._request(message, delivery)
+        runtime = self.runtime
+        task = runtime.registry[message.task]
+        options = runtime.options_for(task.name)
+        request = Request(message, hostname=self.hostname)
         if signals.task_received.receivers:
             signals.task_received.send(self, request=request)
         logger.info("Task %s[%s] received", message.task, message.id)
@@ -108,64 +98,31 @@ class TaskRunner:
             return
         delay = self.rate_limiter.delay_for(task.name, options.get("rate_limit"))
         if delay:
-            self.broker.release(message.id, eta=time.time() + delay)
+            runtime.transport.release(message.id, eta=time.time() + delay)
             return
         acks_late = options.get("acks_late")
         if acks_late is None:
-            acks_late = self.state.config.acks_late
+            acks_late = runtime.config.acks_late
         if not acks_late:
-            self.broker.ack(message.id)
+            runtime.transport.ack([message.id])
         if options.get("track_started"):
-            self._store(
-                message,
-                self.state.make_record(
-                    states.STARTED, {"pid": None, "hostname": self.hostname}, task=message.task
-                ),
-            )
+            runtime.write(message.id, Record.started(message.task, self.hostname, os.getpid()))
         started = time.perf_counter()
         if on_running:
             on_running(message.id, task)
         try:
-            outcome = execute(self.state, task, request)
+            outcome = execute(runtime, task, request)
         finally:
             if on_running:
                 on_running(message.id, None)
         self._finish(task, message, request, outcome, time.perf_counter() - started, acks_late)
-
-    def _request(self, message: Message, delivery: Delivery) -> Request:
-        from datetime import datetime, timezone
-
-        def as_datetime(stamp: Optional[float]) -> Optional[datetime]:
-            return datetime.fromtimestamp(stamp, timezone.utc) if stamp is not None else None
-
-        return Request(
-            id=message.id,
-            task=message.task,
-            args=tuple(message.args),
-            kwargs=message.kwargs,
-            retries=message.retries,
-            eta=as_datetime(message.eta),
-            expires=as_datetime(message.expires),
-            queue=delivery.queue,
-            priority=delivery.priority,
-            headers=message.headers,
-            parent_id=message.parent_id,
-            root_id=message.root_id or message.id,
-            group_id=message.group_id,
-            hostname=self.hostname,
-            called_directly=False,
-            ignore_result=message.ignore_result,
-            delivery_info={"routing_key": delivery.queue, "priority": delivery.priority},
-            message=message,
-        )
 
     def _skip_revoked(
         self, task: Task[Any, Any], message: Message, request: Request, expired: bool
     ) -> None:
         reason = "expired before it started" if expired else "revoked"
         logger.info("Task %s[%s] %s; not run", message.task, message.id, reason)
-        record = self.state.make_record(states.REVOKED, _revoked_error(reason), task=message.task)
-        self._ack(message, record, acks_late=True)
+        self._settle_one(message.id, Record.revoked(reason, message.task), acks_late=True)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(
                 task, request=request, terminated=False, signum=None, expired=expired
@@ -185,65 +142,49 @@ class TaskRunner:
         if outcome.state == states.RETRY:
             self._retry(message, outcome, runtime, acks_late)
             return
-        record: Optional[bytes] = None
+        record: Optional[Record] = None
         if outcome.state == states.SUCCESS:
-            children = self._follow_up(message, request, outcome.value)
-            record = self._success_record(message, outcome, children)
-            if outcome.state == states.SUCCESS:  # the result may have failed to encode
-                logger.info(
-                    "Task %s[%s] succeeded in %.4fs: %.200r",
-                    message.task,
-                    message.id,
-                    runtime,
+            children = self.workflows.after_success(message, request, outcome.value)
+            if not message.ignore_result or message.chord:
+                record = Record.success(
                     outcome.value,
+                    message.task,
+                    parent_id=message.parent_id,
+                    children=children,
+                    retries=message.retries,
+                    worker=self.hostname,
                 )
-        if outcome.state in (states.FAILURE, states.REVOKED):
-            record = self._failure_record(task, message, outcome)
-            self._errbacks(message, request)
-            self._log_failure(task, message, outcome, runtime)
-        if outcome.state == states.REVOKED and signals.task_revoked.receivers:
-            signals.task_revoked.send(
-                task, request=request, terminated=True, signum=None, expired=False
-            )
-        self._ack(message, record, acks_late)
-
-    def _success_record(
-        self, message: Message, outcome: Outcome, children: list[str]
-    ) -> Optional[bytes]:
-        if message.ignore_result and not message.chord:
-            return None
-        try:
-            return self.state.make_record(
-                states.SUCCESS,
+            logger.info(
+                "Task %s[%s] succeeded in %.4fs: %.200r",
+                message.task,
+                message.id,
+                runtime,
                 outcome.value,
-                task=message.task,
-                parent_id=message.parent_id,
-                children=children,
-                retries=message.retries,
-                worker=self.hostname,
             )
-        except EncodeError as error:
-            outcome.state, outcome.value, outcome.einfo = (
-                states.FAILURE,
-                error,
-                ExceptionInfo(error),
-            )
-            return None
+        else:
+            record = self._failure_record(task, message, outcome)
+            self.workflows.after_failure(message, request)
+            self._log_failure(task, message, outcome, runtime)
+            if outcome.state == states.REVOKED and signals.task_revoked.receivers:
+                signals.task_revoked.send(
+                    task, request=request, terminated=True, signum=None, expired=False
+                )
+        self._settle_one(message.id, record, acks_late)
 
     def _failure_record(
         self, task: Task[Any, Any], message: Message, outcome: Outcome
-    ) -> Optional[bytes]:
+    ) -> Optional[Record]:
         if (
             message.ignore_result
-            and not self.state.task_options(task).get("store_errors_even_if_ignored")
+            and not self.runtime.options_for(task.name).get("store_errors_even_if_ignored")
             and not message.chord
         ):
             return None
-        return self.state.make_record(
-            outcome.state,
-            exception_to_dict(outcome.value),
-            outcome.traceback,
-            task=message.task,
+        return Record.failure(
+            outcome.value,
+            message.task,
+            traceback=outcome.traceback,
+            state=outcome.state,
             parent_id=message.parent_id,
             retries=message.retries,
             worker=self.hostname,
@@ -279,18 +220,25 @@ class TaskRunner:
         eta = (retry.eta if retry else None) or time.time()
         args = retry.args_override if retry else None
         kwargs = retry.kwargs_override if retry else None
+        options = retry.options if retry else {}
         again = replace(
             message,
             retries=message.retries + 1,
             eta=eta,
             args=list(args) if args is not None else message.args,
             kwargs=dict(kwargs) if kwargs is not None else message.kwargs,
+            queue=options.get("queue") or message.queue,
+            priority=options.get("priority", message.priority),
+            headers={**message.headers, **(options.get("headers") or {})},
+            expires=to_timestamp(options["expires"])
+            if options.get("expires") is not None
+            else message.expires,
         )
-        record = self.state.make_record(
-            states.RETRY,
-            exception_to_dict(outcome.value),
-            outcome.traceback,
-            task=message.task,
+        record = Record.failure(
+            outcome.value,
+            message.task,
+            traceback=outcome.traceback,
+            state=states.RETRY,
             retries=again.retries,
         )
         logger.info(
@@ -302,108 +250,68 @@ class TaskRunner:
             runtime,
             outcome.value,
         )
-        body = self.state.encode_message(again)
-        if not acks_late:  # acked when it started: the broker holds nothing to release
-            envelope = Envelope(message.id, message.queue, body, message.priority, eta)
-            self.state.publish_envelopes([envelope], {message.id: record})
-        elif self.state.shares_backend:
-            self.broker.release(
-                message.id,
-                body=body,
-                eta=eta,
-                record=record,
-                record_ttl=self.state.config.result_expires,
-            )
+        self._send_again(message, again, record, acks_late)
+
+    def _send_again(
+        self, message: Message, again: Message, record: Record, acks_late: bool
+    ) -> None:
+        runtime = self.runtime
+        body = runtime.producer.encode(again)
+        raw = record.encode(runtime.codec)
+        ttl = runtime.config.result_expires
+        moved = (again.queue, again.priority) != (message.queue, message.priority)
+        if not acks_late or moved:
+            # Acked when it started (nothing held to release), or bound elsewhere:
+            # publishing the same id again replaces the held message.
+            envelope = Envelope(again.id, again.queue, body, again.priority, again.eta)
+            runtime.producer.publish_envelopes([envelope], {again.id: raw})
+            return
+        broker = runtime.connections.broker
+        if broker is not None:
+            broker.release_with_record(message.id, body, again.eta, raw, ttl)
         else:
-            self.state.backend.set_result(message.id, record, self.state.config.result_expires)
-            self.broker.release(message.id, body=body, eta=eta)
+            runtime.store.set_result(message.id, raw, ttl)
+            runtime.transport.release(message.id, body=body, eta=again.eta)
 
-    def _ack_by_id(self, message_id: str, record: bytes) -> None:
-        """Ack a message with a final record, when the task cannot finish by itself."""
-        if self.state.shares_backend:
-            self.broker.ack(message_id, record, self.state.config.result_expires)
+    # -- settling -------------------------------------------------------------------------
+
+    def _settle_one(self, message_id: str, record: Optional[Record], acks_late: bool) -> None:
+        raw = self._encode(message_id, record)
+        if not acks_late:  # acked when it started: only the record is left to store
+            if raw is not None:
+                self.runtime.store.set_result(message_id, raw, self.runtime.config.result_expires)
+        elif self.settle_buffer is not None:
+            self.settle_buffer.append((message_id, raw))
         else:
-            self.state.backend.set_result(message_id, record, self.state.config.result_expires)
-            self.broker.ack(message_id)
+            self.settle([(message_id, raw)])
 
-    def _store(self, message: Message, record: bytes) -> None:
-        self.state.backend.set_result(message.id, record, self.state.config.result_expires)
-
-    def _ack(self, message: Message, record: Optional[bytes], acks_late: bool) -> None:
-        ttl = self.state.config.result_expires
-        if not acks_late:
-            if record is not None:
-                self._store(message, record)
-        elif self.state.shares_backend and self.ack_buffer is not None:
-            self.ack_buffer.append((message.id, record, ttl))
-        elif record is not None and self.state.shares_backend:
-            self.broker.ack(message.id, record, ttl)
-        else:
-            if record is not None:
-                self._store(message, record)
-            self.broker.ack(message.id)
-
-    # -- workflows ------------------------------------------------------------------------
-
-    def _follow_up(self, message: Message, request: Request, value: Any) -> list[str]:
-        """Send the next chain step, link callbacks and a completed chord's body."""
-        if not (message.chain or message.link or message.chord):
-            return []
-        sent: list[str] = []
-        with self._as_parent(request):
-            if message.chain:
-                step = Signature.from_dict(message.chain[0], self.state.extension)
-                sent.append(step.apply_async((value,), chain=message.chain[1:]).id)
-            for link in message.link:
-                sent.append(
-                    Signature.from_dict(link, self.state.extension).apply_async((value,)).id
-                )
-            if message.chord:
-                sent += self._chord_part_done(message, value)
-        return sent
-
-    def _chord_part_done(self, message: Message, value: Any) -> list[str]:
-        chord = message.chord or {}
-        # Store this member's result before counting it: the member whose count completes
-        # the chord then finds every other member's result already stored.
+    def _encode(self, message_id: str, record: Optional[Record]) -> Optional[bytes]:
+        if record is None:
+            return None
+        codec = self.runtime.codec
         try:
-            record = self.state.make_record(
-                states.SUCCESS, value, task=message.task, parent_id=message.parent_id
-            )
-        except EncodeError:
-            return []  # not counted: the task fails, which fails the chord (see _errbacks)
-        self._store(message, record)
-        ttl = max(self.state.config.result_expires, 3600)
-        if self.broker.incr(f"chord:{chord['group_id']}", ttl) != chord["size"]:
-            return []
-        values = [
-            (self.state.decode_record(raw) or {}).get("result")
-            for raw in self.state.backend.get_results(chord["results"])
-        ]
-        body = Signature.from_dict(chord["body"], self.state.extension)
-        return [body.apply_async((values,)).id]
+            return record.encode(codec)
+        except EncodeError as error:  # an unencodable (or too large) result fails the task
+            logger.error("Task %s[%s]: result not stored: %s", record.task, message_id, error)
+            return Record.failure(error, record.task, worker=self.hostname).encode(codec)
 
-    def _errbacks(self, message: Message, request: Request) -> None:
-        with self._as_parent(request):
-            for link in message.link_error:
-                Signature.from_dict(link, self.state.extension).apply_async((message.id,))
-            if message.chord:
-                body = Signature.from_dict(message.chord["body"], self.state.extension)
-                error = TaskError(f"chord member {message.task}[{message.id}] failed")
-                self.state.backend.set_result(
-                    body.options["task_id"],
-                    self.state.make_record(
-                        states.FAILURE, exception_to_dict(error), task=body.task
-                    ),
-                    self.state.config.result_expires,
-                )
+    def settle(self, settlements: list[Settlement]) -> None:
+        """Ack messages and store their records, in one round trip where the store is the
+        transport's own server."""
+        runtime = self.runtime
+        ttl = runtime.config.result_expires
+        broker = runtime.connections.broker
+        if broker is not None:
+            broker.ack_with_records(settlements, ttl)
+            return
+        records = {message_id: raw for message_id, raw in settlements if raw is not None}
+        if records:
+            runtime.store.set_results(records, ttl)
+        runtime.transport.ack([message_id for message_id, _raw in settlements])
 
-    @contextmanager
-    def _as_parent(self, request: Request) -> Iterator[None]:
-        """Send follow-up tasks as children of ``request``, inside the app context."""
-        with self.state.app.app_context():
-            token = push_request(request)
-            try:
-                yield
-            finally:
-                pop_request(token)
+    def settle_now(self, message_id: str, record: Record) -> None:
+        """Settle a message with a final record, when its task cannot finish by itself."""
+        self.settle([(message_id, self._encode(message_id, record))])
+
+
+__all__ = ["ExceptionInfo", "RunningHook", "TaskRunner"]

@@ -1,50 +1,142 @@
-"""The ``broker`` fixture: every contract test runs once per broker (memory, sqlite, redis).
+"""Fixtures for the contract suites: each contract test runs once per implementation.
 
-``-k redis`` (or ``-k "not redis"``) selects by broker. Each test gets a store of its own:
-a fresh memory broker, a fresh SQLite file, or a unique Redis key prefix.
+``transport``
+    every name in :data:`TRANSPORTS` (``test_transport_contract*.py``),
+``store``
+    every name in :data:`STORES` (``test_store_contract.py``),
+``broker``
+    every name in :data:`BROKERS`, the implementations that are both and offer the joint
+    steps (``test_broker_contract.py``).
+
+Each has a ``*_spec`` fixture (the URL and key prefix, to open more connections) and an
+``other_*`` fixture (a second connection to the same data; skipped where there is none).
+``-k redis`` (or ``-k "not redis"``) selects by implementation. Each test gets data of its
+own: a fresh memory store, a fresh SQLite file, or a unique Redis key prefix.
+
+To add an implementation: add a :class:`Backend` to :data:`BACKENDS` (how to make a URL
+for one test, and how to open it if not with ``open_broker``), then its name to each list
+whose contract it meets (a RabbitMQ transport joins TRANSPORTS only).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
-from contract_helpers import BrokerSpec
+from contract_helpers import BackendSpec, open_with_broker
 
-from flask_tasks.brokers import Broker
+from flask_tasks.brokers import Broker, Store, Transport
 
+
+@dataclass(frozen=True)
+class Backend:
+    """An implementation under test."""
+
+    #: ``(request, tmp_path) -> URL`` of an empty server for one test.
+    url: Callable[[pytest.FixtureRequest, Path], str]
+    #: Whether two connections see the same data.
+    shared: bool = True
+    #: ``(url, key_prefix) -> connection`` (a module-level function: spawned processes
+    #: receive it).
+    opener: Callable[[str, str], Any] = open_with_broker
+
+
+def _redis_url(request: pytest.FixtureRequest, _tmp_path: Path) -> str:
+    request.getfixturevalue("redis_client")  # flushes the database around the test
+    return str(request.getfixturevalue("redis_url"))
+
+
+BACKENDS: dict[str, Backend] = {
+    "memory": Backend(lambda _request, _tmp: "memory://", shared=False),
+    "sqlite": Backend(lambda _request, tmp: f"sqlite:///{tmp / 'tasks.sqlite3'}"),
+    "redis": Backend(_redis_url),
+}
+
+#: Implementations of :class:`flask_tasks.brokers.Transport`.
+TRANSPORTS = ["memory", "sqlite", "redis"]
+#: Implementations of :class:`flask_tasks.brokers.Store`.
+STORES = ["memory", "sqlite", "redis"]
+#: Implementations of :class:`flask_tasks.brokers.Broker` (transport, store, joint steps).
 BROKERS = ["memory", "sqlite", "redis"]
 
 
-@pytest.fixture(params=BROKERS)
-def broker_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerSpec]:
+def _spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSpec]:
     kind = request.param
+    backend = BACKENDS[kind]
     prefix = f"test-{uuid.uuid4().hex[:12]}"
-    if kind == "memory":
-        url = "memory://"
-    elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'tasks.sqlite3'}"
-    else:
-        url = request.getfixturevalue("redis_url")
-        request.getfixturevalue("redis_client")  # flushes the database around the test
-    spec = BrokerSpec(kind, url, prefix)
+    spec = BackendSpec(kind, backend.url(request, tmp_path), prefix, backend.shared, backend.opener)
     yield spec
-    for broker in spec.opened:
-        broker.close()
+    spec.close_all()
+
+
+def _other(spec: BackendSpec) -> Any:
+    if not spec.shared:
+        pytest.skip(f"{spec.kind}:// connections do not share data")
+    return spec.open()
+
+
+# -- transports ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSpec]:
+    yield from _spec(request, tmp_path)
 
 
 @pytest.fixture
-def broker(broker_spec: BrokerSpec) -> Broker:
-    """A broker on an empty store of the kind under test; closed after the test."""
-    return broker_spec.open()
+def transport(transport_spec: BackendSpec) -> Transport:
+    """A transport with no messages, of the kind under test; closed after the test."""
+    return transport_spec.open_transport()
 
 
 @pytest.fixture
-def other_broker(broker_spec: BrokerSpec) -> Broker:
-    """A second broker on the same store (another connection); skipped for memory://."""
-    if not broker_spec.shared:
-        pytest.skip("memory:// brokers do not share a store")
-    return broker_spec.open()
+def other_transport(transport_spec: BackendSpec) -> Transport:
+    """A second connection to the same transport; skipped where there is none."""
+    opened: Transport = _other(transport_spec)
+    return opened
 
+
+# -- stores --------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=STORES)
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSpec]:
+    yield from _spec(request, tmp_path)
+
+
+@pytest.fixture
+def store(store_spec: BackendSpec) -> Store:
+    """An empty store of the kind under test; closed after the test."""
+    return store_spec.open_store()
+
+
+@pytest.fixture
+def other_store(store_spec: BackendSpec) -> Store:
+    """A second connection to the same store; skipped where there is none."""
+    opened: Store = _other(store_spec)
+    return opened
+
+
+# -- brokers (both, with the joint steps) ------------------------------------------------
+
+
+@pytest.fixture(params=BROKERS)
+def broker_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSpec]:
+    yield from _spec(request, tmp_path)
+
+
+@pytest.fixture
+def broker(broker_spec: BackendSpec) -> Broker:
+    """An empty broker of the kind under test; closed after the test."""
+    return broker_spec.open_broker()
+
+
+@pytest.fixture
+def other_broker(broker_spec: BackendSpec) -> Broker:
+    """A second connection to the same broker; skipped where there is none."""
+    opened: Broker = _other(broker_spec)
+    return opened

@@ -1,35 +1,79 @@
-"""Helpers for the broker contract tests (a module, so spawned processes can import it)."""
+"""Helpers for the contract suites (a module, so spawned processes can import it)."""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pytest
 
-from flask_tasks.brokers import Broker, create_broker
+from flask_tasks.brokers import Broker, Delivery, Envelope, Store, Transport, open_broker
+
+LEASE = 30.0  # long enough never to run out during a test, unless a test wants it to
+SHORT = 0.3  # a lease, delay or time to live that a test waits out
+
+
+def open_with_broker(url: str, key_prefix: str) -> Any:
+    """Open a transport-and-store (``open_broker``)."""
+    return open_broker(url, key_prefix=key_prefix)
 
 
 @dataclass
-class BrokerSpec:
-    """How to open (more) brokers on the store of one test."""
+class BackendSpec:
+    """How to open (more) connections to the server of one test: same URL, same prefix."""
 
     kind: str
     url: str
     key_prefix: str
-    opened: list[Broker] = field(default_factory=list)
+    #: Whether a second connection opened from this spec sees the same data (not memory://).
+    shared: bool = True
+    #: ``(url, key_prefix) -> connection``; a plain transport or store brings its own.
+    opener: Callable[[str, str], Any] = open_with_broker
+    opened: list[Any] = field(default_factory=list)
 
-    @property
-    def shared(self) -> bool:
-        """Whether a second broker opened from this spec sees the same store."""
-        return self.kind != "memory"
+    def open(self) -> Any:
+        opened = self.opener(self.url, self.key_prefix)
+        self.opened.append(opened)
+        return opened
 
-    def open(self) -> Broker:
-        broker = create_broker(self.url, key_prefix=self.key_prefix)
-        self.opened.append(broker)
-        return broker
+    def open_transport(self) -> Transport:
+        return cast(Transport, self.open())
+
+    def open_store(self) -> Store:
+        return cast(Store, self.open())
+
+    def open_broker(self) -> Broker:
+        return cast(Broker, self.open())
+
+    def close_all(self) -> None:
+        for opened in self.opened:
+            opened.close()
+
+
+# -- building and reading messages ---------------------------------------------------------
+
+
+def env(
+    message_id: str,
+    queue: str = "q",
+    priority: int = 5,
+    eta: float | None = None,
+    body: bytes | None = None,
+) -> Envelope:
+    return Envelope(message_id, queue, body or f"body-{message_id}".encode(), priority, eta)
+
+
+def ids(deliveries: list[Delivery]) -> list[str]:
+    return [delivery.id for delivery in deliveries]
+
+
+def drain(transport: Transport, queues: tuple[str, ...] = ("q",)) -> list[str]:
+    return ids(transport.reserve(list(queues), 1000, LEASE))
+
+
+# -- timing ----------------------------------------------------------------------------------
 
 
 def eventually(probe: Callable[[], Any], timeout: float = 3.0, interval: float = 0.01) -> Any:
@@ -70,24 +114,44 @@ class Background:
         return self._value
 
 
+# -- bodies of spawned processes -------------------------------------------------------------
+
+
 def consume_until_idle(
-    url: str, key_prefix: str, queue: str, idle: float, count: int = 3
+    opener: Callable[[str, str], Any],
+    url: str,
+    key_prefix: str,
+    queue: str,
+    idle: float,
+    count: int = 3,
 ) -> list[str]:
-    """Open a broker, reserve-and-ack from ``queue`` until it stays empty for ``idle``
-    seconds, and return the ids taken (the body of a consumer process)."""
-    broker = create_broker(url, key_prefix=key_prefix)
+    """Open a transport with ``opener``, reserve-and-ack from ``queue`` until it stays empty
+    for ``idle`` seconds, and return the ids taken (the body of a consumer process)."""
+    transport: Transport = opener(url, key_prefix)
     taken: list[str] = []
     try:
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < idle:
-            deliveries = broker.reserve([queue], count, 30.0)
+            deliveries = transport.reserve([queue], count, 30.0)
             if not deliveries:
-                broker.wait([queue], 0.05)
+                transport.wait([queue], 0.05)
                 continue
             quiet_since = time.monotonic()
-            for delivery in deliveries:
-                taken.append(delivery.id)
-                broker.ack(delivery.id)
+            taken.extend(delivery.id for delivery in deliveries)
+            transport.ack(ids(deliveries))
     finally:
-        broker.close()
+        transport.close()
     return taken
+
+
+def claim_in_process(
+    opener: Callable[[str, str], Any], url: str, key_prefix: str, key: str, start_at: float
+) -> bool:
+    """Open a store with ``opener``, wait until ``start_at`` (Unix time), claim ``key``."""
+    store: Store = opener(url, key_prefix)
+    try:
+        store.ping()
+        time.sleep(max(0.0, start_at - time.time()))
+        return store.claim(key, 60)
+    finally:
+        store.close()

@@ -1,23 +1,19 @@
-"""What only the Redis broker promises: key layout, the Lua scripts, round trips and cost,
-wake-ups through pub/sub, fork safety. Connections and URLs: ``test_redis_connection.py``.
+"""What only the Redis broker promises: key layout, the Lua scripts, round trips and cost.
+Connections and URLs: ``test_redis_connection.py``; pub/sub wake-ups and fork safety:
+``test_redis_watchers.py``; agreeing with the memory broker: ``test_redis_mirror.py``.
 
-The shared behaviour is in the contract suite (``test_contract*.py``). These tests use the
+The shared behaviour is in the contract suites (``test_*_contract*.py``). These tests use the
 session's private redis-server (``redis_url``), each under a key prefix of its own.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import random
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
 from unittest import mock
 
 import pytest
@@ -26,9 +22,9 @@ from redis.connection import AbstractConnection
 from redis.crc import key_slot
 
 from flask_tasks.brokers import Delivery, Envelope
-from flask_tasks.brokers.memory import MemoryBroker
 from flask_tasks.brokers.redis import RedisBroker
 from flask_tasks.brokers.redis_keys import RedisKeys
+from flask_tasks.exceptions import OperationalError
 
 LUA = Path(__file__).parents[2] / "flask_tasks" / "brokers" / "lua"
 LEASE = 30.0
@@ -54,8 +50,13 @@ def other(redis_url: str, prefix: str) -> Iterator[RedisBroker]:
     opened.close()
 
 
-def env(message_id: str, queue: str = "q", priority: int = 5, eta: float | None = None,
-        body: bytes | None = None) -> Envelope:
+def env(
+    message_id: str,
+    queue: str = "q",
+    priority: int = 5,
+    eta: float | None = None,
+    body: bytes | None = None,
+) -> Envelope:
     return Envelope(message_id, queue, body or message_id.encode(), priority, eta)
 
 
@@ -66,18 +67,23 @@ def test_every_key_is_under_the_prefix_in_one_slot(
     broker: RedisBroker, redis_client: redis.Redis, prefix: str
 ) -> None:
     now = time.time()
-    broker.publish([env("a"), env("b", "other", 0), env("later", eta=now + 60)],
-                   records={"a": b"PENDING"}, record_ttl=60)
+    broker.publish_with_records(
+        [env("a"), env("b", "other", 0), env("later", eta=now + 60)], {"a": b"PENDING"}, 60
+    )
     [first] = broker.reserve(["q"], 1, LEASE)
-    broker.release(first.id, body=b"retry", eta=now + 60, record=b"RETRY", record_ttl=60)
+    broker.release_with_record(first.id, b"retry", now + 60, b"RETRY", 60)
     [held] = broker.reserve(["other"], 1, LEASE)
     broker.dead_letter(held, "bad")
     broker.retry_dead_letter(held.id)
     broker.set_result("t", b"SUCCESS", 0)
     broker.revoke(["t"], 60)
+    broker.revoke(["u"], 60, terminate=True)
     broker.incr("chord", 60)
+    broker.claim("beat:entry", 60)
+    broker.heartbeat("worker@host", b"info", 60)
+    broker.set_results({"r1": b"x", "r2": b"y"}, 60)
     keys = [key.decode() for key in redis_client.scan_iter("*")]
-    assert len(keys) >= 10
+    assert len(keys) >= 15
     assert all(key.startswith(f"{{{prefix}}}:") for key in keys), keys
     assert len({key_slot(key.encode()) for key in keys}) == 1
 
@@ -120,8 +126,59 @@ def test_scripts_survive_a_script_flush(broker: RedisBroker, redis_client: redis
     redis_client.script_flush()
     assert [d.id for d in broker.reserve(["q"], 1, LEASE)] == ["m"]
     redis_client.script_flush()
-    broker.ack("m", b"done", 60)
+    broker.ack_with_records([("m", b"done")], 60)
     assert broker.get_result("m") == b"done"
+
+
+def test_pipelined_scripts_survive_a_script_flush(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    broker.publish([env("a"), env("b")])
+    taken = broker.reserve(["q"], 2, LEASE)
+    redis_client.script_flush()
+    broker.ack_with_records([(d.id, d.id.encode()) for d in taken], 60)
+    assert broker.get_results(["a", "b"]) == [b"a", b"b"]
+    redis_client.script_flush()
+    broker.set_results({"c": b"C", "d": b"D"}, 60)
+    assert broker.get_results(["c", "d"]) == [b"C", b"D"]
+    assert broker.queue_length("q") == 0
+
+
+def test_a_failing_pipelined_call_raises_operational_error(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    broker.set_result("ok", b"x", 60)
+    redis_client.hset(broker.keys.meta, "m", b"not a valid meta")  # breaks ack.lua for m
+    with pytest.raises(OperationalError, match="failed a command"):
+        broker.ack_with_records([("m", b"record"), ("n", b"stored")], 60)
+    assert broker.get_result("n") == b"stored"  # each call is atomic on its own
+
+
+def test_expired_workers_are_dropped_by_the_next_heartbeat(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    broker.heartbeat("gone", b"1", 0.05)
+    broker.heartbeat("kept", b"2", 60)
+    time.sleep(0.1)
+    assert broker.workers() == {"kept": b"2"}
+    assert redis_client.hlen(broker.keys.workers) == 2  # ignored, not yet dropped
+    broker.heartbeat("kept", b"3", 60)
+    assert redis_client.hkeys(broker.keys.workers) == [b"kept"]
+    assert redis_client.zrange(broker.keys.workers_expiry, 0, -1) == [b"kept"]
+
+
+def test_terminate_marks_live_in_their_own_sorted_set(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    broker.revoke(["a"], 60)
+    broker.revoke(["b"], 60, terminate=True)
+    assert redis_client.zrange(broker.keys.revoked, 0, -1) == [b"a", b"b"]
+    assert redis_client.zrange(broker.keys.terminate, 0, -1) == [b"b"]
+    broker.revoke(["c"], 0.05, terminate=True)
+    time.sleep(0.1)
+    broker.revoke(["d"], 60)  # drops the expired marks of both sets
+    assert redis_client.zrange(broker.keys.terminate, 0, -1) == [b"b"]
+    assert b"c" not in redis_client.zrange(broker.keys.revoked, 0, -1)
 
 
 # -- round trips and cost ------------------------------------------------------------------
@@ -140,27 +197,45 @@ def round_trips() -> Iterator[mock.MagicMock]:
 def test_hot_paths_take_one_round_trip_each(broker: RedisBroker) -> None:
     broker.ping()  # the first call checks the server and loads the scripts
     with round_trips() as publish:
-        broker.publish([env(f"m{i}") for i in range(5)], records={"m0": b"PENDING"})
+        broker.publish_with_records([env(f"m{i}") for i in range(5)], {"m0": b"PENDING"}, 0)
     with round_trips() as reserve:
         taken = broker.reserve(["q"], 5, LEASE)
     with round_trips() as ack:
-        broker.ack(taken[0].id, b"SUCCESS", 60)
+        broker.ack_with_records([(taken[0].id, b"SUCCESS")], 60)
     with round_trips() as extend:
         broker.extend([d.id for d in taken], LEASE)
     with round_trips() as revoked:
         broker.revoked(["m1", "m2"])
+    with round_trips() as terminating:
+        broker.terminating(["m1", "m2"])
     with round_trips() as retry:  # the broker remembers the queue of what it handed out
-        broker.release(taken[1].id, body=b"again", eta=time.time() + 60, record=b"RETRY")
+        broker.release_with_record(taken[1].id, b"again", time.time() + 60, b"RETRY", 0)
+    with round_trips() as settle:  # several outcomes: one pipelined round trip
+        broker.ack_with_records([(taken[2].id, b"SUCCESS"), (taken[3].id, None)], 60)
+    with round_trips() as plain_ack:
+        broker.ack([taken[4].id, "ghost"])
+    with round_trips() as records:
+        broker.set_results({"a": b"A", "b": b"B", "c": b"C"}, 60)
+    with round_trips() as revoke:
+        broker.revoke(["x", "y"], 60, terminate=True)
+    with round_trips() as claim:
+        broker.claim("beat", 60)
+    with round_trips() as heartbeat:
+        broker.heartbeat("w", b"info", 60)
+    with round_trips() as workers:
+        broker.workers()
     assert len(taken) == 5
-    counts = [calls.call_count for calls in (publish, reserve, ack, extend, revoked, retry)]
-    assert counts == [1] * 6
+    each = (publish, reserve, ack, extend, revoked, terminating, retry, settle, plain_ack)
+    each += (records, revoke, claim, heartbeat, workers)
+    assert [calls.call_count for calls in each] == [1] * len(each)
 
 
 def server_commands(client: redis.Redis) -> int:
     """Commands the server ran (inside scripts too) since the last CONFIG RESETSTAT."""
     stats = client.info("commandstats")
     return sum(
-        int(value["calls"]) for name, value in stats.items()
+        int(value["calls"])
+        for name, value in stats.items()
         if not name.startswith(("cmdstat_info", "cmdstat_config"))
     )
 
@@ -235,98 +310,6 @@ def test_priority_outside_zero_to_nine_and_empty_queue_names_are_refused(
         broker.publish([env("m", queue="")])
 
 
-# -- waking through pub/sub ---------------------------------------------------------------
-
-
-def wait_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[float]]:
-    returned: list[float] = []
-
-    def run() -> None:
-        call()
-        returned.append(time.monotonic())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, returned
-
-
-def test_wait_wakes_within_milliseconds_of_a_publish(
-    broker: RedisBroker, other: RedisBroker
-) -> None:
-    broker.wait(["q"], 0.01)  # the subscriber is ready and kept
-    thread, returned = wait_in_thread(lambda: broker.wait(["q"], 10))
-    time.sleep(0.2)
-    published_at = time.monotonic()
-    other.publish([env("m")])
-    thread.join(5)
-    assert returned, "wait() did not return"
-    assert returned[0] - published_at < 0.5
-
-
-def test_waiting_again_reuses_the_subscription(
-    broker: RedisBroker, redis_client: redis.Redis
-) -> None:
-    broker.wait(["q", "r"], 0.01)
-    clients = len(redis_client.client_list())
-    redis_client.config_resetstat()
-    for _ in range(5):
-        broker.wait(["q", "r"], 0.01)
-    stats = redis_client.info("commandstats")
-    assert "cmdstat_subscribe" not in stats
-    assert len(redis_client.client_list()) == clients
-
-
-def test_watch_result_wakes_on_a_write_and_reuses_its_connection(
-    broker: RedisBroker, other: RedisBroker, redis_client: redis.Redis
-) -> None:
-    assert broker.watch_result("t", None, 0.05) is None
-    other.ping()
-    clients = len(redis_client.client_list())
-    for round_number in range(3):
-        record = f"r{round_number}".encode()
-        last = broker.get_result("t")
-        thread, returned = wait_in_thread(functools.partial(broker.watch_result, "t", last, 10))
-        time.sleep(0.1)
-        written_at = time.monotonic()
-        other.set_result("t", record, 60)
-        thread.join(5)
-        assert returned and returned[0] - written_at < 0.5
-    assert len(redis_client.client_list()) <= clients  # no connection per wait
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
-def test_a_forked_child_opens_its_own_connections(
-    broker: RedisBroker, other: RedisBroker
-) -> None:
-    broker.wait(["q"], 0.01)
-    broker.watch_result("t", None, 0.01)
-    connection_id = broker._client.client_id()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            broker.publish([env("child")])
-            broker.wait(["q"], 0.01)
-            taken = broker.reserve(["q"], 5, LEASE)
-            broker.ack("child", b"from the child", 60)
-            broker.watch_result("t", None, 0.01)
-            code = 0 if [d.id for d in taken] == ["child"] else 2
-            broker.close()  # must not shut down the parent's sockets
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    assert broker.get_result("child") == b"from the child"
-    assert broker._client.client_id() == connection_id  # the child left it open
-    # The parent's pooled subscriber still works.
-    thread, returned = wait_in_thread(lambda: broker.wait(["q"], 10))
-    time.sleep(0.1)
-    other.publish([env("parent")])
-    thread.join(5)
-    assert returned
-
-
 def test_release_checks_the_queue_it_remembers(broker: RedisBroker, other: RedisBroker) -> None:
     broker.publish([env("m")])
     [held] = broker.reserve(["q"], 1, LEASE)
@@ -338,70 +321,6 @@ def test_release_checks_the_queue_it_remembers(broker: RedisBroker, other: Redis
     other.publish([env("n", "elsewhere", body=b"moved")])
     broker.release(held.id, body=b"new body")  # not held: published again, where it is
     assert broker.reserve(["q", "elsewhere"], 5, LEASE) == [
-        Delivery("n", "elsewhere", 5, b"new body"), Delivery("m", "elsewhere", 5, b"moved"),
+        Delivery("n", "elsewhere", 5, b"new body"),
+        Delivery("m", "elsewhere", 5, b"moved"),
     ]
-
-
-# -- the same answers as the reference broker ----------------------------------------------
-
-
-class Mirror:
-    """Runs each call on the memory broker and on Redis; the answers must agree."""
-
-    def __init__(self, redis_broker: RedisBroker) -> None:
-        self.memory = MemoryBroker()
-        self.redis = redis_broker
-
-    def __call__(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        expected = getattr(self.memory, name)(*args, **kwargs)
-        actual = getattr(self.redis, name)(*args, **kwargs)
-        assert actual == expected, f"{name}{args} {kwargs}"
-        return actual
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_random_operations_match_the_memory_broker(broker: RedisBroker, seed: int) -> None:
-    rng = random.Random(seed)
-    mirror = Mirror(broker)
-    ids, queues = [f"m{i}" for i in range(8)], ["a", "b"]
-    held: list[Delivery] = []
-    for step in range(300):
-        now, operation = time.time(), rng.random()
-        eta = rng.choice([None, None, now - 1, now + 1000])
-        if operation < 0.3:
-            envelopes = [env(rng.choice(ids), rng.choice(queues), rng.randrange(10), eta,
-                             f"body {step}.{n}".encode()) for n in range(rng.randint(1, 3))]
-            mirror("publish", envelopes)
-        elif operation < 0.55:
-            expire = rng.random() < 0.2  # an already expired lease, one message at a time
-            order = rng.sample(queues, rng.randint(1, 2))
-            held += mirror("reserve", order, 1 if expire else rng.randint(1, 4),
-                           -1.0 if expire else LEASE)
-        elif operation < 0.65 and held:
-            mirror("ack", held.pop(rng.randrange(len(held))).id)
-        elif operation < 0.8 and held:
-            body = rng.choice([None, f"retry {step}".encode()])
-            mirror("release", held.pop(rng.randrange(len(held))).id, body, eta)
-        elif operation < 0.85:
-            mirror("release", rng.choice(ids), rng.choice([None, b"not held"]))
-        elif operation < 0.9 and held:
-            mirror("dead_letter", held.pop(rng.randrange(len(held))), f"step {step}")
-        elif operation < 0.95:
-            mirror("retry_dead_letter", rng.choice(ids))
-        elif operation < 0.97:
-            mirror("purge", rng.choice(queues))
-        for queue in queues:
-            mirror("queue_length", queue)
-        dead = {letter.id for letter in mirror.memory.dead_letters(100)}
-        assert {letter.id for letter in broker.dead_letters(100)} == dead
-
-
-def test_expired_leases_return_in_deadline_order_like_the_memory_broker(
-    broker: RedisBroker,
-) -> None:
-    mirror = Mirror(broker)
-    mirror("publish", [env("a"), env("b"), env("c")])
-    mirror("reserve", ["q"], 1, 0.2)
-    mirror("reserve", ["q"], 1, 0.1)
-    time.sleep(0.25)
-    assert [d.id for d in mirror("reserve", ["q"], 3, LEASE)] == ["b", "a", "c"]

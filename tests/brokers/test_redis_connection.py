@@ -22,7 +22,7 @@ import pytest
 import redis
 from redis_server import free_port
 
-from flask_tasks.brokers import Delivery, Envelope, create_broker
+from flask_tasks.brokers import Delivery, Envelope, open_broker
 from flask_tasks.brokers.redis import RedisBroker
 from flask_tasks.brokers.redis_connection import check_version, parse_version
 from flask_tasks.exceptions import ImproperlyConfigured, OperationalError
@@ -73,7 +73,7 @@ def answers(client: redis.Redis) -> bool:
 
 
 def test_kind_and_url_hide_the_password(redis_url: str) -> None:
-    broker = create_broker(redis_url.replace("//", "//:secret@"), key_prefix="x")
+    broker = open_broker(redis_url.replace("//", "//:secret@"), key_prefix="x")
     try:
         assert isinstance(broker, RedisBroker)
         assert broker.kind == "redis"
@@ -92,6 +92,11 @@ def test_unreachable_server_raises_operational_error_without_the_password() -> N
             lambda: broker.reserve(["q"], 1, LEASE),
             lambda: broker.wait(["q"], 1),
             lambda: broker.watch_result("t", None, 1),
+            lambda: broker.ack_with_records([("a", b"1"), ("b", None)], 60),
+            lambda: broker.set_results({"a": b"1", "b": b"2"}, 60),
+            lambda: broker.claim("beat", 60),
+            lambda: broker.heartbeat("w", b"info", 60),
+            broker.workers,
             broker.ping,
         ):
             with pytest.raises(OperationalError) as caught:
@@ -143,8 +148,18 @@ def test_rediss_url_is_parsed_without_connecting() -> None:
 def test_unix_socket_url_with_password() -> None:
     workdir = tempfile.mkdtemp(prefix="ft-unix-")
     socket_path = os.path.join(workdir, "redis.sock")
-    args = ["--port", "0", "--unixsocket", socket_path, "--unixsocketperm", "700",
-            "--requirepass", "secret", "--dir", workdir]
+    args = [
+        "--port",
+        "0",
+        "--unixsocket",
+        socket_path,
+        "--unixsocketperm",
+        "700",
+        "--requirepass",
+        "secret",
+        "--dir",
+        workdir,
+    ]
     try:
         with spawned(*server_args(*args)):
             probe = redis.Redis(unix_socket_path=socket_path, password="secret")
@@ -152,7 +167,7 @@ def test_unix_socket_url_with_password() -> None:
                 assert until(lambda: answers(probe)), "unix-socket redis-server did not start"
             finally:
                 probe.close()
-            broker = create_broker(f"unix://:secret@{socket_path}?db=1", key_prefix="u")
+            broker = open_broker(f"unix://:secret@{socket_path}?db=1", key_prefix="u")
             try:
                 assert "secret" not in broker.url
                 broker.publish([env("m", body=b"over a socket")])
@@ -179,20 +194,20 @@ def test_sentinel_url_finds_the_master(redis_url: str) -> None:
                 assert until(lambda: answers(probe)), "redis sentinel did not start"
             finally:
                 probe.close()
-            several = create_broker(
+            several = open_broker(
                 f"redis+sentinel://:pw@127.0.0.1:{sentinel_port},127.0.0.1:1/mymaster/0"
             )
             several.close()
             assert several.url == (
                 f"redis+sentinel://:***@127.0.0.1:{sentinel_port},127.0.0.1:1/mymaster/0"
             )
-            broker = create_broker(
+            broker = open_broker(
                 f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster/0", key_prefix="s"
             )
             try:
                 broker.publish([env("m")])
                 assert [d.id for d in broker.reserve(["q"], 5, LEASE)] == ["m"]
-                broker.ack("m")
+                broker.ack(["m"])
             finally:
                 broker.close()
     finally:

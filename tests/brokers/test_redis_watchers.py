@@ -1,10 +1,143 @@
-"""Many concurrent ``watch_result`` waiters share one pub/sub connection (Redis)."""
+"""Wake-ups through Redis pub/sub: ``wait`` and ``watch_result`` block on subscriptions,
+reuse them, share one connection among many watchers, and survive ``fork()``."""
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Callable
 
+import pytest
+import redis
+
+from flask_tasks.brokers import Envelope
 from flask_tasks.brokers.redis import RedisBroker
+
+LEASE = 30.0
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def broker(redis_url: str, redis_client: redis.Redis, prefix: str) -> Iterator[RedisBroker]:
+    opened = RedisBroker(redis_url, key_prefix=prefix)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def other(redis_url: str, prefix: str) -> Iterator[RedisBroker]:
+    """A second broker on the same store, with connections of its own."""
+    opened = RedisBroker(redis_url, key_prefix=prefix)
+    yield opened
+    opened.close()
+
+
+def env(
+    message_id: str,
+    queue: str = "q",
+    priority: int = 5,
+    eta: float | None = None,
+    body: bytes | None = None,
+) -> Envelope:
+    return Envelope(message_id, queue, body or message_id.encode(), priority, eta)
+
+
+# -- waking through pub/sub ---------------------------------------------------------------
+
+
+def wait_in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[float]]:
+    returned: list[float] = []
+
+    def run() -> None:
+        call()
+        returned.append(time.monotonic())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, returned
+
+
+def test_wait_wakes_within_milliseconds_of_a_publish(
+    broker: RedisBroker, other: RedisBroker
+) -> None:
+    broker.wait(["q"], 0.01)  # the subscriber is ready and kept
+    thread, returned = wait_in_thread(lambda: broker.wait(["q"], 10))
+    time.sleep(0.2)
+    published_at = time.monotonic()
+    other.publish([env("m")])
+    thread.join(5)
+    assert returned, "wait() did not return"
+    assert returned[0] - published_at < 0.5
+
+
+def test_waiting_again_reuses_the_subscription(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    broker.wait(["q", "r"], 0.01)
+    clients = len(redis_client.client_list())
+    redis_client.config_resetstat()
+    for _ in range(5):
+        broker.wait(["q", "r"], 0.01)
+    stats = redis_client.info("commandstats")
+    assert "cmdstat_subscribe" not in stats
+    assert len(redis_client.client_list()) == clients
+
+
+def test_watch_result_wakes_on_a_write_and_reuses_its_connection(
+    broker: RedisBroker, other: RedisBroker, redis_client: redis.Redis
+) -> None:
+    assert broker.watch_result("t", None, 0.05) is None
+    other.ping()
+    clients = len(redis_client.client_list())
+    for round_number in range(3):
+        record = f"r{round_number}".encode()
+        last = broker.get_result("t")
+        thread, returned = wait_in_thread(functools.partial(broker.watch_result, "t", last, 10))
+        time.sleep(0.1)
+        written_at = time.monotonic()
+        other.set_result("t", record, 60)
+        thread.join(5)
+        assert returned and returned[0] - written_at < 0.5
+    assert len(redis_client.client_list()) <= clients  # no connection per wait
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_forked_child_opens_its_own_connections(broker: RedisBroker, other: RedisBroker) -> None:
+    broker.wait(["q"], 0.01)
+    broker.watch_result("t", None, 0.01)
+    connection_id = broker._client.client_id()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            broker.publish([env("child")])
+            broker.wait(["q"], 0.01)
+            taken = broker.reserve(["q"], 5, LEASE)
+            broker.ack_with_records([("child", b"from the child")], 60)
+            broker.watch_result("t", None, 0.01)
+            code = 0 if [d.id for d in taken] == ["child"] else 2
+            broker.close()  # must not shut down the parent's sockets
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert broker.get_result("child") == b"from the child"
+    assert broker._client.client_id() == connection_id  # the child left it open
+    # The parent's pooled subscriber still works.
+    thread, returned = wait_in_thread(lambda: broker.wait(["q"], 10))
+    time.sleep(0.1)
+    other.publish([env("parent")])
+    thread.join(5)
+    assert returned
 
 
 def test_two_hundred_watchers_share_one_connection(redis_url: str, redis_client) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from contract_helpers import Background, eventually
 
-from flask_tasks.brokers import Envelope, create_broker
+from flask_tasks.brokers import Envelope, open_broker
 from flask_tasks.brokers.sqlite import SQLiteBroker
 from flask_tasks.exceptions import ImproperlyConfigured, OperationalError
 
@@ -40,7 +40,7 @@ def test_absolute_url_creates_parent_directories(tmp_path: Path) -> None:
     path = tmp_path / "instance" / "deeper" / "tasks.sqlite3"
     url = f"sqlite:///{path}"
     assert url.startswith("sqlite:////")
-    broker = create_broker(url)
+    broker = open_broker(url)
     try:
         assert isinstance(broker, SQLiteBroker) and broker.kind == "sqlite"
         assert broker.url == url and broker.path == str(path)
@@ -53,7 +53,7 @@ def test_relative_url_is_relative_to_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    broker = create_broker("sqlite:///data/tasks.db")
+    broker = open_broker("sqlite:///data/tasks.db")
     try:
         assert broker.path == str(tmp_path / "data" / "tasks.db")  # type: ignore[attr-defined]
         assert (tmp_path / "data" / "tasks.db").exists()
@@ -62,21 +62,31 @@ def test_relative_url_is_relative_to_the_working_directory(
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite:///:memory:", "sqlite://", "sqlite:///", "sqlite://host/tasks.db",
-            "sqlite:///file:tasks.db?mode=memory"],
+    "url",
+    [
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://host/tasks.db",
+        "sqlite:///file:tasks.db?mode=memory",
+    ],
 )
 def test_urls_without_a_shareable_file_are_refused(url: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="sqlite"):
-        create_broker(url)
+        open_broker(url)
 
 
 def test_options_from_the_url_and_keywords(db_path: Path) -> None:
-    broker = SQLiteBroker(f"sqlite:///{db_path}?busy_timeout=2.5&synchronous=full",
-                          poll_interval=0.02)
+    broker = SQLiteBroker(
+        f"sqlite:///{db_path}?busy_timeout=2.5&synchronous=full", poll_interval=0.02
+    )
     try:
         options = broker._db.options
         assert (options.busy_timeout, options.synchronous, options.poll_interval) == (
-            2.5, "FULL", 0.02)
+            2.5,
+            "FULL",
+            0.02,
+        )
         assert broker._db.connection().execute("PRAGMA synchronous").fetchone()[0] == 2
     finally:
         broker.close()
@@ -84,8 +94,13 @@ def test_options_from_the_url_and_keywords(db_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("query", "options"),
-    [("?colour=blue", {}), ("", {"colour": "blue"}), ("?busy_timeout=soon", {}),
-     ("", {"synchronous": "SOMETIMES"}), ("", {"poll_interval": 0})],
+    [
+        ("?colour=blue", {}),
+        ("", {"colour": "blue"}),
+        ("?busy_timeout=soon", {}),
+        ("", {"synchronous": "SOMETIMES"}),
+        ("", {"poll_interval": 0}),
+    ],
 )
 def test_bad_options_are_refused(db_path: Path, query: str, options: dict[str, Any]) -> None:
     with pytest.raises(ImproperlyConfigured):
@@ -101,13 +116,13 @@ def test_the_file_uses_write_ahead_logging(broker: SQLiteBroker, db_path: Path) 
 def test_a_directory_that_cannot_be_made_names_the_path(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     with pytest.raises(OperationalError, match="a-file"):
-        create_broker(f"sqlite:///{tmp_path / 'a-file' / 'tasks.db'}")
+        open_broker(f"sqlite:///{tmp_path / 'a-file' / 'tasks.db'}")
 
 
 def test_a_file_that_is_not_a_database_names_the_path(db_path: Path) -> None:
     db_path.write_bytes(b"this is not an SQLite database, just some text" * 100)
     with pytest.raises(OperationalError, match=str(db_path)):
-        create_broker(f"sqlite:///{db_path}")
+        open_broker(f"sqlite:///{db_path}")
 
 
 def test_a_closed_broker_says_so(db_path: Path) -> None:
@@ -121,8 +136,8 @@ def test_key_prefixes_keep_apps_apart_in_one_file(db_path: Path) -> None:
     first = SQLiteBroker(f"sqlite:///{db_path}", key_prefix="app1")
     second = SQLiteBroker(f"sqlite:///{db_path}", key_prefix='odd "name":v2')
     try:
-        first.publish([Envelope("m", "q", b"one")], {"m": b"first"})
-        second.publish([Envelope("m", "q", b"two")], {"m": b"second"})
+        first.publish_with_records([Envelope("m", "q", b"one")], {"m": b"first"}, 0)
+        second.publish_with_records([Envelope("m", "q", b"two")], {"m": b"second"}, 0)
         assert [d.body for d in first.reserve(["q"], 5, 30)] == [b"one"]
         assert [d.body for d in second.reserve(["q"], 5, 30)] == [b"two"]
         assert (first.get_result("m"), second.get_result("m")) == (b"first", b"second")
@@ -143,7 +158,9 @@ def test_no_statement_scans_a_table(broker: SQLiteBroker) -> None:
     statements: list[str] = []
     connection.set_trace_callback(statements.append)
     try:
-        broker.publish([Envelope(f"m{i}", "q", b"x", i % 10) for i in range(20)], {"m0": b"P"}, 9)
+        broker.publish_with_records(
+            [Envelope(f"m{i}", "q", b"x", i % 10) for i in range(20)], {"m0": b"P"}, 9
+        )
         broker.publish([Envelope("later", "q", b"x", eta=time.time() + 0.05)])
         broker.reserve(["q", "other"], 5, 0.05)
         time.sleep(0.1)
@@ -151,8 +168,20 @@ def test_no_statement_scans_a_table(broker: SQLiteBroker) -> None:
             broker.extend([delivery.id], 30)
             broker.release(delivery.id, body=b"y")
         broker.wait(["q", "r"], 0)
+        broker.ack(["m1", "m2"])
+        broker.ack_with_records([("m3", b"S"), ("m4", None)], 60)
+        broker.release_with_record("m5", None, None, b"RETRY", 60)
         broker.get_results(["m0", "m1"])
+        broker.set_results({"a": b"A", "b": b"B"}, 60)
+        broker.revoke(["m0"], 60, terminate=True)
         broker.revoked(["m0"])
+        broker.terminating(["m0"])
+        broker.incr("k", 60)
+        broker.claim("beat", 60)
+        broker.heartbeat("w", b"info", 60)
+        broker.workers()
+        broker._next_sweep = 0.0
+        broker.set_result("sweep", b"x", 60)  # deletes expired rows of every table
         broker.queue_length("q")
     finally:
         connection.set_trace_callback(None)
@@ -166,18 +195,39 @@ def test_no_statement_scans_a_table(broker: SQLiteBroker) -> None:
 
 def test_expired_rows_are_deleted_in_passing(broker: SQLiteBroker) -> None:
     broker.set_result("old", b"x", 0.05)
-    broker.revoke(["old"], 0.05)
+    broker.revoke(["old"], 0.05, terminate=True)
     broker.incr("old", 0.05)
+    broker.claim("old", 0.05)
+    broker.heartbeat("old", b"info", 0.05)
     broker.set_result("kept", b"x", 0)
     time.sleep(0.1)
     broker._next_sweep = 0.0  # the next write may sweep at once
     broker.reserve(["q"], 1, 30)
     tables = broker._db.tables
     with sqlite3.connect(broker.path) as raw:
-        counts = [raw.execute(f"SELECT COUNT(*) FROM {tables[name]}").fetchone()[0]
-                  for name in ("results", "revoked", "counters")]
+        counts = [
+            raw.execute(f"SELECT COUNT(*) FROM {tables[name]}").fetchone()[0]
+            for name in ("results", "revoked", "counters", "terminate", "claims", "workers")
+        ]
     raw.close()
-    assert counts == [1, 0, 0]
+    assert counts == [1, 0, 0, 0, 0, 0]
+
+
+def test_a_file_from_before_claims_and_heartbeats_gains_their_tables(db_path: Path) -> None:
+    SQLiteBroker(f"sqlite:///{db_path}").close()
+    with sqlite3.connect(db_path) as raw:
+        for table in ("terminate", "claims", "workers"):
+            raw.execute(f"DROP TABLE flask_tasks_{table}")
+    raw.close()
+    broker = SQLiteBroker(f"sqlite:///{db_path}")
+    try:
+        broker.revoke(["t"], 60, terminate=True)
+        assert broker.terminating(["t"]) == {"t"}
+        assert broker.claim("beat", 60) is True
+        broker.heartbeat("w", b"info", 60)
+        assert broker.workers() == {"w": b"info"}
+    finally:
+        broker.close()
 
 
 def test_finished_threads_do_not_keep_connections(broker: SQLiteBroker) -> None:
@@ -199,7 +249,7 @@ def test_close_stops_the_watcher_thread(db_path: Path) -> None:
 
 
 def _open_and_publish(url: str, name: str) -> str:
-    broker = create_broker(url)
+    broker = open_broker(url)
     try:
         broker.publish([Envelope(name, "q", b"x")])
         return name
@@ -211,7 +261,7 @@ def test_processes_may_create_the_file_at_the_same_time(db_path: Path) -> None:
     url = f"sqlite:///{db_path}"
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         names = pool.starmap(_open_and_publish, [(url, f"p{i}") for i in range(3)])
-    broker = create_broker(url)
+    broker = open_broker(url)
     try:
         assert sorted(d.id for d in broker.reserve(["q"], 10, 30)) == sorted(names)
     finally:
@@ -219,7 +269,7 @@ def test_processes_may_create_the_file_at_the_same_time(db_path: Path) -> None:
 
 
 def _reserve_and_die(url: str, lease: float) -> None:
-    broker = create_broker(url)
+    broker = open_broker(url)
     assert broker.reserve(["q"], 1, lease)
     os._exit(0)  # like kill -9: no ack, no close
 
@@ -237,7 +287,7 @@ def test_a_lease_held_by_a_dead_process_runs_out(broker: SQLiteBroker) -> None:
 
 
 def _wait_and_report(url: str, ready: Event, done: Event) -> None:
-    broker = create_broker(url)
+    broker = open_broker(url)
     ready.set()
     deadline = time.monotonic() + 20
     while not broker.reserve(["q"], 1, 30) and time.monotonic() < deadline:

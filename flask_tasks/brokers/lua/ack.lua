@@ -1,4 +1,5 @@
--- ack.lua: forget a delivered message, optionally storing its result record (Broker.ack).
+-- ack.lua: forget a delivered message, optionally storing its result record
+-- (Broker.ack_with_records; pipelined, one call per message).
 --
 -- KEYS[1..6]  core keys (see lib.lua)
 -- KEYS[7]     result key (only when a record is given)

@@ -1,4 +1,4 @@
--- dead_letter.lua: drop a message and keep it as a dead letter (Broker.dead_letter).
+-- dead_letter.lua: drop a message and keep it as a dead letter (Transport.dead_letter).
 --
 -- KEYS[1..6]  core keys (see lib.lua)
 -- KEYS[7]     dead letters hash: id -> packed dead letter

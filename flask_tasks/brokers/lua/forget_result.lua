@@ -1,4 +1,4 @@
--- forget_result.lua: delete a result record and notify its watchers (Broker.forget_result).
+-- forget_result.lua: delete a result record and notify its watchers (Store.forget_result).
 --
 -- KEYS[1]     result key
 -- ARGV[1]     result channel

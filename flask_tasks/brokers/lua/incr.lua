@@ -1,4 +1,4 @@
--- incr.lua: add one to a counter and renew its time to live (Broker.incr).
+-- incr.lua: add one to a counter and renew its time to live (Store.incr).
 --
 -- KEYS[1]     counter key
 -- ARGV[1]     time to live in milliseconds (at least 1)

@@ -1,4 +1,5 @@
--- publish.lua: store messages and result records in one step (Broker.publish).
+-- publish.lua: store messages and result records in one step
+-- (Broker.publish_with_records).
 --
 -- KEYS[1..6]  core keys (see lib.lua)
 -- KEYS[6+i]   ready list of envelope i at its priority, for i = 1..N

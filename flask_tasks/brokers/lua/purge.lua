@@ -1,4 +1,4 @@
--- purge.lua: drop up to a batch of ready messages of one queue (Broker.purge).
+-- purge.lua: drop up to a batch of ready messages of one queue (Transport.purge).
 --
 -- KEYS[1..6]  core keys (see lib.lua)
 -- KEYS[7..16] the 10 ready lists of the queue

@@ -1,4 +1,4 @@
--- release.lua: return a held message for delivery again (Broker.release).
+-- release.lua: return a held message for delivery again (Broker.release_with_record).
 --
 -- KEYS[1..6]  core keys (see lib.lua)
 -- KEYS[7..16] the 10 ready lists of the message's queue (none when it was not stored)

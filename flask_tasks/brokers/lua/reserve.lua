@@ -1,4 +1,4 @@
--- reserve.lua: promote due and expired messages, then lease ready ones (Broker.reserve).
+-- reserve.lua: promote due and expired messages, then lease ready ones (Transport.reserve).
 --
 -- KEYS[1..6]  core keys (see lib.lua)
 -- KEYS[7..]   the 10 ready lists (priority 0..9) of each queue, queue by queue

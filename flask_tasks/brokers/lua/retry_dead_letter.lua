@@ -1,5 +1,5 @@
 -- retry_dead_letter.lua: move a dead letter back to the back of its queue
--- (Broker.retry_dead_letter).
+-- (Transport.retry_dead_letter).
 --
 -- KEYS[1..6]  core keys (see lib.lua)
 -- KEYS[7]     dead letters hash

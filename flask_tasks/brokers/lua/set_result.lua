@@ -1,4 +1,4 @@
--- set_result.lua: store a result record and notify its watchers (Broker.set_result).
+-- set_result.lua: store a result record and notify its watchers (Store.set_result).
 --
 -- KEYS[1]     result key
 -- ARGV[1]     record

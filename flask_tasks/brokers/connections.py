@@ -1,0 +1,77 @@
+"""``Connections``: one app's transport and store, opened lazily and once per process.
+
+Decides once whether the store is the transport's own server (no ``TASKS_RESULT_BACKEND``,
+or the same URL): then :attr:`Connections.broker` is that server, and the producer and the
+worker use its joint steps (a queue change and result records in one round trip).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from .base import Broker, Store, Transport
+from .urls import open_broker
+
+
+class Connections:
+    """The transport (``broker_url``) and store (``backend_url`` or the broker) of one app."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        backend_url: Optional[str] = None,
+        *,
+        key_prefix: str = "flask_tasks",
+        options: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.broker_url = broker_url
+        self.backend_url = backend_url if backend_url and backend_url != broker_url else None
+        self.key_prefix = key_prefix
+        self.options = dict(options or {})
+        self._pid = os.getpid()
+        self._transport: Optional[Broker] = None
+        self._store: Optional[Broker] = None
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():  # never share sockets or files with a parent process
+            self._pid = os.getpid()
+            self._transport = self._store = None
+
+    @property
+    def transport(self) -> Transport:
+        """Where messages travel (``TASKS_BROKER_URL``)."""
+        return self._opened_transport()
+
+    def _opened_transport(self) -> Broker:
+        self._check_fork()
+        if self._transport is None:
+            self._transport = open_broker(
+                self.broker_url, key_prefix=self.key_prefix, **self.options
+            )
+        return self._transport
+
+    @property
+    def store(self) -> Store:
+        """Where records live: the broker's own store unless ``TASKS_RESULT_BACKEND``
+        names another."""
+        if self.backend_url is None:
+            return self._opened_transport()
+        self._check_fork()
+        if self._store is None:
+            self._store = open_broker(self.backend_url, key_prefix=self.key_prefix)
+        return self._store
+
+    @property
+    def broker(self) -> Optional[Broker]:
+        """The transport when it is also the store (joint steps available), else None."""
+        transport = self.transport
+        if self.backend_url is None and isinstance(transport, Broker):
+            return transport
+        return None
+
+    def close(self) -> None:
+        """Close what is open; the next use opens again."""
+        for opened in {id(c): c for c in (self._transport, self._store) if c}.values():
+            opened.close()
+        self._transport = self._store = None

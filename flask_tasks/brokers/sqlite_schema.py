@@ -1,0 +1,116 @@
+"""The SQLite broker's schema: tables and indexes, named after the key prefix.
+
+Every table is created with ``CREATE ... IF NOT EXISTS``, so a file made by an older
+version gains the tables added since (the ``terminate``, ``claims`` and ``workers``
+tables) the first time a newer version opens it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+
+#: Message states (the ``state`` column).
+READY, DELAYED, LEASED = 0, 1, 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS {messages} (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    due REAL NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {messages_ready} ON {messages} (queue, priority, seq)
+    WHERE state = 0;
+CREATE INDEX IF NOT EXISTS {messages_delayed} ON {messages} (due) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS {messages_leased} ON {messages} (due) WHERE state = 2;
+CREATE TABLE IF NOT EXISTS {results} (
+    task_id TEXT PRIMARY KEY,
+    record BLOB NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS {results_expiry} ON {results} (expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {dead} (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {dead_recent} ON {dead} (failed_at);
+CREATE TABLE IF NOT EXISTS {revoked} (task_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS {revoked_expiry} ON {revoked} (expires_at);
+CREATE TABLE IF NOT EXISTS {counters} (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {counters_expiry} ON {counters} (expires_at);
+CREATE TABLE IF NOT EXISTS {terminate} (task_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS {terminate_expiry} ON {terminate} (expires_at);
+CREATE TABLE IF NOT EXISTS {claims} (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS {claims_expiry} ON {claims} (expires_at);
+CREATE TABLE IF NOT EXISTS {workers} (
+    name TEXT PRIMARY KEY,
+    info BLOB NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {workers_expiry} ON {workers} (expires_at);
+"""
+
+#: Most expired rows of each kind one housekeeping pass deletes.
+_SWEEP_BATCH = 500
+#: Tables whose rows expire, and their key column.
+_EXPIRING = (
+    ("results", "task_id"),
+    ("revoked", "task_id"),
+    ("terminate", "task_id"),
+    ("counters", "key"),
+    ("claims", "key"),
+    ("workers", "name"),
+)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_names(key_prefix: str) -> dict[str, str]:
+    """Quoted names of every table and index, each starting with ``key_prefix`` + ``_``."""
+    names = [
+        "messages",
+        "messages_ready",
+        "messages_delayed",
+        "messages_leased",
+        "results",
+        "results_expiry",
+        "dead",
+        "dead_recent",
+        "revoked",
+        "revoked_expiry",
+        "counters",
+        "counters_expiry",
+        "terminate",
+        "terminate_expiry",
+        "claims",
+        "claims_expiry",
+        "workers",
+        "workers_expiry",
+    ]
+    return {name: _quote(f"{key_prefix}_{name}") for name in names}
+
+
+def delete_expired(conn: sqlite3.Connection, tables: Mapping[str, str], now: float) -> None:
+    """Delete a bounded batch of expired rows of each table that has an expiry."""
+    for table, key in _EXPIRING:
+        name = tables[table]
+        conn.execute(
+            f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {name} "
+            f"WHERE expires_at <= ? LIMIT {_SWEEP_BATCH})",
+            (now,),
+        )

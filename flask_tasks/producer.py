@@ -1,0 +1,214 @@
+"""``Producer``: turns a call into a message and publishes it.
+
+Building (routing, options, parent ids), encoding and signing (``EncodeError`` is raised
+here, before anything is sent), recording PENDING in the store, the publish signals, and
+the retry policy while the broker is unreachable.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
+from typing import Any, Optional
+
+from . import signals
+from .brokers import Connections, Envelope
+from .brokers.base import hide_password
+from .codec import Codec
+from .config import TasksConfig
+from .exceptions import OperationalError
+from .message import Message, current_request, to_timestamp
+from .records import Record
+
+#: Publishing retry policy when the broker is unreachable (as in Celery).
+DEFAULT_RETRY_POLICY: Mapping[str, Any] = {
+    "max_retries": 3,
+    "interval_start": 0.0,
+    "interval_step": 0.2,
+    "interval_max": 1.0,
+}
+
+
+class Producer:
+    """Publishes the messages of one app through its transport, with PENDING records in
+    its store."""
+
+    def __init__(self, config: TasksConfig, codec: Codec, connections: Connections) -> None:
+        self.config = config
+        self.codec = codec
+        self.connections = connections
+        self._routes: dict[str, tuple[Optional[str], Optional[int]]] = {}
+        self._pending: dict[str, bytes] = {}
+
+    # -- building -------------------------------------------------------------------------
+
+    def route(self, name: str) -> tuple[Optional[str], Optional[int]]:
+        """(queue, priority) from ``TASKS_ROUTES`` for a task name (glob patterns allowed)."""
+        cached = self._routes.get(name)
+        if cached is None:
+            cached = (None, None)
+            for pattern, target in self.config.routes.items():
+                if pattern == name or fnmatchcase(name, pattern):
+                    if isinstance(target, str):
+                        cached = (target, None)
+                    else:
+                        cached = (target.get("queue"), target.get("priority"))
+                    break
+            self._routes[name] = cached
+        return cached
+
+    def message(
+        self,
+        name: str,
+        args: Optional[Sequence[Any]],
+        kwargs: Optional[Mapping[str, Any]],
+        options: Mapping[str, Any],
+        task_options: Mapping[str, Any],
+    ) -> Message:
+        """The message for one call: ``options`` (``apply_async``'s), then the routes,
+        then the task's own options (``task_options``, annotations applied)."""
+        route_queue, route_priority = self.route(name)
+        queue = options.get("queue") or route_queue or task_options.get("queue")
+        priority = _first_set(
+            options.get("priority"), route_priority, task_options.get("priority"), 5
+        )
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
+            raise ValueError(
+                f"priority of {name} must be an int from 0 (highest) to 9, got {priority!r}"
+            )
+        expires = _first_set(options.get("expires"), task_options.get("expires"))
+        ignore_result = _first_set(options.get("ignore_result"), task_options.get("ignore_result"))
+        parent = current_request()
+        parent_id = parent.id if parent is not None and not parent.called_directly else None
+        return Message(
+            id=options.get("task_id") or str(uuid.uuid4()),
+            task=name,
+            args=list(args or ()),
+            kwargs=dict(kwargs or {}),
+            queue=queue or self.config.default_queue,
+            priority=priority,
+            eta=to_timestamp(options.get("eta"), options.get("countdown")),
+            expires=to_timestamp(expires) if expires is not None else None,
+            headers=dict(options.get("headers") or {}),
+            parent_id=parent_id,
+            root_id=parent.root_id if parent_id and parent else None,
+            group_id=options.get("group_id"),
+            ignore_result=bool(ignore_result),
+            link=_signature_dicts(options.get("link")),
+            link_error=_signature_dicts(options.get("link_error")),
+            chain=list(options.get("chain") or ()),
+            chord=options.get("chord"),
+            serializer=options.get("serializer") or task_options.get("serializer"),
+            compression=options.get("compression") or task_options.get("compression"),
+        )
+
+    def encode(self, message: Message) -> bytes:
+        """The message as bytes: serialized, compressed and signed (``EncodeError``)."""
+        return self.codec.encode(message.to_dict(), message.serializer, message.compression)
+
+    def pending_record(self, message: Message) -> bytes:
+        """The PENDING record of a message; the same bytes for every top-level call of a
+        task, so they are encoded once."""
+        if message.parent_id is not None:
+            return Record.pending(message.task, message.parent_id).encode(self.codec)
+        record = self._pending.get(message.task)
+        if record is None:
+            record = self._pending[message.task] = Record.pending(message.task).encode(self.codec)
+        return record
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(
+        self,
+        messages: Sequence[Message],
+        *,
+        retry: bool = True,
+        retry_policy: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Encode every message (raising ``EncodeError`` before anything is sent), then
+        publish them in one step, recording PENDING for each unless results are ignored."""
+        envelopes = []
+        records: dict[str, bytes] = {}
+        for message in messages:
+            body = self.encode(message)
+            if signals.before_task_publish.receivers:
+                signals.before_task_publish.send(
+                    message.task,
+                    body=message.to_dict(),
+                    exchange="",
+                    routing_key=message.queue,
+                    headers=message.headers,
+                    properties={"eta": message.eta, "priority": message.priority},
+                    declare=[],
+                    retry_policy=retry_policy,
+                )
+            envelopes.append(
+                Envelope(message.id, message.queue, body, message.priority, message.eta)
+            )
+            if not message.ignore_result:
+                records[message.id] = self.pending_record(message)
+        self.publish_envelopes(envelopes, records, retry=retry, retry_policy=retry_policy)
+        if signals.after_task_publish.receivers:
+            for message in messages:
+                signals.after_task_publish.send(
+                    message.task,
+                    body=message.to_dict(),
+                    exchange="",
+                    routing_key=message.queue,
+                    headers=message.headers,
+                )
+
+    def publish_envelopes(
+        self,
+        envelopes: Sequence[Envelope],
+        records: Mapping[str, bytes],
+        *,
+        retry: bool = True,
+        retry_policy: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Publish encoded messages with their records (one atomic step when the store is
+        the broker's own; records first otherwise, so no worker finds a task without
+        one), retrying by the policy while the broker is unreachable."""
+        policy = {**DEFAULT_RETRY_POLICY, **(retry_policy or {})}
+        ttl = self.config.result_expires
+        attempt = 0
+        while True:
+            try:
+                broker = self.connections.broker
+                if broker is not None:
+                    broker.publish_with_records(envelopes, records, ttl)
+                else:
+                    if records:
+                        self.connections.store.set_results(records, ttl)
+                    self.connections.transport.publish(envelopes)
+                return
+            except OperationalError as error:
+                limit = policy["max_retries"]
+                if not retry or (limit is not None and attempt >= limit):
+                    raise OperationalError(
+                        f"Could not publish to {hide_password(self.connections.broker_url)} "
+                        f"after {attempt + 1} attempt(s): {error}"
+                    ) from error
+                time.sleep(
+                    min(
+                        policy["interval_start"] + attempt * policy["interval_step"],
+                        policy["interval_max"],
+                    )
+                )
+                attempt += 1
+
+
+def _first_set(*values: Any) -> Any:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _signature_dicts(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [item.to_dict() if hasattr(item, "to_dict") else dict(item) for item in items]
