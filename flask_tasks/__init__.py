@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import signals, states
-from .canvas import Signature, chain, chord, group, signature
+from .canvas import Signature, chain
 from .exceptions import (
     DecodeError,
     EncodeError,
@@ -19,6 +19,7 @@ from .exceptions import (
     TimeoutError,
 )
 from .extension import Tasks
+from .groups import chord, group, signature
 from .message import Request
 from .result import AsyncResult, EagerResult, GroupResult
 from .task import Task

@@ -1,16 +1,23 @@
-"""Workflows: ``Signature`` (a task call to make later), ``chain``, ``group``, ``chord``.
+"""Workflows, part one: ``Signature`` (a task call to make later) and ``chain``.
 
-A chain travels inside the message of its first task: each task, on success, sends the
-next one with its result prepended to the next one's arguments (unless immutable). Ids are
-assigned up front so the caller holds the final result at once. A group is published in
-one broker call. A chord counts finished header tasks with an atomic broker counter and
-sends its body, with the list of header results, when the last one finishes.
+``group`` and ``chord`` build on these in :mod:`flask_tasks.groups`.
+
+They nest as in Celery: ``group(...) | sig`` is a chord, a chain may hold groups and chords
+at any position, a group may hold chains and chords, a chord's header may hold chains and
+groups (groups inside groups or headers are flattened).
+
+Every id is assigned when a workflow is sent (``freeze``), so the caller holds the final
+result at once. What is still to run travels inside the messages as dicts: a task carries
+the rest of its chain; every task whose end completes a chord member carries the chord
+(``{"group_id", "size", "body", "results"}``). A chord counts finished members in the
+store, checks that every member's result is stored, and claims the right to send the
+body, so the body runs once even when a member is delivered twice.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .result import AsyncResult, EagerResult, GroupResult
@@ -18,6 +25,8 @@ from .runtime import Runtime, current_runtime
 
 if TYPE_CHECKING:
     from .runtime import Owner
+
+Result = Union[AsyncResult, EagerResult, GroupResult]
 
 
 def _runtime_for(extension: Owner | None) -> Runtime:
@@ -76,6 +85,8 @@ class Signature:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], extension: Owner | None = None) -> Signature:
+        """The plain signature that ``to_dict`` made (``flask_tasks.groups.from_dict``
+        reads any workflow)."""
         return cls(
             data["task"],
             data.get("args") or (),
@@ -147,48 +158,68 @@ class Signature:
         task = _runtime_for(self.extension).get_task(call.task)
         return task(*call.args, **call.kwargs)
 
-    def __or__(self, other: Any) -> chain:
-        if isinstance(other, chain):
-            return chain(self, *other.tasks)
+    def __or__(self, other: Any) -> Signature:
         if isinstance(other, Signature):
             return chain(self, other)
         return NotImplemented
 
     s = clone
 
+    # -- composition: what the workflow types below build on -----------------------------
 
-def signature(
-    task: Union[str, Signature, Mapping[str, Any]], *args: Any, **kwargs: Any
-) -> Signature:
-    """A signature from a task name, a signature, or a dict made by ``to_dict``."""
-    if isinstance(task, Signature):
-        return task
-    if isinstance(task, Mapping):
-        return Signature.from_dict(task)
-    return Signature(task, *args, **kwargs)
+    def copy(self) -> Signature:
+        """A deep enough copy to assign ids to without touching this one."""
+        return self.clone()
+
+    def freeze(self) -> None:
+        """Assign the ids of every task to send (idempotent)."""
+        self.options.setdefault("task_id", str(uuid.uuid4()))
+
+    def final_ids(self) -> list[str]:
+        """Ids of the tasks whose results are this workflow's result (after ``freeze``)."""
+        return [self.options["task_id"]]
+
+    def handle(self, runtime: Runtime) -> Result:
+        """The caller's handle on the (frozen) workflow's result."""
+        return AsyncResult(self.options["task_id"], runtime, self.task)
+
+    def attach(self, chord_info: dict[str, Any]) -> None:
+        """Make the end of this workflow count as one member of a chord."""
+        self.options["chord"] = chord_info
+
+    def send_frozen(
+        self, runtime: Runtime, args: Sequence[Any], rest: Sequence[dict[str, Any]]
+    ) -> list[str]:
+        """Send this (frozen) workflow with ``args`` prepended, followed by the chain steps
+        ``rest``; returns the ids sent now."""
+        call = self.clone(args)
+        if rest:
+            call.options["chain"] = list(rest)
+        send(runtime, call.task, call.args, call.kwargs, call.options)
+        return [call.options["task_id"]]
+
+    def run_eagerly(self, runtime: Runtime, args: Sequence[Any]) -> Result:
+        """Run this workflow here and now (``TASKS_ALWAYS_EAGER``)."""
+        call = self.clone(args)
+        call.options.pop("chord", None)
+        result: Result = send(runtime, call.task, call.args, call.kwargs, call.options)
+        return result
 
 
-class chain(Signature):
-    """Run signatures one after another, each getting the previous result first."""
+def signatures(items: Iterable[Any], what: str) -> tuple[Signature, ...]:
+    found = tuple(items)
+    for item in found:
+        if not isinstance(item, Signature):
+            raise TypeError(f"{what} takes signatures (task.s(...)), got {item!r}")
+    return found
 
-    def __init__(self, *tasks: Signature) -> None:
-        if len(tasks) == 1 and isinstance(tasks[0], (list, tuple)):
-            tasks = tuple(tasks[0])
-        if not tasks:
-            raise ValueError("chain() needs at least one signature")
-        self.tasks = tuple(tasks)
-        first = tasks[0]
-        super().__init__(first.task, extension=first.extension)
 
-    def __repr__(self) -> str:
-        return " | ".join(repr(task) for task in self.tasks)
+def entry_of(signatures: Sequence[Signature]) -> Owner | None:
+    return next((sig.extension for sig in signatures if sig.extension is not None), None)
 
-    def __or__(self, other: Any) -> chain:
-        if isinstance(other, chain):
-            return chain(*self.tasks, *other.tasks)
-        if isinstance(other, Signature):
-            return chain(*self.tasks, other)
-        return NotImplemented
+
+class Workflow(Signature):
+    """What chain, group and chord share: sending and running eagerly from the top."""
 
     def apply_async(
         self,
@@ -196,102 +227,80 @@ class chain(Signature):
         kwargs: Optional[Mapping[str, Any]] = None,
         **options: Any,
     ) -> Any:
-        """Send the first task carrying the rest; returns the last task's result, whose
-        ``parent`` leads back through the chain."""
-        steps = [task.clone() for task in self.tasks]
-        for step in steps:
-            step.options.setdefault("task_id", str(uuid.uuid4()))
-        first, rest = steps[0], steps[1:]
-        first.options["chain"] = [step.to_dict() for step in rest]
-        runtime = _runtime_for(first.extension)
+        """Send the workflow; returns the handle on its final result at once."""
+        del kwargs  # a workflow takes positional arguments for its first tasks
+        runtime = _runtime_for(self.extension)
+        workflow = self.copy()
+        workflow.options.update(options)
+        workflow.freeze()
         if runtime.config.always_eager:
-            result: Any = first.apply_async(args, kwargs, **options)
-            for step in rest:
-                result = step.apply_async((result.get(),))
-            return result
-        first.apply_async(args, kwargs, **options)
-        return AsyncResult(steps[-1].options["task_id"], runtime, steps[-1].task)
+            return workflow.run_eagerly(runtime, tuple(args))
+        workflow.send_frozen(runtime, tuple(args), [])
+        return workflow.handle(runtime)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
+    def apply(
+        self, args: Sequence[Any] = (), kwargs: Optional[Mapping[str, Any]] = None, **options: Any
+    ) -> EagerResult:
+        raise TypeError(
+            f"{type(self).__name__}.apply() is not available: call it, or use eager mode"
+        )
 
-class group(Signature):
-    """Run signatures in parallel; the ``GroupResult`` gives their results in order."""
+
+class chain(Workflow):
+    """Run signatures one after another, each getting the previous result first."""
 
     def __init__(self, *tasks: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Signature):
             tasks = tuple(tasks[0])
-        self.tasks = tuple(tasks)
-        super().__init__("group", extension=self.tasks[0].extension if self.tasks else None)
+        steps: list[Signature] = []
+        for step in signatures(tasks, "chain()"):
+            steps.extend(step.tasks if isinstance(step, chain) else [step])
+        if not steps:
+            raise ValueError("chain() needs at least one signature")
+        self.tasks: tuple[Signature, ...] = tuple(steps)
+        super().__init__("chain", extension=entry_of(steps))
 
     def __repr__(self) -> str:
-        return f"group({', '.join(repr(task) for task in self.tasks)})"
+        return " | ".join(repr(task) for task in self.tasks)
 
-    def apply_async(
-        self,
-        args: Sequence[Any] = (),
-        kwargs: Optional[Mapping[str, Any]] = None,
-        **options: Any,
-    ) -> GroupResult:
-        """Publish every task in one broker call (the bulk path)."""
-        runtime = _runtime_for(self.extension)
-        group_id = options.pop("group_id", None) or str(uuid.uuid4())
-        chord_info = options.pop("chord", None)
-        calls = [task.clone(args, kwargs, **options) for task in self.tasks]
-        if runtime.config.always_eager:
-            return GroupResult(group_id, [call.apply_async() for call in calls])
-        producer = runtime.producer
-        messages = []
-        for call in calls:
-            call_options = {**call.options, "group_id": group_id}
-            if chord_info is not None:
-                call_options["chord"] = chord_info
-            messages.append(
-                producer.message(
-                    call.task, call.args, call.kwargs, call_options, runtime.options_for(call.task)
-                )
-            )
-        if chord_info is not None:
-            chord_info["results"] = [message.id for message in messages]
-        producer.publish(
-            messages, retry=options.get("retry", True), retry_policy=options.get("retry_policy")
-        )
-        return GroupResult(group_id, [AsyncResult(m.id, runtime, m.task) for m in messages])
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "chain", "tasks": [step.to_dict() for step in self.tasks]}
 
-    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
-        return self.apply_async(args, kwargs)
+    def copy(self) -> chain:
+        made = chain(*(step.copy() for step in self.tasks))
+        made.options = dict(self.options)
+        return made
 
+    def freeze(self) -> None:
+        first = self.tasks[0]
+        first.options.update(self.options)  # call options apply to the first task
+        self.options = {}
+        for step in self.tasks:
+            step.freeze()
 
-class chord(Signature):
-    """Run a group (the header), then ``body`` with the list of its results."""
+    def final_ids(self) -> list[str]:
+        return self.tasks[-1].final_ids()
 
-    def __init__(self, header: Any, body: Signature | None = None) -> None:
-        self.header = header if isinstance(header, group) else group(header)
-        self.body = body
-        super().__init__("chord", extension=self.header.extension)
+    def handle(self, runtime: Runtime) -> Result:
+        return self.tasks[-1].handle(runtime)
 
-    def __call__(self, body: Signature | None = None, **options: Any) -> Any:
-        if body is not None:
-            self.body = body
-        return self.apply_async(**options)
+    def attach(self, chord_info: dict[str, Any]) -> None:
+        self.tasks[-1].attach(chord_info)
 
-    def apply_async(
-        self,
-        args: Sequence[Any] = (),
-        kwargs: Optional[Mapping[str, Any]] = None,
-        **options: Any,
-    ) -> Any:
-        """Send the header; returns the body's result (its id is assigned now)."""
-        if self.body is None:
-            raise ValueError("chord needs a body: chord(header)(body)")
-        runtime = _runtime_for(self.extension)
-        body = self.body.clone()
-        body.options.setdefault("task_id", str(uuid.uuid4()))
-        if runtime.config.always_eager:
-            values = self.header.apply_async(args, kwargs, **options).get()
-            return body.apply_async((values,))
-        group_id = str(uuid.uuid4())
-        info = {"group_id": group_id, "size": len(self.header.tasks), "body": body.to_dict()}
-        self.header.apply_async(args, kwargs, group_id=group_id, chord=info, **options)
-        return AsyncResult(body.options["task_id"], runtime, body.task)
+    def send_frozen(
+        self, runtime: Runtime, args: Sequence[Any], rest: Sequence[dict[str, Any]]
+    ) -> list[str]:
+        steps = [step.to_dict() for step in self.tasks[1:]]
+        return self.tasks[0].send_frozen(runtime, args, [*steps, *rest])
+
+    def run_eagerly(self, runtime: Runtime, args: Sequence[Any]) -> Result:
+        result = self.tasks[0].run_eagerly(runtime, args)
+        for step in self.tasks[1:]:
+            result = step.run_eagerly(runtime, (result.get(),))
+        return result

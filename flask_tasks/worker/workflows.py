@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .. import states
 from ..canvas import Signature
 from ..exceptions import EncodeError, TaskError
+from ..groups import from_dict
 from ..message import Message, Request, pop_request, push_request
 from ..records import Record
 
@@ -35,8 +37,8 @@ class Workflows:
         sent: list[str] = []
         with self._as_parent(request):
             if message.chain:
-                step = Signature.from_dict(message.chain[0], self.owner)
-                sent.append(step.apply_async((value,), chain=message.chain[1:]).id)
+                step = from_dict(message.chain[0], self.owner)
+                sent += step.send_frozen(self.runtime, (value,), message.chain[1:])
             for link in message.link:
                 sent.append(Signature.from_dict(link, self.owner).apply_async((value,)).id)
             if message.chord:
@@ -44,14 +46,22 @@ class Workflows:
         return sent
 
     def after_failure(self, message: Message, request: Request) -> None:
-        """Call the errbacks with the failed task's id; fail the chord it belongs to."""
+        """Call the errbacks with the failed task's id; fail what can no longer run: the
+        rest of its chain, and the body of the chord it belongs to (their callers' ``get()``
+        raises instead of waiting)."""
         with self._as_parent(request):
             for link in message.link_error:
                 Signature.from_dict(link, self.owner).apply_async((message.id,))
-            if message.chord:
-                body = Signature.from_dict(message.chord["body"], self.owner)
-                error = TaskError(f"chord member {message.task}[{message.id}] failed")
-                self.runtime.write(body.options["task_id"], Record.failure(error, body.task))
+        cause = f"{message.task}[{message.id}] failed"
+        for step in message.chain:
+            self._fail(from_dict(step), TaskError(f"an earlier chain step {cause}"))
+        if message.chord:
+            body = from_dict(message.chord["body"])
+            self._fail(body, TaskError(f"chord member {cause}"))
+
+    def _fail(self, workflow: Signature, error: TaskError) -> None:
+        for task_id in workflow.final_ids():
+            self.runtime.write(task_id, Record.failure(error, None))
 
     def _chord_part_done(self, message: Message, value: Any) -> list[str]:
         chord = message.chord or {}
@@ -65,17 +75,20 @@ class Workflows:
         except EncodeError:
             return []  # not counted: the task fails, which fails the chord (after_failure)
         ttl = max(runtime.config.result_expires, 3600)
-        if runtime.store.incr(f"chord:{chord['group_id']}", ttl) != chord["size"]:
+        # A member delivered twice counts twice, so the count only says when to look: the
+        # body is sent once every member's result is stored, by whoever claims it first.
+        if runtime.store.incr(f"chord:{chord['group_id']}", ttl) < chord["size"]:
             return []
-        values = [
-            record.result if record is not None else None
-            for record in (
-                Record.decode(runtime.codec, raw)
-                for raw in runtime.store.get_results(chord["results"])
-            )
+        records = [
+            Record.decode(runtime.codec, raw) for raw in runtime.store.get_results(chord["results"])
         ]
-        body = Signature.from_dict(chord["body"], self.owner)
-        return [body.apply_async((values,)).id]
+        if not all(record is not None and record.state == states.SUCCESS for record in records):
+            return []
+        if not runtime.store.claim(f"chord:{chord['group_id']}:body", ttl):
+            return []
+        values = [record.result for record in records if record is not None]
+        body = from_dict(chord["body"], self.owner)
+        return body.send_frozen(runtime, (values,), [])
 
     @contextmanager
     def _as_parent(self, request: Request) -> Iterator[None]:
