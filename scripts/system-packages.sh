@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the test suite drives (redis-server, chromium, chromium-driver,
-# rabbitmq-server)
-# with apt-get when missing and we may (root or passwordless sudo); otherwise say what to
-# install and fail. Used by scripts/test.sh and scripts/test-python.sh.
+# rabbitmq-server) with apt-get when missing and we may (root or passwordless sudo); otherwise
+# say what to install and fail. Used by scripts/test.sh and scripts/test-python.sh.
 set -euo pipefail
 
 need=()
