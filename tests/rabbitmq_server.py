@@ -23,6 +23,8 @@ from pathlib import Path
 from redis_server import free_port
 
 LOCAL_PORT = 5672
+#: How to reach the session's server with rabbitmqctl (its node and environment).
+_SERVER: dict[str, object] = {}
 
 
 def _answers(port: int) -> bool:
@@ -113,6 +115,11 @@ def _private_server() -> Iterator[tuple[int, str, dict[str, str]]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl`` against the session's server; its output."""
+    return _ctl(*args, node=_SERVER.get("node"), env=_SERVER.get("env"))  # type: ignore[arg-type]
+
+
 @contextmanager
 def rabbitmq_vhost() -> Iterator[str]:
     """Yield the ``amqp://`` URL of a fresh vhost for this session; delete it afterwards."""
@@ -121,4 +128,8 @@ def rabbitmq_vhost() -> Iterator[str]:
             yield url
         return
     with _private_server() as (port, node, env), _vhost(port, node, env) as url:
-        yield url
+        _SERVER.update(node=node, env=env)
+        try:
+            yield url
+        finally:
+            _SERVER.clear()
