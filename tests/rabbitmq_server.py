@@ -38,8 +38,19 @@ def _answers(port: int) -> bool:
         return False
 
 
+#: Debian's /usr/sbin wrappers switch to the rabbitmq user (and its files); a private
+#: node runs the real scripts as whoever runs the tests, on files of its own.
+_REAL_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
+
+
+def _tool(name: str, private: bool) -> str | None:
+    if private and (_REAL_SCRIPTS / name).exists():
+        return str(_REAL_SCRIPTS / name)
+    return shutil.which(name)
+
+
 def _ctl(*args: str, node: str | None = None, env: dict[str, str] | None = None) -> str:
-    binary = shutil.which("rabbitmqctl")
+    binary = _tool("rabbitmqctl", private=node is not None)
     if not binary:
         raise RuntimeError("rabbitmqctl is not installed: install the rabbitmq-server package")
     command = [binary, *(["-n", node] if node else []), *args]
@@ -63,7 +74,7 @@ def _vhost(port: int, node: str | None = None, env: dict[str, str] | None = None
 
 @contextmanager
 def _private_server() -> Iterator[tuple[int, str, dict[str, str]]]:
-    binary = shutil.which("rabbitmq-server")
+    binary = _tool("rabbitmq-server", private=True)
     if not binary:
         raise RuntimeError(
             "RabbitMQ does not answer on 127.0.0.1:5672 and rabbitmq-server is not "
