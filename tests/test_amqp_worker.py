@@ -168,3 +168,18 @@ def test_kill_9_soak_loses_nothing(setup: WorkerSetup, workers: WorkerProcesses)
     assert max(survivor_runs.values()) == 1
     # At least once: the victim held at most its 4 slots + prefetch (4) when it died.
     assert sum(count - 1 for count in per_task.values()) <= 8
+
+
+def test_a_task_outliving_its_lease_runs_once(
+    setup: WorkerSetup, app: Flask, workers: WorkerProcesses
+) -> None:
+    """The monitor renews the lease kept by the worker's transport: a task longer than
+    the visibility timeout is neither given back nor handed to a second worker."""
+    setup.visibility_timeout = 1.0
+    workers.start("-P", "solo", "-n", "busy@test")
+    result = proc_app.sleep_then_return.delay(2.5, "once")
+    wait_until(lambda: setup.records("sleepers"), what="the task to start")
+    workers.start("-P", "solo", "-n", "idle@test")
+    assert result.get(timeout=RESULT_WAIT) == "once"
+    events = [line["event"] for line in setup.records("sleepers") if line["id"] == result.id]
+    assert events == ["start", "end"]
