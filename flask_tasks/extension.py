@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from flask import Flask
 
-from .brokers import check_url
+from .brokers import check_urls
 from .canvas import send
 from .cli import register_commands
 from .config import TasksConfig
@@ -49,7 +49,8 @@ class Tasks:
         runtime, the ``flask worker`` commands and the status blueprint.
 
         Raises ``ImproperlyConfigured`` for a bad setting, a broker or backend URL of an
-        unknown scheme, or a second ``init_app`` on the same app.
+        unknown scheme, an ``amqp://`` broker without a result backend (RabbitMQ keeps no
+        results), or a second ``init_app`` on the same app.
         """
         if EXTENSION_KEY in app.extensions:
             raise ImproperlyConfigured(
@@ -57,9 +58,7 @@ class Tasks:
                 "once per app"
             )
         config = TasksConfig.from_mapping(app.config, self._defaults)
-        check_url(config.broker_url_for(app.instance_path), "TASKS_BROKER_URL")
-        if config.result_backend:
-            check_url(config.result_backend, "TASKS_RESULT_BACKEND")
+        check_urls(config.broker_url_for(app.instance_path), config.result_backend)
         app.extensions[EXTENSION_KEY] = Runtime(app, config, self.registry, owner=self)
         register_commands(app)
         register_web(app, self, config)

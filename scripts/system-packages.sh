@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Install the system packages the test suite drives (redis-server, chromium, chromium-driver)
-# with apt-get when missing and we may (root or passwordless sudo); otherwise say what to
-# install and fail. Used by scripts/test.sh and scripts/test-python.sh.
+# Install the system packages the test suite drives (redis-server, chromium, chromium-driver,
+# rabbitmq-server) with apt-get when missing and we may (root or passwordless sudo); otherwise
+# say what to install and fail. Used by scripts/test.sh and scripts/test-python.sh.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# The amqp:// tests use the machine's RabbitMQ, or start a private one from this package.
+command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
     echo "$0: please install: ${need[*]} (apt-get install ${need[*]})" >&2

@@ -48,3 +48,12 @@ def threaded_worker():
         worker.stop()
         thread.join(10)
         assert not thread.is_alive(), "worker thread did not stop"
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """``amqp://`` URL of a RabbitMQ vhost of this test session's own (deleted afterwards)."""
+    from rabbitmq_server import rabbitmq_vhost
+
+    with rabbitmq_vhost() as url:
+        yield url

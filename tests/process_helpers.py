@@ -66,6 +66,8 @@ class WorkerSetup:
     record_dir: Path
     key_prefix: str = field(default_factory=lambda: f"proc-{uuid.uuid4().hex[:10]}")
     visibility_timeout: float = 30.0
+    #: ``TASKS_RESULT_BACKEND`` (None: the broker keeps the results).
+    result_backend: Optional[str] = None
     apps: list[Flask] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -82,6 +84,9 @@ class WorkerSetup:
             PYTHONUNBUFFERED="1",
         )
         env.pop("FLASK_APP", None)
+        env.pop("PROC_RESULT_BACKEND", None)
+        if self.result_backend:
+            env["PROC_RESULT_BACKEND"] = self.result_backend
         env.update(extra)
         return env
 
@@ -93,6 +98,7 @@ class WorkerSetup:
                 "TASKS_KEY_PREFIX": self.key_prefix,
                 "TASKS_VISIBILITY_TIMEOUT": self.visibility_timeout,
                 "PROC_RECORD_DIR": str(self.record_dir),
+                "TASKS_RESULT_BACKEND": self.result_backend,
                 **config,
             }
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from flask import Flask
@@ -99,13 +100,50 @@ def test_signing_follows_secret_key():
 
 
 def test_unknown_broker_scheme():
-    app = make_app(TASKS_BROKER_URL="amqp://guest:pw@localhost//")
+    app = make_app(TASKS_BROKER_URL="kafka://guest:pw@localhost//")
     with pytest.raises(
-        ImproperlyConfigured, match=r"TASKS_BROKER_URL .*unknown scheme 'amqp'.*redis://"
+        ImproperlyConfigured, match=r"TASKS_BROKER_URL .*unknown scheme 'kafka'.*redis://"
     ) as info:
         Tasks(app)
     assert "pw" not in str(info.value)
     assert "tasks" not in app.extensions
+
+
+def test_amqp_broker_without_result_backend_says_so_with_an_example():
+    app = make_app(TASKS_BROKER_URL="amqp://guest:pw@localhost//")
+    with pytest.raises(ImproperlyConfigured) as info:
+        Tasks(app)
+    message = str(info.value)
+    assert message.startswith("TASKS_BROKER_URL 'amqp://guest:***@localhost//' is RabbitMQ")
+    assert 'set TASKS_RESULT_BACKEND to a store, for example TASKS_RESULT_BACKEND = "redis://' in (
+        message
+    )
+    assert "pw" not in message
+    assert "tasks" not in app.extensions
+
+
+def test_amqp_is_no_result_backend():
+    app = make_app(TASKS_BROKER_URL="memory://", TASKS_RESULT_BACKEND="amqps://u:pw@rabbit/v")
+    with pytest.raises(
+        ImproperlyConfigured,
+        match=r"TASKS_RESULT_BACKEND 'amqps://u:\*\*\*@rabbit/v' is RabbitMQ.*keeps no results; use a store",
+    ):
+        Tasks(app)
+
+
+def test_amqp_with_a_result_backend_is_accepted_without_connecting():
+    app = make_app(
+        TASKS_BROKER_URL="amqp://guest:guest@127.0.0.1:1//", TASKS_RESULT_BACKEND="memory://"
+    )
+    Tasks(app)  # nothing listens on port 1: init_app does not connect
+    assert app.extensions["tasks"].connections.broker_url.startswith("amqp://")
+
+
+def test_amqp_without_pika_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pika", None)  # as if the extra were not installed
+    app = make_app(TASKS_BROKER_URL="amqp://localhost//", TASKS_RESULT_BACKEND="memory://")
+    with pytest.raises(ImproperlyConfigured, match=r"pip install 'Flask-Tasks\[amqp\]'"):
+        Tasks(app)
 
 
 def test_unknown_backend_scheme_fails_in_init_app():

@@ -1,4 +1,4 @@
-"""Transports and stores, chosen by URL: redis, sqlite, memory.
+"""Transports and stores, chosen by URL: redis, sqlite, memory, and amqp (a transport only).
 
 :func:`check_url` validates a URL's scheme (``init_app`` calls it, so a typo fails at
 start); :class:`Connections` opens an app's transport and store lazily, once per process.
@@ -17,7 +17,7 @@ from .base import (
     hide_password,
 )
 from .connections import Connections
-from .urls import check_url, open_broker
+from .urls import check_url, check_urls, open_broker, open_transport
 
 __all__ = [
     "Broker",
@@ -29,6 +29,8 @@ __all__ = [
     "Store",
     "Transport",
     "check_url",
+    "check_urls",
     "hide_password",
     "open_broker",
+    "open_transport",
 ]

@@ -2,7 +2,8 @@
 
 Decides once whether the store is the transport's own server (no ``TASKS_RESULT_BACKEND``,
 or the same URL): then :attr:`Connections.broker` is that server, and the producer and the
-worker use its joint steps (a queue change and result records in one round trip).
+worker use its joint steps (a queue change and result records in one round trip). A
+transport that is no store (RabbitMQ) always has a store of its own, and no joint steps.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from .base import Broker, Store, Transport
-from .urls import open_broker
+from ..exceptions import ImproperlyConfigured
+from .base import Broker, Store, Transport, hide_password
+from .urls import open_broker, open_transport
 
 
 class Connections:
@@ -30,7 +32,7 @@ class Connections:
         self.key_prefix = key_prefix
         self.options = dict(options or {})
         self._pid = os.getpid()
-        self._transport: Optional[Broker] = None
+        self._transport: Optional[Transport] = None
         self._store: Optional[Broker] = None
 
     def _check_fork(self) -> None:
@@ -43,10 +45,10 @@ class Connections:
         """Where messages travel (``TASKS_BROKER_URL``)."""
         return self._opened_transport()
 
-    def _opened_transport(self) -> Broker:
+    def _opened_transport(self) -> Transport:
         self._check_fork()
         if self._transport is None:
-            self._transport = open_broker(
+            self._transport = open_transport(
                 self.broker_url, key_prefix=self.key_prefix, **self.options
             )
         return self._transport
@@ -56,7 +58,13 @@ class Connections:
         """Where records live: the broker's own store unless ``TASKS_RESULT_BACKEND``
         names another."""
         if self.backend_url is None:
-            return self._opened_transport()
+            transport = self._opened_transport()
+            if not isinstance(transport, Store):
+                raise ImproperlyConfigured(
+                    f"{hide_password(self.broker_url)} carries messages but keeps no "
+                    "results: set TASKS_RESULT_BACKEND to a store (redis://, sqlite:///)"
+                )
+            return transport
         self._check_fork()
         if self._store is None:
             self._store = open_broker(self.backend_url, key_prefix=self.key_prefix)

@@ -1,8 +1,8 @@
 """A small app for tests that run real ``flask worker`` processes.
 
 ``flask --app proc_app worker`` calls ``create_app()`` with no arguments: the settings come
-from environment variables the test sets (``PROC_BROKER_URL``, ``PROC_KEY_PREFIX``,
-``PROC_VISIBILITY_TIMEOUT``, ``PROC_RECORD_DIR``, ``PROC_SECRET_KEY``, and
+from environment variables the test sets (``PROC_BROKER_URL``, ``PROC_RESULT_BACKEND``,
+``PROC_KEY_PREFIX``, ``PROC_VISIBILITY_TIMEOUT``, ``PROC_RECORD_DIR``, ``PROC_SECRET_KEY``, and
 ``PROC_FAIL_IN_CHILD`` to make spawned children fail to load it). The test process
 builds the same app with ``create_app(overrides)`` to send tasks and read results.
 
@@ -35,6 +35,7 @@ def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
         raise RuntimeError("this app cannot be loaded in a child process")
     app = Flask(APP_NAME)
     app.config["TASKS_BROKER_URL"] = os.environ.get("PROC_BROKER_URL")
+    app.config["TASKS_RESULT_BACKEND"] = os.environ.get("PROC_RESULT_BACKEND")
     app.config["TASKS_KEY_PREFIX"] = os.environ.get("PROC_KEY_PREFIX", "flask_tasks")
     app.config["TASKS_VISIBILITY_TIMEOUT"] = float(os.environ.get("PROC_VISIBILITY_TIMEOUT", "30"))
     app.config["PROC_RECORD_DIR"] = os.environ.get("PROC_RECORD_DIR")

@@ -9,7 +9,15 @@ from typing import Any, Callable, cast
 
 import pytest
 
-from flask_tasks.brokers import Broker, Delivery, Envelope, Store, Transport, open_broker
+from flask_tasks.brokers import (
+    Broker,
+    Delivery,
+    Envelope,
+    Store,
+    Transport,
+    open_broker,
+    open_transport,
+)
 
 LEASE = 30.0  # long enough never to run out during a test, unless a test wants it to
 SHORT = 0.3  # a lease, delay or time to live that a test waits out
@@ -18,6 +26,11 @@ SHORT = 0.3  # a lease, delay or time to live that a test waits out
 def open_with_broker(url: str, key_prefix: str) -> Any:
     """Open a transport-and-store (``open_broker``)."""
     return open_broker(url, key_prefix=key_prefix)
+
+
+def open_plain_transport(url: str, key_prefix: str) -> Any:
+    """Open a transport that is no store (``open_transport``: RabbitMQ)."""
+    return open_transport(url, key_prefix=key_prefix)
 
 
 @dataclass

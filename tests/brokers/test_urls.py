@@ -15,8 +15,10 @@ from flask_tasks.brokers import (
     Store,
     Transport,
     check_url,
+    check_urls,
     hide_password,
     open_broker,
+    open_transport,
 )
 from flask_tasks.brokers.memory import MemoryBroker
 from flask_tasks.brokers.sqlite import SQLiteBroker
@@ -35,13 +37,15 @@ BROKERS = Path(__file__).parents[2] / "flask_tasks" / "brokers"
         ("redis+sentinel://h1:26379,h2:26379/mymaster", "redis"),
         ("sqlite:///tasks.db", "sqlite"),
         ("memory://", "memory"),
+        ("amqp://guest:guest@localhost//", "amqp"),
+        ("AMQPS://user:pw@rabbit:5671/vhost", "amqp"),
     ],
 )
 def test_check_url_names_the_kind(url: str, kind: str) -> None:
     assert check_url(url, "TASKS_BROKER_URL") == kind
 
 
-@pytest.mark.parametrize("url", ["amqp://guest:secret@rabbit//", "localhost:6379", "", "redis"])
+@pytest.mark.parametrize("url", ["kafka://guest:secret@rabbit//", "localhost:6379", "", "redis"])
 def test_an_unknown_scheme_names_the_setting_and_the_known_ones(url: str) -> None:
     with pytest.raises(ImproperlyConfigured) as caught:
         check_url(url, "TASKS_RESULT_BACKEND")
@@ -53,8 +57,39 @@ def test_an_unknown_scheme_names_the_setting_and_the_known_ones(url: str) -> Non
 
 
 def test_open_broker_refuses_an_unknown_scheme_before_connecting() -> None:
-    with pytest.raises(ImproperlyConfigured, match=r"unknown scheme 'amqp'.*redis://"):
+    with pytest.raises(ImproperlyConfigured, match=r"unknown scheme 'kafka'.*redis://"):
+        open_broker("kafka://guest:secret@rabbit//")
+
+
+def test_open_broker_refuses_a_transport_only_url() -> None:
+    with pytest.raises(
+        ImproperlyConfigured, match=r"amqp://guest:\*\*\*@rabbit// is a transport only"
+    ):
         open_broker("amqp://guest:secret@rabbit//")
+
+
+def test_open_transport_opens_rabbitmq_and_any_broker(tmp_path: Path, amqp_url: str) -> None:
+    opened = [
+        open_transport(amqp_url, key_prefix="app"),
+        open_transport(f"sqlite:///{tmp_path / 'tasks.db'}", key_prefix="app"),
+    ]
+    try:
+        assert [transport.kind for transport in opened] == ["amqp", "sqlite"]
+        assert not isinstance(opened[0], Store)
+        for transport in opened:
+            transport.ping()
+    finally:
+        for transport in opened:
+            transport.close()
+
+
+def test_check_urls_needs_a_store_beside_rabbitmq() -> None:
+    check_urls("amqp://localhost//", "redis://localhost")
+    check_urls("redis://localhost", None)
+    with pytest.raises(ImproperlyConfigured, match="set TASKS_RESULT_BACKEND to a store"):
+        check_urls("amqp://localhost//", None)
+    with pytest.raises(ImproperlyConfigured, match="TASKS_RESULT_BACKEND .* is RabbitMQ"):
+        check_urls("redis://localhost", "amqp://localhost//")
 
 
 def test_open_broker_opens_each_kind(tmp_path: Path, redis_url: str) -> None:
@@ -109,6 +144,29 @@ def test_connections_with_another_result_backend(tmp_path: Path) -> None:
         assert isinstance(connections.store, SQLiteBroker)
         assert connections.broker is None  # no joint steps across two servers
         assert connections.store is connections.store  # opened once
+    finally:
+        connections.close()
+
+
+def test_connections_open_rabbitmq_as_a_transport_beside_a_store(
+    tmp_path: Path, amqp_url: str
+) -> None:
+    connections = Connections(amqp_url, f"sqlite:///{tmp_path / 'results.db'}", key_prefix="c")
+    try:
+        assert connections.transport.kind == "amqp"
+        assert isinstance(connections.store, SQLiteBroker)
+        assert connections.broker is None
+    finally:
+        connections.close()
+
+
+def test_connections_refuse_rabbitmq_as_its_own_store(amqp_url: str) -> None:
+    connections = Connections(amqp_url, key_prefix="c")
+    try:
+        assert connections.transport.kind == "amqp"
+        assert connections.broker is None
+        with pytest.raises(ImproperlyConfigured, match="set TASKS_RESULT_BACKEND to a store"):
+            connections.store
     finally:
         connections.close()
 

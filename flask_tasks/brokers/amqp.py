@@ -1,0 +1,399 @@
+"""RabbitMQ as a transport (``amqp://``), on pika. Results need a store of their own
+(``TASKS_RESULT_BACKEND``): RabbitMQ keeps messages, not records.
+
+How the :class:`~flask_tasks.brokers.base.Transport` contract maps onto AMQP 0-9-1:
+
+queues and priorities
+    Durable classic queues with ``x-max-priority`` 9; Flask-Tasks priority ``p``
+    (0 first) travels as RabbitMQ priority ``9 - p`` (higher first). Messages are
+    persistent and published with confirms and ``mandatory``.
+reserve
+    ``basic_get`` (manual ack), queue by queue in the order given, so the first queue
+    has precedence and the server picks by priority within a queue. No message is
+    pushed to a consumer ahead of time, so no prefetched message escapes the priority
+    order and ``count`` is exact.
+leases
+    An unacked delivery belongs to this connection until it is acked or rejected, or
+    the connection closes: then the server requeues it (a dead worker loses nothing).
+    The lease time is kept here too: a lease that runs out before ``extend`` renews it
+    is rejected with requeue, back at its place in the queue, by the next call on this
+    transport or by the pump thread within a second. Unlike Redis, nobody else can take
+    back a lease while this connection lives.
+delays
+    A ladder of TTL queues (see :mod:`.amqp_topology`) in the server: nothing is held in
+    worker memory, and a message reaches its queue no earlier than its ``eta``. A
+    delivery whose ``eta`` is still ahead by this host's clock goes down the ladder again.
+dead letters
+    A dead-letter exchange and queue per prefix; ``dead_letters`` reads the queue through
+    a channel of its own and closes it, which puts every message back in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .amqp_dead import Browse
+from .amqp_link import Link, Pump, connection_parameters, import_pika
+from .amqp_topology import (
+    ETA_HEADER,
+    FAILED_AT_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    Topology,
+    amqp_priority,
+    delay_ms,
+    delay_route,
+    header_float,
+    message_headers,
+    tasks_priority,
+)
+from .base import (
+    DeadLetter,
+    Delivery,
+    Envelope,
+    Transport,
+    _refuse_str,
+    check_envelope,
+    hide_password,
+)
+
+logger = logging.getLogger("flask_tasks.amqp")
+
+#: Seconds between the pump thread's rounds: heartbeats and expired leases.
+PUMP_INTERVAL = 1.0
+
+
+@dataclass
+class _Held:
+    tag: int
+    generation: int
+    deadline: float
+    queue: str
+    priority: int
+    body: bytes
+
+
+class AMQPTransport(Transport):
+    """Queues in RabbitMQ (``amqp://user:password@host:5672/vhost``).
+
+    Thread-safe: one connection carries publishing, reserving and settling under a
+    lock; :meth:`wait` uses a second connection so that it blocks nobody. Each process
+    opens its own (``Connections`` reopens after ``fork()``).
+    """
+
+    kind = "amqp"
+
+    def __init__(self, url: str, *, key_prefix: str = "flask_tasks", **options: Any) -> None:
+        self.url = hide_password(url)
+        self.pika = import_pika()
+        self._names = Topology(key_prefix)
+        parameters = connection_parameters(url, **options)
+        self._main = Link(parameters, self.url, confirm=True)
+        self._waiter = Link(parameters, self.url, confirm=False)
+        self._held: dict[str, list[_Held]] = {}
+        self._pump = Pump(self._tick, PUMP_INTERVAL, "flask-tasks-amqp")
+
+    def _tick(self) -> None:
+        with self._main.lock:
+            if self._main.connection is not None and self._held:
+                with self._main.using() as channel:
+                    self._expire(channel)
+        self._main.pump()
+        self._waiter.pump()
+
+    def ping(self) -> None:
+        with self._main.using():
+            self._main.connection.process_data_events(0)
+        self._pump.start()
+
+    def close(self) -> None:
+        self._pump.stop()
+        self._main.close()
+        self._waiter.close()
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, envelopes: Sequence[Envelope]) -> None:
+        """Publish each envelope with a confirm. Not atomic across envelopes: a failure
+        part way leaves the earlier ones published (the producer's retry may publish
+        them twice). Publishing an id this transport holds acks the held delivery (the
+        message is replaced); one waiting in a queue stays, and the id is then there
+        twice: RabbitMQ cannot take a message out of the middle of a queue."""
+        for envelope in envelopes:
+            check_envelope(envelope)
+        if not envelopes:
+            return
+        with self._main.using() as channel:
+            for envelope in envelopes:
+                self._send(channel, envelope, envelope.body, envelope.eta)
+                for held in self._held.pop(envelope.id, []):
+                    self._settle(channel, held, ack=True)
+        self._pump.start()
+
+    def _send(self, channel: Any, envelope: Envelope, body: bytes, eta: Optional[float]) -> None:
+        """Publish ``body`` for ``envelope``: to its queue, or down the delay ladder."""
+        delay = delay_ms(eta, self.now()) if eta is not None else 0
+        properties = self.pika.BasicProperties(
+            message_id=envelope.id,
+            priority=amqp_priority(envelope.priority),
+            delivery_mode=2,
+            headers=message_headers(envelope, eta if delay else None),
+        )
+        if delay:
+            self._names.declare_delays(channel, self._main.declared)
+            self._names.declare_queue(channel, envelope.queue, self._main.declared)
+            channel.basic_publish(
+                self._names.top_exchange(), delay_route(delay), body, properties, mandatory=True
+            )
+        else:
+            queue = self._names.declare_queue(channel, envelope.queue, self._main.declared)
+            channel.basic_publish("", queue, body, properties, mandatory=True)
+
+    # -- reserving ----------------------------------------------------------------------------
+
+    def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
+        """Take up to ``count`` messages with ``basic_get``, first queue first."""
+        deliveries: list[Delivery] = []
+        if count <= 0:
+            return deliveries
+        with self._main.using() as channel:
+            self._expire(channel)
+            for queue in queues:
+                amqp_queue = self._names.declare_queue(channel, queue, self._main.declared)
+                while len(deliveries) < count:
+                    method, properties, body = channel.basic_get(amqp_queue)
+                    if method is None:
+                        break
+                    delivery = self._take(channel, queue, method, properties, body, lease)
+                    if delivery is not None:
+                        deliveries.append(delivery)
+        self._pump.start()
+        return deliveries
+
+    def _take(
+        self, channel: Any, queue: str, method: Any, properties: Any, body: bytes, lease: float
+    ) -> Optional[Delivery]:
+        message_id = properties.message_id or ""
+        priority = tasks_priority(properties.priority)
+        eta = header_float(properties.headers, ETA_HEADER)
+        if eta is not None and eta > self.now():
+            # Came back early: by this host's clock, or a delay longer than the ladder.
+            envelope = Envelope(message_id, queue, body, priority, eta)
+            self._send(channel, envelope, body, eta)
+            channel.basic_ack(method.delivery_tag)
+            return None
+        held = _Held(
+            method.delivery_tag,
+            self._main.generation,
+            time.monotonic() + lease,
+            queue,
+            priority,
+            body,
+        )
+        self._held.setdefault(message_id, []).append(held)
+        return Delivery(message_id, queue, priority, body)
+
+    def _expire(self, channel: Any) -> None:
+        """Requeue the deliveries whose lease ran out (back at their place in the queue)."""
+        now = time.monotonic()
+        expired = [
+            (held.tag, message_id)
+            for message_id, entries in self._held.items()
+            for held in entries
+            if held.deadline <= now
+        ]
+        for tag, message_id in sorted(expired):
+            entries = [held for held in self._held[message_id] if held.tag != tag]
+            held = next(held for held in self._held[message_id] if held.tag == tag)
+            if entries:
+                self._held[message_id] = entries
+            else:
+                del self._held[message_id]
+            self._settle(channel, held, ack=False)
+
+    def _settle(self, channel: Any, held: _Held, *, ack: bool) -> None:
+        """Ack, or reject with requeue, a delivery of the current channel. One of an
+        older channel was requeued by the server when that channel closed."""
+        if held.generation != self._main.generation:
+            return
+        if ack:
+            channel.basic_ack(held.tag)
+        else:
+            channel.basic_reject(held.tag, requeue=True)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Block until a message is in one of ``queues`` or ``timeout`` passes.
+
+        A consumer on a second connection (prefetch 1 per queue) is told of the first
+        message, rejects it at once with requeue (it keeps its place) and returns: the
+        caller's ``reserve`` then takes it. Returns early too when a lease held here is
+        due to run out.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._main.lock:
+            if self._held and self._main.connection is not None:
+                with self._main.using() as channel:
+                    self._expire(channel)
+            leases = [held.deadline for entries in self._held.values() for held in entries]
+        if leases:
+            deadline = min(deadline, min(leases))
+        if not queues:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return
+        if not self._waiter.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return  # another thread waits on the same connection: that took the time
+        try:
+            with self._waiter.using() as channel:
+                self._consume_one(channel, queues, deadline)
+        finally:
+            self._waiter.lock.release()
+
+    def _consume_one(self, channel: Any, queues: Sequence[str], deadline: float) -> None:
+        arrived: list[bool] = []
+
+        def on_message(channel: Any, method: Any, _properties: Any, _body: bytes) -> None:
+            channel.basic_reject(method.delivery_tag, requeue=True)
+            arrived.append(True)
+
+        channel.basic_qos(prefetch_count=1)
+        tags = [
+            channel.basic_consume(
+                self._names.declare_queue(channel, queue, self._waiter.declared), on_message
+            )
+            for queue in queues
+        ]
+        try:
+            while not arrived:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._waiter.connection.process_data_events(time_limit=remaining)
+        finally:
+            for tag in tags:
+                channel.basic_cancel(tag)  # pika requeues what came after the first
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def extend(self, ids: Iterable[str], lease: float) -> None:
+        """Renew the lease time kept here. The server holds an unacked message for as
+        long as this connection lives, so this only moves the time at which this
+        transport itself gives the message back; it also answers heartbeats."""
+        deadline = time.monotonic() + lease
+        with self._main.lock:
+            for message_id in ids:
+                for held in self._held.get(message_id, []):
+                    held.deadline = deadline
+        self._main.pump()
+
+    def ack(self, message_ids: Sequence[str]) -> None:
+        """Ack held deliveries. Ids not held here, or delivered on a connection that has
+        closed since (the server requeued them), are ignored."""
+        _refuse_str(message_ids)
+        if not message_ids:
+            return
+        with self._main.using() as channel:
+            for message_id in message_ids:
+                for held in self._held.pop(message_id, []):
+                    self._settle(channel, held, ack=True)
+
+    def release(self, message_id: str, body: bytes | None = None, eta: float | None = None) -> None:
+        """Give a held message back. Without ``body`` and ``eta`` it is rejected with
+        requeue and keeps its place at the front. A new body or an ``eta`` is a new
+        message (published with a confirm, then the old one acked): a new body without
+        ``eta`` goes to the back of the queue, as RabbitMQ cannot put a new message in
+        front. Not held here (or on a closed connection): nothing happens."""
+        with self._main.using() as channel:
+            entries = self._held.pop(message_id, [])
+            if not entries or entries[0].generation != self._main.generation:
+                return
+            held = entries[0]
+            if body is None and eta is None:
+                self._settle(channel, held, ack=False)
+            else:
+                envelope = Envelope(message_id, held.queue, held.body, held.priority, eta)
+                self._send(channel, envelope, held.body if body is None else body, eta)
+                self._settle(channel, held, ack=True)
+            for other in entries[1:]:
+                self._settle(channel, other, ack=False)
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Publish the message to the dead-letter exchange with ``reason``, then ack it.
+        A delivery of a connection that has closed since is left alone: the server
+        requeued it, and it will be dead-lettered when it comes back."""
+        with self._main.using() as channel:
+            entries = self._held.pop(delivery.id, [])
+            if entries and all(held.generation != self._main.generation for held in entries):
+                return
+            self._names.declare_dead(channel, self._main.declared)
+            properties = self.pika.BasicProperties(
+                message_id=delivery.id,
+                priority=amqp_priority(delivery.priority),
+                delivery_mode=2,
+                headers={
+                    QUEUE_HEADER: delivery.queue,
+                    REASON_HEADER: reason,
+                    FAILED_AT_HEADER: repr(self.now()),
+                },
+            )
+            channel.basic_publish(self._names.dead, "", delivery.body, properties, mandatory=True)
+            for held in entries:
+                self._settle(channel, held, ack=True)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters, read from the first
+        :data:`~.amqp_dead.DEAD_LETTER_SCAN` in the dead-letter queue. While they are read they are
+        invisible to other readers."""
+        letters: list[DeadLetter] = []
+        with self._browse() as browse:
+            for _tag, letter in browse:
+                letters.append(letter)
+        return letters[::-1][: max(0, limit)]
+
+    def retry_dead_letter(self, message_id: str) -> bool:
+        with self._main.using() as channel, self._browse() as browse:
+            for tag, letter in browse:
+                if letter.id != message_id:
+                    continue
+                envelope = Envelope(letter.id, letter.queue, letter.body, letter.priority)
+                self._send(channel, envelope, letter.body, None)
+                browse.channel.basic_ack(tag)
+                return True
+        return False
+
+    def _browse(self) -> Browse:
+        return Browse(self._main, self._names)
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def queue_length(self, queue: str) -> int:
+        """Ready messages in ``queue`` (the server's count; 0 for a queue never used)."""
+        return self._probe(queue, purge=False)
+
+    def purge(self, queue: str) -> int:
+        return self._probe(queue, purge=True)
+
+    def _probe(self, queue: str, *, purge: bool) -> int:
+        amqp_queue = self._names.queue(queue)
+        exceptions = self.pika.exceptions
+        with self._main.using():
+            probe = self._main.connection.channel()
+            try:
+                count = int(probe.queue_declare(amqp_queue, passive=True).method.message_count)
+                if purge:
+                    count = int(probe.queue_purge(amqp_queue).method.message_count)
+            except exceptions.ChannelClosedByBroker as error:
+                if error.reply_code == 404:
+                    return 0
+                raise
+            finally:
+                if probe.is_open:
+                    probe.close()
+        return count
