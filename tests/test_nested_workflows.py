@@ -108,6 +108,13 @@ def test_a_failed_chain_step_fails_what_the_caller_holds(app, worker):
             result.get(timeout=20)
 
 
+def test_a_chord_member_chain_failing_early_fails_the_body(app, worker):
+    with app.app_context():
+        result = chord([chain(add.s(1, 1), fail.s(), add.s(1)), add.s(2, 2)], total.s())()
+        with pytest.raises(Exception, match="chord member .*fail.* failed"):
+            result.get(timeout=20)
+
+
 def test_chord_body_runs_once_when_every_header_task_is_delivered_twice(app):
     """At-least-once: each header task runs twice (as after a lost ack); the body must
     still run exactly once, with all fifty results."""

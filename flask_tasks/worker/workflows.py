@@ -53,11 +53,13 @@ class Workflows:
             for link in message.link_error:
                 Signature.from_dict(link, self.owner).apply_async((message.id,))
         cause = f"{message.task}[{message.id}] failed"
+        chords = [message.chord] if message.chord else []
         for step in message.chain:
-            self._fail(from_dict(step), TaskError(f"an earlier chain step {cause}"))
-        if message.chord:
-            body = from_dict(message.chord["body"])
-            self._fail(body, TaskError(f"chord member {cause}"))
+            rest = from_dict(step)
+            self._fail(rest, TaskError(f"an earlier chain step {cause}"))
+            chords += _chords_in(rest)  # a chord member whose chain stopped early
+        for chord in chords:
+            self._fail(from_dict(chord["body"]), TaskError(f"chord member {cause}"))
 
     def _fail(self, workflow: Signature, error: TaskError) -> None:
         for task_id in workflow.final_ids():
@@ -98,3 +100,14 @@ class Workflows:
                 yield
             finally:
                 pop_request(token)
+
+
+def _chords_in(workflow: Signature) -> list[dict[str, Any]]:
+    """The chords that ``workflow`` (never to run now) would have completed a member of."""
+    found = [workflow.options["chord"]] if "chord" in workflow.options else []
+    for part in getattr(workflow, "tasks", ()):
+        found += _chords_in(part)
+    header = getattr(workflow, "header", None)
+    if header is not None:
+        found += _chords_in(header)
+    return found
