@@ -7,7 +7,9 @@ app the way every other ``flask`` command does: no ``-A module.celery`` path.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -15,9 +17,11 @@ import click
 from flask import Flask, current_app
 from flask.cli import ScriptInfo, with_appcontext
 
+from .beat import Beat
 from .exceptions import ImproperlyConfigured, OperationalError
 from .runtime import current_runtime
 from .worker import POOLS, Worker, default_pool
+from .worker.logs import configure_logging
 
 #: What ``flask tasks inspect`` shows of a record.
 _RECORD_FIELDS = (
@@ -88,6 +92,7 @@ def _queue_list(
     help="Replace a child process after it ran this many tasks.",
 )
 @click.option("--burst", is_flag=True, help="Run what is queued now, then exit.")
+@click.option("-B", "--beat", is_flag=True, help="Also send periodic tasks (as flask beat does).")
 @with_appcontext
 def worker_command(
     concurrency: Optional[int],
@@ -98,6 +103,7 @@ def worker_command(
     hostname: Optional[str],
     max_tasks_per_child: Optional[int],
     burst: bool,
+    beat: bool,
 ) -> None:
     """Run a worker that executes this app's tasks."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -116,6 +122,7 @@ def worker_command(
             max_tasks_per_child=max_tasks_per_child,
             burst=burst,
             app_import_path=script_info.app_import_path if script_info else None,
+            beat=beat,
         )
         click.echo(worker.banner(), err=True)
         sys.exit(worker.start())
@@ -197,8 +204,61 @@ def retry_command(message_ids: tuple[str, ...], retry_all: bool) -> None:
         raise click.ClickException(f"No dead letter with id: {', '.join(missing)}")
 
 
+@click.command("beat")
+@click.option(
+    "-l",
+    "--loglevel",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+)
+@click.option(
+    "--max-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Longest sleep between two looks at the schedule, in seconds.",
+)
+@with_appcontext
+def beat_command(loglevel: str, max_interval: float) -> None:
+    """Send periodic tasks when they are due (any number may run: each due time is sent
+    once)."""
+    configure_logging(loglevel)
+    try:
+        scheduler = Beat(current_runtime(), max_interval=max_interval)
+    except ImproperlyConfigured as error:
+        raise click.ClickException(str(error)) from error
+    if not scheduler.entries:
+        raise click.ClickException(
+            "No periodic tasks: set TASKS_BEAT_SCHEDULE or call tasks.add_periodic_task()"
+        )
+    stop = threading.Event()
+    for name in ("SIGTERM", "SIGINT"):
+        signal.signal(getattr(signal, name), lambda *_: stop.set())
+    click.echo(f"flask beat: {len(scheduler.entries)} periodic task(s)", err=True)
+    scheduler.run(stop)
+
+
+@tasks_group.command("schedule")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@with_appcontext
+def schedule_command(as_json: bool) -> None:
+    """List the periodic tasks with their last and next run."""
+    rows = Beat(current_runtime()).schedule_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No periodic tasks.")
+    for row in rows:
+        click.echo(
+            f"{row['name']}  {row['task']}  {row['schedule']}\n"
+            f"    last run: {row['last_run'] or 'never'}  next run: {row['next_run']}"
+        )
+
+
 def register_commands(app: Flask) -> None:
-    """Add ``flask worker`` and ``flask tasks ...`` to ``app.cli``."""
-    for command in (worker_command, tasks_group):
+    """Add ``flask worker``, ``flask beat`` and ``flask tasks ...`` to ``app.cli``."""
+    for command in (worker_command, beat_command, tasks_group):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
 from .exceptions import ImproperlyConfigured
+from .periodic import entries_from_config
 from .schedules import timezone_named
 
 PREFIX = "TASKS_"
@@ -158,11 +159,10 @@ class TasksConfig:
             timezone_named(self.timezone)
         except ValueError as error:
             raise ImproperlyConfigured(str(error)) from None
-        if self.beat_schedule:
-            raise ImproperlyConfigured(
-                "TASKS_BEAT_SCHEDULE is set, but periodic tasks are not available in this "
-                "version of Flask-Tasks; remove the key (or leave it empty) for now"
-            )
+        try:
+            entries_from_config(self.beat_schedule)
+        except ValueError as error:
+            raise ImproperlyConfigured(str(error)) from None
         if self.serializer not in self.accept_content:
             raise ImproperlyConfigured(
                 f"TASKS_SERIALIZER is {self.serializer!r} but TASKS_ACCEPT_CONTENT "

@@ -14,10 +14,11 @@ from typing import Any, Callable, Optional, TypeVar, Union, overload
 from flask import Flask
 
 from .brokers import check_urls
-from .canvas import send
+from .canvas import Signature, Workflow, send
 from .cli import register_commands
 from .config import TasksConfig
 from .exceptions import ImproperlyConfigured
+from .periodic import Entry
 from .result import AsyncResult
 from .runtime import EXTENSION_KEY, Runtime, current_runtime, runtime_of
 from .task import Task
@@ -41,6 +42,7 @@ class Tasks:
         self._registry: dict[str, Task[Any, Any]] = {}
         #: Declared tasks by name: a read-only, live view.
         self.registry: Mapping[str, Task[Any, Any]] = MappingProxyType(self._registry)
+        self._periodic: list[Entry] = []
         if app is not None:
             self.init_app(app)
 
@@ -59,7 +61,9 @@ class Tasks:
             )
         config = TasksConfig.from_mapping(app.config, self._defaults)
         check_urls(config.broker_url_for(app.instance_path), config.result_backend)
-        app.extensions[EXTENSION_KEY] = Runtime(app, config, self.registry, owner=self)
+        runtime = Runtime(app, config, self.registry, owner=self, periodic=self._periodic)
+        runtime.beat_entries()  # entry names must not clash
+        app.extensions[EXTENSION_KEY] = runtime
         register_commands(app)
         register_web(app, self, config)
 
@@ -125,14 +129,27 @@ class Tasks:
         return status_url(self.runtime(), task_id, external=_external)
 
     def add_periodic_task(
-        self, schedule: Any, signature: Any, name: str | None = None, **options: Any
-    ) -> None:
-        """Not available yet: raises ``NotImplementedError`` (periodic tasks and
-        ``flask beat`` come in a later release)."""
-        raise NotImplementedError(
-            "Periodic tasks (add_periodic_task, TASKS_BEAT_SCHEDULE, flask beat) are not "
-            "available in this version of Flask-Tasks"
+        self, schedule: Any, signature: Signature, name: str | None = None, **options: Any
+    ) -> Entry:
+        """Send ``signature`` on ``schedule`` (seconds, a ``timedelta``, ``every(...)`` or a
+        ``crontab``) under ``flask beat``, in every app of this extension; ``options``
+        (queue, priority, expires...) are added to the signature's. The name defaults to
+        the signature's text. Raises ``ValueError`` for a bad schedule or option."""
+        if not isinstance(signature, Signature) or isinstance(signature, Workflow):
+            raise TypeError(
+                f"add_periodic_task() takes a task signature such as add.s(1, 2), got {signature!r}"
+            )
+        entry = Entry.build(
+            name or repr(signature),
+            signature.task,
+            schedule,
+            signature.args,
+            signature.kwargs,
+            {**signature.options, **options},
+            where=f"add_periodic_task({name or repr(signature)!r})",
         )
+        self._periodic.append(entry)
+        return entry
 
     def runtime(self, app: Flask | None = None) -> Runtime:
         """The runtime of ``app`` (default: the current app), which this extension made;

@@ -19,6 +19,7 @@ from .brokers import Connections, Store, Transport
 from .codec import Codec
 from .config import TasksConfig
 from .exceptions import ImproperlyConfigured, NotRegistered
+from .periodic import Entry, entries_from_config, merged
 from .producer import Producer
 from .records import Record
 
@@ -42,6 +43,7 @@ class Runtime:
         config: TasksConfig,
         registry: Mapping[str, Any],
         owner: object,
+        periodic: Sequence[Entry] = (),
     ) -> None:
         self.app = app
         self.config = config
@@ -50,6 +52,8 @@ class Runtime:
         self.registry = registry
         #: The ``Tasks`` object that made this runtime.
         self.owner = owner
+        #: Periodic tasks declared with ``add_periodic_task`` (a live view).
+        self.periodic = periodic
         self.codec = make_codec(app, config)
         self.connections = Connections(
             config.broker_url_for(app.instance_path),
@@ -93,6 +97,14 @@ class Runtime:
                     merged.update(overrides)
             options = self._options[name] = merged
         return options
+
+    def beat_entries(self) -> list[Entry]:
+        """The periodic tasks of this app: ``TASKS_BEAT_SCHEDULE``, then those declared
+        with ``add_periodic_task``."""
+        try:
+            return merged(entries_from_config(self.config.beat_schedule), self.periodic)
+        except ValueError as error:
+            raise ImproperlyConfigured(str(error)) from None
 
     # -- records --------------------------------------------------------------------------
 

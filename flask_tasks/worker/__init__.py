@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Union
 
 from flask import Flask
 
+from ..beat import Beat
 from ..brokers import Store, Transport, hide_password
 from ..exceptions import ImproperlyConfigured, OperationalError
 from ..runtime import runtime_of
@@ -62,6 +63,7 @@ class Worker:
         max_tasks_per_child: Optional[int] = None,
         burst: bool = False,
         app_import_path: Optional[str] = None,
+        beat: bool = False,
     ) -> None:
         try:
             runtime = runtime_of(app)
@@ -97,6 +99,8 @@ class Worker:
         self.loglevel = loglevel
         self.max_tasks_per_child = max_tasks_per_child
         self.burst = burst
+        #: Run the periodic-task scheduler in this process too (``flask worker -B``).
+        self.beat = beat
         self.app_import_path = app_import_path
         self.shutdown = Shutdown()
 
@@ -158,13 +162,31 @@ class Worker:
         """Run until shut down; returns the process exit code."""
         configure_logging(self.loglevel)
         self.check_broker()
-        if self.pool == "prefork":
-            self.runtime.close()  # children open their own connections
-            return run_prefork(self)
-        self.install_signal_handlers(self._on_signal)
-        consumer = self.consumer()
-        consumer.run()
-        return 0
+        stop_beat = self._start_beat() if self.beat else None
+        try:
+            if self.pool == "prefork":
+                self.runtime.close()  # children open their own connections
+                return run_prefork(self)
+            self.install_signal_handlers(self._on_signal)
+            self.consumer().run()
+            return 0
+        finally:
+            if stop_beat is not None:
+                stop_beat()
+
+    def _start_beat(self) -> Callable[[], None]:
+        """Run the scheduler in a thread of this process; returns what stops it."""
+        scheduler = Beat(self.runtime)
+        stop = threading.Event()
+        thread = threading.Thread(target=scheduler.run, args=(stop,), name="flask-tasks-beat")
+        thread.daemon = True
+        thread.start()
+
+        def stop_beat() -> None:
+            stop.set()
+            thread.join(10)
+
+        return stop_beat
 
     def consumer(self) -> Consumer:
         """The in-process consumer for the threads and solo pools."""

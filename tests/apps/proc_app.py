@@ -2,8 +2,9 @@
 
 ``flask --app proc_app worker`` calls ``create_app()`` with no arguments: the settings come
 from environment variables the test sets (``PROC_BROKER_URL``, ``PROC_RESULT_BACKEND``,
-``PROC_KEY_PREFIX``, ``PROC_VISIBILITY_TIMEOUT``, ``PROC_RECORD_DIR``, ``PROC_SECRET_KEY``, and
-``PROC_FAIL_IN_CHILD`` to make spawned children fail to load it). The test process
+``PROC_KEY_PREFIX``, ``PROC_VISIBILITY_TIMEOUT``, ``PROC_RECORD_DIR``, ``PROC_SECRET_KEY``,
+``PROC_FAIL_IN_CHILD`` to make spawned children fail to load it, and ``PROC_BEAT_EVERY`` for
+a periodic task recording into ``beat.jsonl``). The test process
 builds the same app with ``create_app(overrides)`` to send tasks and read results.
 
 Tasks record what happened as JSON lines appended to files in the record directory
@@ -42,6 +43,15 @@ def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
     app.config["PROC_GREETING"] = "hello from the app config"
     if os.environ.get("PROC_SECRET_KEY"):  # messages are signed when there is a key
         app.config["SECRET_KEY"] = os.environ["PROC_SECRET_KEY"]
+    if os.environ.get("PROC_BEAT_EVERY"):  # one periodic task, every so many seconds
+        app.config["TASKS_BEAT_SCHEDULE"] = {
+            "beat-entry": {
+                "task": "proc.record_run",
+                "schedule": float(os.environ["PROC_BEAT_EVERY"]),
+                "args": ["beat"],
+                "kwargs": {"log": "beat"},
+            }
+        }
     app.config.update(overrides or {})
     tasks.init_app(app)
     return app
