@@ -1,4 +1,4 @@
-"""Transports and stores, chosen by URL: redis, sqlite, memory.
+"""Transports and stores, chosen by URL: redis, sqlite, postgresql, memory.
 
 :func:`check_url` validates a URL's scheme (``init_app`` calls it, so a typo fails at
 start); :class:`Connections` opens an app's transport and store lazily, once per process.
