@@ -84,7 +84,15 @@ def parse_url(url: str, options: Mapping[str, Any]) -> tuple[str, PostgresOption
         else:
             libpq.append((key, value))
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(libpq), ""))
-    return conninfo, PostgresOptions.parse(url, ours, options)
+    parsed = PostgresOptions.parse(url, ours, options)
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise ImproperlyConfigured(
+            f"Cannot use the PostgreSQL URL {hide_password(url)!r}: {str(exc).strip()} "
+            "(the query string takes libpq's connection parameters, and pool_size)"
+        ) from None
+    return conninfo, parsed
 
 
 class _Disowning(Protocol):

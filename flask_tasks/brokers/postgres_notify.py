@@ -56,7 +56,8 @@ class Listener:
         self._stop = threading.Event()
         self._error = "not connected yet"
         self._thread: Optional[threading.Thread] = None
-        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader: Optional[socket.socket] = None
+        self._wake_writer: Optional[socket.socket] = None
         self._connection: Optional[psycopg.Connection[Any]] = None
         self._pid = os.getpid()
         disown_after_fork(self)
@@ -71,6 +72,7 @@ class Listener:
                 raise OperationalError(f"The PostgreSQL broker {self._url} is closed")
             self._waiters[channel].append(waiter)
             if self._thread is None:
+                self._wake_reader, self._wake_writer = socket.socketpair()
                 self._thread = threading.Thread(
                     target=self._run, name="flask-tasks-postgres-listen", daemon=True
                 )
@@ -125,11 +127,12 @@ class Listener:
 
     def _pump(self, connection: psycopg.Connection[Any]) -> None:
         pgconn = connection.pgconn
+        reader = self._wake_reader
+        assert reader is not None
         while not self._stop.is_set():
-            wake = self._wake_reader.fileno()
-            readable, _, _ = select.select([connection.fileno(), wake], [], [])
-            if wake in readable:
-                self._wake_reader.recv(64)
+            readable, _, _ = select.select([connection.fileno(), reader.fileno()], [], [])
+            if reader.fileno() in readable:
+                reader.recv(64)
                 continue
             pgconn.consume_input()  # raises once the server closed the connection
             notify = pgconn.notifies()
@@ -150,9 +153,7 @@ class Listener:
         self._connection = None
         self._thread = None
         self._pid = os.getpid()
-        self._wake_reader.close()  # this process's own copies: closing them is safe
-        self._wake_writer.close()
-        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._close_wake_sockets()  # this process's own copies: closing them is safe
 
     def close(self) -> None:
         """Stop the thread (closing its connection) and wake every waiter."""
@@ -162,10 +163,16 @@ class Listener:
         if self._pid != os.getpid():
             self.disown()
             thread = None
-        with suppress(OSError):
-            self._wake_writer.send(b"x")
+        if self._wake_writer is not None:
+            with suppress(OSError):
+                self._wake_writer.send(b"x")
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
         self._wake()
-        self._wake_reader.close()
-        self._wake_writer.close()
+        self._close_wake_sockets()
+
+    def _close_wake_sockets(self) -> None:
+        for sock in (self._wake_reader, self._wake_writer):
+            if sock is not None:
+                sock.close()
+        self._wake_reader = self._wake_writer = None

@@ -48,7 +48,7 @@ class PostgresStore(Store):
     def create_schema(self) -> bool:
         """Create the tables now (they are also created on first use); False if they
         were all there already."""
-        with self._pool.connection() as connection:
+        with self._pool.connect() as connection, self._pool.errors():
             created: bool = create_schema(connection, self._t)
         return created
 
