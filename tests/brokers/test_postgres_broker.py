@@ -437,3 +437,20 @@ def test_a_delayed_message_wakes_a_waiting_consumer_once_due(broker: PostgresBro
     taken = eventually(lambda: broker.wait(["q"], 10) or broker.reserve(["q"], 1, 30))
     assert [d.id for d in taken] == ["later"]
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.slow
+def test_a_throwaway_server_is_started_when_none_answers() -> None:
+    from postgres_server import answers, postgres_server, scratch_database
+
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    with postgres_server(unreachable) as admin_url:
+        assert admin_url != unreachable and answers(admin_url)
+        with scratch_database(admin_url) as url:
+            opened = open_broker(url, key_prefix="throwaway")
+            try:
+                opened.publish([Envelope("m", "q", b"x")])
+                assert [d.id for d in opened.reserve(["q"], 1, 30)] == ["m"]
+            finally:
+                opened.close()
+    assert not answers(admin_url)
