@@ -257,6 +257,25 @@ def schedule_command(as_json: bool) -> None:
         )
 
 
+@tasks_group.command("init-db")
+@with_appcontext
+def init_db_command() -> None:
+    """Create the broker's and the result backend's tables now (they are also created
+    on first use): for a deployment step, or a database user allowed DDL only then."""
+    runtime = current_runtime()
+    try:
+        for target in {id(c): c for c in (runtime.transport, runtime.store)}.values():
+            create = getattr(target, "create_schema", None)
+            if create is None:  # Redis and memory have no tables; SQLite makes its own
+                target.ping()
+                done = "ready, nothing to create"
+            else:
+                done = "tables created" if create() else "tables already there"
+            click.echo(f"{target.kind} {target.url}: {done}.")
+    except OperationalError as error:
+        raise click.ClickException(str(error)) from error
+
+
 def register_commands(app: Flask) -> None:
     """Add ``flask worker``, ``flask beat`` and ``flask tasks ...`` to ``app.cli``."""
     for command in (worker_command, beat_command, tasks_group):

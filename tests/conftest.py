@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from postgres_server import postgres_server, scratch_database
 from redis_server import redis_server
 
 
@@ -15,6 +16,14 @@ from redis_server import redis_server
 def redis_url() -> Iterator[str]:
     """URL of a private redis-server for this test session (never the machine's own)."""
     with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a database of this test session's own (``flask_tasks_test_<random>``) on the
+    machine's PostgreSQL, or on a throwaway server when none answers; dropped afterwards."""
+    with postgres_server() as admin_url, scratch_database(admin_url) as url:
         yield url
 
 

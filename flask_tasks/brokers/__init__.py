@@ -1,4 +1,5 @@
-"""Transports and stores, chosen by URL: redis, sqlite, memory, and amqp (a transport only).
+"""Transports and stores, chosen by URL: redis, sqlite, postgresql, memory, and amqp (a
+transport only).
 
 :func:`check_url` validates a URL's scheme (``init_app`` calls it, so a typo fails at
 start); :class:`Connections` opens an app's transport and store lazily, once per process.

@@ -16,12 +16,17 @@ _SCHEMES = {
     "redis+sentinel": "redis",
     "sqlite": "sqlite",
     "memory": "memory",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "postgresql+psycopg": "postgresql",
+    "postgresql+psycopg2": "postgresql",
 }
 
 
 def check_url(url: str, setting: str) -> str:
-    """The implementation kind (``"amqp"``, ``"redis"``, ``"sqlite"``, ``"memory"``) of ``url``;
-    ``ImproperlyConfigured`` naming ``setting`` and the known schemes if there is none."""
+    """The implementation kind (``"amqp"``, ``"redis"``, ``"sqlite"``, ``"memory"``,
+    ``"postgresql"``) of ``url``; ``ImproperlyConfigured`` naming ``setting`` and the known
+    schemes if there is none, or naming the extra to install if its driver is missing."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     kind = _SCHEMES.get(scheme)
     if kind is None:
@@ -29,6 +34,14 @@ def check_url(url: str, setting: str) -> str:
         raise ImproperlyConfigured(
             f"{setting} {hide_password(url)!r} has an unknown scheme {scheme!r}; use one of {known}"
         )
+    if kind == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as error:
+            raise ImproperlyConfigured(
+                f"{setting} {hide_password(url)!r} needs psycopg 3, which is not installed "
+                f"({error}): pip install Flask-Tasks[postgresql]"
+            ) from None
     return kind
 
 
@@ -88,6 +101,10 @@ def open_broker(url: str, *, key_prefix: str = "flask_tasks", **options: Any) ->
         from .sqlite import SQLiteBroker
 
         return SQLiteBroker(url, key_prefix=key_prefix, **options)
+    if kind == "postgresql":
+        from .postgres import PostgresBroker
+
+        return PostgresBroker(url, key_prefix=key_prefix, **options)
     from .memory import MemoryBroker
 
     return MemoryBroker(url, **options)

@@ -11,7 +11,8 @@
 Each has a ``*_spec`` fixture (the URL and key prefix, to open more connections) and an
 ``other_*`` fixture (a second connection to the same data; skipped where there is none).
 ``-k redis`` (or ``-k "not redis"``) selects by implementation. Each test gets data of its
-own: a fresh memory store, a fresh SQLite file, or a unique Redis key prefix.
+own: a fresh memory store, a fresh SQLite file, or a unique Redis or PostgreSQL key
+prefix (PostgreSQL: in a database made for the test session).
 
 To add an implementation: add a :class:`Backend` to :data:`BACKENDS` (how to make a URL
 for one test, and how to open it if not with ``open_broker``), then its name to each list
@@ -69,19 +70,25 @@ AMQP_DIFFERS = {
     "test_release_not_held_with_body_publishes_again": _AMQP_NO_REPLACE,
 }
 
+
+def _postgres_url(request: pytest.FixtureRequest, _tmp_path: Path) -> str:
+    return str(request.getfixturevalue("postgres_url"))  # the key prefix isolates each test
+
+
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(lambda _request, _tmp: "memory://", shared=False),
     "sqlite": Backend(lambda _request, tmp: f"sqlite:///{tmp / 'tasks.sqlite3'}"),
     "redis": Backend(_redis_url),
     "amqp": Backend(_amqp_url, opener=open_plain_transport, differs=AMQP_DIFFERS),
+    "postgresql": Backend(_postgres_url),
 }
 
 #: Implementations of :class:`flask_tasks.brokers.Transport`.
-TRANSPORTS = ["memory", "sqlite", "redis", "amqp"]
+TRANSPORTS = ["memory", "sqlite", "redis", "postgresql", "amqp"]
 #: Implementations of :class:`flask_tasks.brokers.Store`.
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "postgresql"]
 #: Implementations of :class:`flask_tasks.brokers.Broker` (transport, store, joint steps).
-BROKERS = ["memory", "sqlite", "redis"]
+BROKERS = ["memory", "sqlite", "redis", "postgresql"]
 
 
 def _spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendSpec]:

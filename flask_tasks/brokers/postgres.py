@@ -1,0 +1,254 @@
+"""``postgresql://``: queues and results in the database a Flask app often already has.
+
+The store part (records, revocations, counters, claims, heartbeats) is
+:mod:`.postgres_store`, the connections :mod:`.postgres_db`, the wake-ups
+:mod:`.postgres_notify`, the tables and the reserve function :mod:`.postgres_schema`.
+
+A message row is READY (in its queue, ordered by ``priority`` then ``seq``), DELAYED
+(``due`` is its eta) or LEASED (``due`` is when its lease runs out, by the database's
+clock). Partial indexes on each state keep every step an index lookup, whatever the length
+of the queue. ``reserve`` is one call of a PL/pgSQL function that takes rows with
+``FOR UPDATE SKIP LOCKED``: consumers never wait for each other and never take the same
+message. Each joint step is one SQL statement: one round trip, one transaction, and its
+``NOTIFY`` is delivered only once it is committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
+
+from .base import Broker, DeadLetter, Delivery, Envelope, Settlement, check_envelope
+from .postgres_schema import DELAYED, LEASED, NOW, READY, SEQ_BLOCK
+from .postgres_store import PostgresStore
+
+#: Most envelopes one statement publishes (positions within a sequence block).
+_PUBLISH_CHUNK = 10_000
+
+
+class PostgresBroker(PostgresStore, Broker):
+    """A transport and store in PostgreSQL tables, shared by every process on every host.
+
+    The store part (records, revocations, counters, claims, heartbeats) is
+    :class:`.PostgresStore`.
+    """
+
+    kind = "postgresql"
+
+    def __init__(self, url: str, key_prefix: str = "flask_tasks", **options: Any) -> None:
+        super().__init__(url, key_prefix, **options)
+        self._sql_publish = self._publish_sql()
+        self._sql_release = self._release_sql()
+
+    # -- statements ----------------------------------------------------------------------
+
+    def _notify_work_sql(self, rows: str) -> str:
+        channel = self._channels["work"]
+        return (
+            f"(SELECT count(pg_notify('{channel}', q)) "
+            f"FROM (SELECT DISTINCT queue FROM {rows}) AS w(q))"
+        )
+
+    def _publish_sql(self) -> str:
+        m = self._t["messages"]
+        return (
+            f"WITH block AS (SELECT nextval('{self._t['back']}') AS v), {self._sql_put}, "
+            f"stored AS (INSERT INTO {m} AS m (id, queue, priority, body, state, due, seq) "
+            "SELECT e.id, e.queue, e.priority, e.body, "
+            f"CASE WHEN e.eta > {NOW} THEN {DELAYED} ELSE {READY} END, "
+            f"CASE WHEN e.eta > {NOW} THEN e.eta ELSE 0 END, block.v * {SEQ_BLOCK} + e.pos "
+            "FROM unnest(%(ids)s::text[], %(queues)s::text[], %(priorities)s::smallint[], "
+            "%(bodies)s::bytea[], %(etas)s::float8[]) WITH ORDINALITY "
+            "AS e(id, queue, priority, body, eta, pos), block "
+            "ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, "
+            "priority = excluded.priority, body = excluded.body, state = excluded.state, "
+            "due = excluded.due, seq = excluded.seq RETURNING m.queue) "
+            f"SELECT {self._notify_work_sql('stored')} + {self._notify_results_sql()}"
+        )
+
+    def _release_sql(self) -> str:
+        eta = "%(eta)s::float8"
+        return (
+            f"WITH {self._sql_put}, moved AS (UPDATE {self._t['messages']} SET "
+            "body = COALESCE(%(body)s::bytea, body), "
+            f"state = CASE WHEN {eta} > {NOW} THEN {DELAYED} ELSE {READY} END, "
+            f"due = CASE WHEN {eta} > {NOW} THEN {eta} ELSE 0 END, "
+            f"seq = CASE WHEN {eta} IS NULL THEN "
+            f"(SELECT nextval('{self._t['front']}')) * {SEQ_BLOCK} "
+            f"WHEN {eta} > {NOW} THEN seq "
+            f"ELSE (SELECT nextval('{self._t['back']}')) * {SEQ_BLOCK} END "
+            f"WHERE id = %(id)s AND (state = {LEASED} OR %(body)s::bytea IS NOT NULL) "
+            "RETURNING queue) "
+            f"SELECT {self._notify_work_sql('moved')} + {self._notify_results_sql()}"
+        )
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish_with_records(
+        self, envelopes: Sequence[Envelope], records: Mapping[str, bytes], record_ttl: float
+    ) -> None:
+        for envelope in envelopes:
+            check_envelope(envelope)
+        # One id twice in one statement would be an error: the last one wins.
+        latest = list({envelope.id: envelope for envelope in envelopes}.values())
+        if not latest:
+            self.set_results(records, record_ttl)
+            return
+        chunks = [latest[i : i + _PUBLISH_CHUNK] for i in range(0, len(latest), _PUBLISH_CHUNK)]
+        with self._pool.connection() as connection:
+            with connection.transaction():
+                for index, chunk in enumerate(chunks):
+                    params = self._record_params(records if index == 0 else {}, record_ttl)
+                    params.update(
+                        ids=[e.id for e in chunk],
+                        queues=[e.queue for e in chunk],
+                        priorities=[e.priority for e in chunk],
+                        bodies=[bytes(e.body) for e in chunk],
+                        etas=[e.eta or 0.0 for e in chunk],
+                    )
+                    connection.execute(self._sql_publish, params)
+            if records:
+                self._sweep(connection)
+
+    # -- consuming ------------------------------------------------------------------------
+
+    def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
+        if count <= 0 or not queues:
+            return []
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                f"SELECT * FROM {self._t['reserve']}(%s::text[], %s, %s::float8)",
+                [list(queues), count, lease],
+            ).fetchall()
+            self._sweep(connection)
+        position = {queue: index for index, queue in reversed(list(enumerate(queues)))}
+        rows.sort(key=lambda row: (position[row[1]], row[2], row[5]))
+        return [Delivery(row[0], row[1], row[2], bytes(row[3]), bool(row[4])) for row in rows]
+
+    def _next_wake(self, queues: Sequence[str]) -> Optional[float]:
+        """0 if ``queues`` hold ready work, else the seconds until the next delayed
+        message falls due or lease runs out (None if there is none)."""
+        m = self._t["messages"]
+        with self._pool.connection() as connection:
+            row = connection.execute(
+                f"SELECT CASE WHEN EXISTS (SELECT 1 FROM {m} WHERE state = {READY} "
+                "AND queue = ANY(%s::text[])) THEN 0 ELSE "
+                f"LEAST((SELECT min(due) FROM {m} WHERE state = {DELAYED}), "
+                f"(SELECT min(due) FROM {m} WHERE state = {LEASED})) - {NOW} END",
+                [list(queues)],
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._listener.subscribe(self._channels["work"], queues) as published:
+            while not published.is_set():
+                remaining = deadline - time.monotonic()
+                wake_in = self._next_wake(queues)
+                if remaining <= 0 or (wake_in is not None and wake_in <= 0):
+                    return
+                published.wait(remaining if wake_in is None else min(remaining, wake_in))
+
+    def extend(self, ids: Iterable[str], lease: float) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        with self._pool.connection() as connection:
+            connection.execute(
+                f"UPDATE {self._t['messages']} SET due = {NOW} + %s::float8 "
+                f"WHERE state = {LEASED} AND id = ANY(%s::text[])",
+                [lease, ids],
+            )
+
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
+        """One statement, however many: one round trip, one commit."""
+        if not settlements:
+            return
+        records = {message_id: r for message_id, r in settlements if r is not None}
+        params = self._record_params(records, record_ttl)
+        params["ids"] = [message_id for message_id, _record in settlements]
+        with self._pool.connection() as connection:
+            connection.execute(
+                f"WITH acked AS (DELETE FROM {self._t['messages']} "
+                f"WHERE id = ANY(%(ids)s::text[])), {self._sql_put} "
+                f"SELECT {self._notify_results_sql()}",
+                params,
+            )
+            if records:
+                self._sweep(connection)
+
+    def release_with_record(
+        self,
+        message_id: str,
+        body: bytes | None,
+        eta: float | None,
+        record: bytes | None,
+        record_ttl: float,
+    ) -> None:
+        params = self._record_params({} if record is None else {message_id: record}, record_ttl)
+        params.update(id=message_id, body=None if body is None else bytes(body), eta=eta)
+        with self._pool.connection() as connection:
+            connection.execute(self._sql_release, params)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self._pool.connection() as connection:
+            connection.execute(
+                f"WITH gone AS (DELETE FROM {self._t['messages']} WHERE id = %(id)s) "
+                f"INSERT INTO {self._t['dead']} AS d VALUES (%(id)s, %(queue)s, "
+                f"%(priority)s, %(body)s, %(reason)s, {NOW}, nextval('{self._t['back']}')) "
+                "ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, "
+                "priority = excluded.priority, body = excluded.body, "
+                "reason = excluded.reason, failed_at = excluded.failed_at, n = excluded.n",
+                {
+                    "id": delivery.id,
+                    "queue": delivery.queue,
+                    "priority": delivery.priority,
+                    "body": bytes(delivery.body),
+                    "reason": str(reason),
+                },
+            )
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                f"SELECT id, queue, priority, body, reason, failed_at FROM {self._t['dead']} "
+                "ORDER BY failed_at DESC, n DESC LIMIT %s",
+                [max(0, limit)],
+            ).fetchall()
+        return [DeadLetter(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
+
+    def retry_dead_letter(self, message_id: str) -> bool:
+        m = self._t["messages"]
+        with self._pool.connection() as connection:
+            row = connection.execute(
+                f"WITH letter AS (DELETE FROM {self._t['dead']} WHERE id = %s "
+                "RETURNING id, queue, priority, body), "
+                f"stored AS (INSERT INTO {m} AS m (id, queue, priority, body, state, due, seq) "
+                f"SELECT id, queue, priority, body, {READY}, 0, "
+                f"nextval('{self._t['back']}') * {SEQ_BLOCK} FROM letter "
+                "ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, "
+                "priority = excluded.priority, body = excluded.body, state = excluded.state, "
+                "due = excluded.due, seq = excluded.seq RETURNING m.queue) "
+                f"SELECT {self._notify_work_sql('stored')}",
+                [message_id],
+            ).fetchone()
+        return row is not None and row[0] > 0
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def queue_length(self, queue: str) -> int:
+        with self._pool.connection() as connection:
+            row = connection.execute(
+                f"SELECT count(*) FROM {self._t['messages']} WHERE state = {READY} AND queue = %s",
+                [queue],
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def purge(self, queue: str) -> int:
+        with self._pool.connection() as connection:
+            cursor = connection.execute(
+                f"DELETE FROM {self._t['messages']} WHERE state = {READY} AND queue = %s",
+                [queue],
+            )
+            return int(cursor.rowcount)
