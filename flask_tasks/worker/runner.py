@@ -47,6 +47,9 @@ class TaskRunner:
         #: When a list, settlements are collected here for the consumer to send in one
         #: batch (:meth:`settle`) instead of one by one.
         self.settle_buffer: Optional[list[Settlement]] = None
+        #: Messages failed at their hard time limit while their thread went on: its
+        #: outcome, when it comes, is discarded.
+        self.abandoned: set[str] = set()
 
     # -- vetting --------------------------------------------------------------------------
 
@@ -139,6 +142,17 @@ class TaskRunner:
         runtime: float,
         acks_late: bool,
     ) -> None:
+        if message.id in self.abandoned:
+            self.abandoned.discard(message.id)
+            logger.warning(
+                "Task %s[%s] ended %.1fs after it was failed at its time limit; its outcome "
+                "(%s) is discarded",
+                message.task,
+                message.id,
+                runtime,
+                outcome.state,
+            )
+            return
         if outcome.state == states.RETRY:
             self._retry(message, outcome, runtime, acks_late)
             return
