@@ -200,8 +200,11 @@ class Consumer(Monitor):
             return False
         reserved_at = time.monotonic()
         revoked = self._revoked_among(batch)
+        dropped = self.runner.receive(batch, revoked)
         with self._changed:
             for delivery in batch:
+                if delivery.id in dropped:
+                    continue
                 self._held[delivery.id] = delivery
                 self._pending.append((delivery, delivery.id in revoked, reserved_at))
             self._changed.notify_all()
@@ -326,6 +329,7 @@ class Consumer(Monitor):
         with self._lock:
             returned = list(self._pending)
             self._pending.clear()
+        self.runner.forget([delivery.id for delivery, _revoked, _at in returned])
         for delivery, _revoked, _reserved_at in reversed(returned):
             try:
                 self.transport.release(delivery.id)
@@ -352,6 +356,7 @@ class Consumer(Monitor):
             self._stalled = True
             for delivery, _revoked, _reserved_at in returned:
                 self._held.pop(delivery.id, None)
+        self.runner.forget([delivery.id for delivery, _revoked, _at in returned])
         try:
             for delivery, _revoked, _reserved_at in reversed(returned):
                 self.transport.release(delivery.id)

@@ -210,3 +210,71 @@ def counted(self: Any, index: int) -> int:
     record("counted", index=index, id=self.request.id, hostname=self.request.hostname)
     time.sleep(0.002)
     return index
+
+
+# -- worker control (tests/test_worker_control.py) ---------------------------------------
+
+
+@tasks.task(name="proc.soft_in_sleep", soft_time_limit=1)
+def soft_in_sleep() -> float:
+    """One C-level ``time.sleep(30)``: the soft limit must interrupt it."""
+    started = time.monotonic()
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        return time.monotonic() - started
+    return -1.0
+
+
+@tasks.task(name="proc.soft_in_socket_read", soft_time_limit=1)
+def soft_in_socket_read() -> float:
+    """A read on a socket nobody writes to: the soft limit must interrupt it."""
+    import socket
+
+    started = time.monotonic()
+    left, right = socket.socketpair()
+    try:
+        left.recv(1)
+    except SoftTimeLimitExceeded:
+        return time.monotonic() - started
+    finally:
+        left.close()
+        right.close()
+    return -1.0
+
+
+@tasks.task(name="proc.hard_in_sleep", time_limit=1)
+def hard_in_sleep() -> str:
+    time.sleep(30)
+    return "never stopped"
+
+
+@tasks.task(name="proc.stubborn", time_limit=0.3)
+def stubborn(seconds: float) -> str:
+    """Swallows its time limit and goes on: the worker must give up on it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except BaseException:  # noqa: S110
+            pass
+    return "outlived its limit"
+
+
+@tasks.task(name="proc.nap")
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+_HOARD: list[bytearray] = []
+
+
+@tasks.task(name="proc.hoard")
+def hoard(kib: int) -> int:
+    """Keep ``kib`` KiB alive in this process (touched, so it is resident)."""
+    block = bytearray(kib * 1024)
+    for index in range(0, len(block), 4096):
+        block[index] = 1
+    _HOARD.append(block)
+    return os.getpid()
