@@ -59,8 +59,12 @@ def with_app(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        context = click.get_current_context()
-        load_app(context.command_path.split(" ", 1)[-1])
+        context: Optional[click.Context] = click.get_current_context()
+        names: list[str] = []
+        while context is not None and context.parent is not None:  # up to, not with, flask
+            names.insert(0, context.info_name or "")
+            context = context.parent
+        load_app(" ".join(names))
         return function(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

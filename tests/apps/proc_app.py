@@ -12,6 +12,7 @@ Tasks record what happened as JSON lines appended to files in the record directo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -41,6 +42,8 @@ def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
     app.config["PROC_GREETING"] = "hello from the app config"
     if os.environ.get("PROC_SECRET_KEY"):  # messages are signed when there is a key
         app.config["SECRET_KEY"] = os.environ["PROC_SECRET_KEY"]
+    if os.environ.get("PROC_TASKS_ROUTES"):  # a configuration error, for tests of it
+        app.config["TASKS_ROUTES"] = json.loads(os.environ["PROC_TASKS_ROUTES"])
     app.config.update(overrides or {})
     tasks.init_app(app)
     return app
@@ -254,10 +257,8 @@ def stubborn(seconds: float) -> str:
     """Swallows its time limit and goes on: the worker must give up on it."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(BaseException):
             time.sleep(0.05)
-        except BaseException:  # noqa: S110
-            pass
     return "outlived its limit"
 
 
