@@ -14,14 +14,24 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import click
-from flask import Flask, current_app
-from flask.cli import ScriptInfo, with_appcontext
+from flask import Flask
+from flask.cli import ScriptInfo
 
 from .beat import Beat
+from .cli_control import (
+    ConfigurationError,
+    known_queues,
+    load_app,
+    rate_limit_command,
+    status_command,
+    with_app,
+)
 from .exceptions import ImproperlyConfigured, OperationalError
 from .runtime import current_runtime
 from .worker import POOLS, Worker, default_pool
+from .worker.green import GREEN_POOLS, is_patched, restart_patched
 from .worker.logs import configure_logging
+from .worker.scaling import parse_autoscale
 
 #: What ``flask tasks inspect`` shows of a record.
 _RECORD_FIELDS = (
@@ -50,6 +60,17 @@ def _queue_list(
     return queues
 
 
+def _autoscale(
+    _ctx: click.Context, _param: click.Parameter, value: Optional[str]
+) -> Optional[tuple[int, int]]:
+    if value is None:
+        return None
+    try:
+        return parse_autoscale(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.command("worker")
 @click.option(
     "-c",
@@ -61,7 +82,8 @@ def _queue_list(
     "-P",
     "--pool",
     type=click.Choice(POOLS),
-    help="prefork (default on POSIX), threads (default on Windows), or solo.",
+    help="prefork (default on POSIX), threads (default on Windows), solo, gevent or "
+    "eventlet (the last two need their extra: pip install 'Flask-Tasks[gevent]').",
 )
 @click.option(
     "-Q",
@@ -91,9 +113,21 @@ def _queue_list(
     type=click.IntRange(min=1),
     help="Replace a child process after it ran this many tasks.",
 )
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    metavar="KIB",
+    help="Replace a child process after the task that took it past this resident memory "
+    "(KiB); threads and solo restart the worker process.",
+)
+@click.option(
+    "--autoscale",
+    callback=_autoscale,
+    metavar="MAX,MIN",
+    help="prefork and threads: between MIN and MAX processes or threads, by the backlog.",
+)
 @click.option("--burst", is_flag=True, help="Run what is queued now, then exit.")
 @click.option("-B", "--beat", is_flag=True, help="Also send periodic tasks (as flask beat does).")
-@with_appcontext
 def worker_command(
     concurrency: Optional[int],
     pool: Optional[str],
@@ -102,11 +136,18 @@ def worker_command(
     loglevel: str,
     hostname: Optional[str],
     max_tasks_per_child: Optional[int],
+    max_memory_per_child: Optional[int],
+    autoscale: Optional[tuple[int, int]],
     burst: bool,
     beat: bool,
 ) -> None:
     """Run a worker that executes this app's tasks."""
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    if pool in GREEN_POOLS and not is_patched(pool):
+        try:
+            restart_patched(pool)  # patch before the app is imported
+        except ImproperlyConfigured as error:
+            raise ConfigurationError(str(error)) from None
+    app: Flask = load_app("worker")
     script_info = click.get_current_context().find_object(ScriptInfo)
     if burst and (pool or default_pool()) == "prefork":
         pool = "solo"  # a burst drains the queues in this process: no children
@@ -123,8 +164,13 @@ def worker_command(
             burst=burst,
             app_import_path=script_info.app_import_path if script_info else None,
             beat=beat,
+            autoscale=autoscale,
+            max_memory_per_child=max_memory_per_child,
         )
-        click.echo(worker.banner(), err=True)
+    except ImproperlyConfigured as error:
+        raise ConfigurationError(str(error)) from None
+    click.echo(worker.banner(), err=True)
+    try:
         sys.exit(worker.start())
     except (ImproperlyConfigured, OperationalError) as error:
         raise click.ClickException(str(error)) from error
@@ -137,7 +183,7 @@ def tasks_group() -> None:
 
 @tasks_group.command("inspect")
 @click.argument("task_id")
-@with_appcontext
+@with_app
 def inspect_command(task_id: str) -> None:
     """Show the stored state of a task."""
     record = current_runtime().read(task_id)
@@ -153,10 +199,17 @@ def inspect_command(task_id: str) -> None:
 @tasks_group.command("purge")
 @click.argument("queue")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
-@with_appcontext
+@with_app
 def purge_command(queue: str, force: bool) -> None:
     """Drop every ready message of QUEUE."""
-    transport = current_runtime().transport
+    runtime = current_runtime()
+    transport = runtime.transport
+    known = known_queues(runtime)
+    if queue not in known and not transport.queue_length(queue):
+        raise click.ClickException(
+            f"No queue {queue!r} is known to this app (it names {', '.join(sorted(known))}) "
+            "and it holds no ready messages"
+        )
     if not force:
         count = transport.queue_length(queue)
         click.confirm(f"Drop {count} ready message(s) from {queue!r}?", abort=True)
@@ -167,7 +220,7 @@ def purge_command(queue: str, force: bool) -> None:
 @tasks_group.command("revoke")
 @click.argument("task_ids", nargs=-1, required=True)
 @click.option("--terminate", is_flag=True, help="Also stop the task if it is running.")
-@with_appcontext
+@with_app
 def revoke_command(task_ids: tuple[str, ...], terminate: bool) -> None:
     """Revoke tasks: workers will not run them (or stop them, with --terminate)."""
     current_runtime().revoke(list(task_ids), terminate=terminate)
@@ -176,7 +229,7 @@ def revoke_command(task_ids: tuple[str, ...], terminate: bool) -> None:
 
 @tasks_group.command("failed")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
-@with_appcontext
+@with_app
 def failed_command(limit: int) -> None:
     """List dead letters: messages no worker could process, newest first."""
     letters = current_runtime().transport.dead_letters(limit)
@@ -190,7 +243,7 @@ def failed_command(limit: int) -> None:
 @tasks_group.command("retry")
 @click.argument("message_ids", nargs=-1)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every dead letter.")
-@with_appcontext
+@with_app
 def retry_command(message_ids: tuple[str, ...], retry_all: bool) -> None:
     """Put dead letters back on their queues (after fixing what made them fail)."""
     broker = current_runtime().transport
@@ -219,7 +272,7 @@ def retry_command(message_ids: tuple[str, ...], retry_all: bool) -> None:
     type=click.FloatRange(min=0.1),
     help="Longest sleep between two looks at the schedule, in seconds.",
 )
-@with_appcontext
+@with_app
 def beat_command(loglevel: str, max_interval: float) -> None:
     """Send periodic tasks when they are due (any number may run: each due time is sent
     once)."""
@@ -241,7 +294,7 @@ def beat_command(loglevel: str, max_interval: float) -> None:
 
 @tasks_group.command("schedule")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@with_appcontext
+@with_app
 def schedule_command(as_json: bool) -> None:
     """List the periodic tasks with their last and next run."""
     rows = Beat(current_runtime()).schedule_rows()
@@ -258,7 +311,7 @@ def schedule_command(as_json: bool) -> None:
 
 
 @tasks_group.command("init-db")
-@with_appcontext
+@with_app
 def init_db_command() -> None:
     """Create the broker's and the result backend's tables now (they are also created
     on first use): for a deployment step, or a database user allowed DDL only then."""
@@ -274,6 +327,10 @@ def init_db_command() -> None:
             click.echo(f"{target.kind} {target.url}: {done}.")
     except OperationalError as error:
         raise click.ClickException(str(error)) from error
+
+
+tasks_group.add_command(status_command)
+tasks_group.add_command(rate_limit_command)
 
 
 def register_commands(app: Flask) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
+from .config_entries import check_annotations, check_routes
 from .exceptions import ImproperlyConfigured
 from .periodic import entries_from_config
 from .schedules import timezone_named
@@ -149,6 +150,8 @@ class TasksConfig:
         return config_object
 
     def _check_consistency(self) -> None:
+        check_routes(self.routes)
+        check_annotations(self.annotations)
         unknown = set(self.accept_content) - set(SERIALIZERS)
         if unknown:
             raise ImproperlyConfigured(

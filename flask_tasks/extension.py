@@ -17,13 +17,13 @@ from .brokers import check_urls
 from .canvas import Signature, Workflow, send
 from .cli import register_commands
 from .config import TasksConfig
+from .config_entries import parse_rate
 from .exceptions import ImproperlyConfigured
 from .periodic import Entry
 from .result import AsyncResult
 from .runtime import EXTENSION_KEY, Runtime, current_runtime, runtime_of
 from .task import Task
 from .web import register_web, status_url
-from .worker.rate_limit import parse_rate
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: The class, under a name the ``Tasks.AsyncResult`` method does not shadow.

@@ -120,6 +120,11 @@ class Record:
         return cls(states.PENDING, task=task, parent_id=parent_id)
 
     @classmethod
+    def received(cls, task: str, hostname: str) -> Record:
+        """Taken from its queue by the worker ``hostname``, not started yet."""
+        return cls(states.RECEIVED, {"hostname": hostname}, task=task, worker=hostname)
+
+    @classmethod
     def started(cls, task: str, hostname: str, pid: int) -> Record:
         return cls(states.STARTED, {"pid": pid, "hostname": hostname}, task=task, worker=hostname)
 

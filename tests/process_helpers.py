@@ -34,7 +34,7 @@ from redis_server import free_port  # noqa: E402
 
 #: Default upper bound of every wait, in seconds.
 WAIT = 15.0
-#: The line a consumer logs once it consumes (one per prefork child).
+#: The line a worker logs once it consumes (once, for all its prefork children).
 READY = re.compile(r"ready: consuming ")
 #: The broker every process test runs on (``FLASK_TASKS_PROCESS_BROKER`` may pick
 #: ``sqlite``); the core flows run on each of ``BROKERS``.

@@ -95,7 +95,7 @@ def shared(
     records.mkdir()
     worker_setup = WorkerSetup(url, records)
     with worker_processes(worker_setup, directory) as started:
-        worker = started.start("-c", "2", "-n", "shared@test", ready_count=2)
+        worker = started.start("-c", "2", "-n", "shared@test")
         yield Shared(worker_setup, worker)
     worker_setup.close()
 
@@ -303,7 +303,7 @@ def test_queues_in_order_of_precedence(
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_concurrency(setup: WorkerSetup, app: Flask, workers: WorkerProcesses, pool: str) -> None:
-    workers.start("-P", pool, "-c", "3", ready_count=3 if pool == "prefork" else 1)
+    workers.start("-P", pool, "-c", "3")
     results = [proc_app.sleep_then_return.delay(0.8, index) for index in range(3)]
     assert [result.get(timeout=RESULT_WAIT) for result in results] == [0, 1, 2]
     lines = setup.records("sleepers")
@@ -349,9 +349,7 @@ def test_prefork_with_spawn(
     again the way ``flask`` found it."""
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method} start method here")
-    worker = workers.start(
-        "-P", "prefork", "-c", "2", ready_count=2, FLASK_TASKS_START_METHOD=method
-    )
+    worker = workers.start("-P", "prefork", "-c", "2", FLASK_TASKS_START_METHOD=method)
     seen = [proc_app.app_context.delay() for _ in range(4)]
     for result in seen:
         info = result.get(timeout=RESULT_WAIT)
@@ -408,14 +406,16 @@ def test_hard_time_limit_fails_the_task(
     assert worker.returncode() is None
 
 
-def test_hard_time_limit_stops_a_task_stuck_in_c_code(app: Flask, workers: WorkerProcesses) -> None:
-    """A prefork child that cannot be interrupted is replaced; the task fails."""
+def test_hard_time_limit_replaces_a_child_that_does_not_stop(
+    app: Flask, workers: WorkerProcesses
+) -> None:
+    """A prefork child whose task swallows its time limit is replaced; the task fails."""
     worker = workers.start("-P", "prefork", "-c", "1", "--prefetch", "0")
-    result = proc_app.hard_limited_in_c.delay(30)
+    result = proc_app.stubborn.delay(30)
     with pytest.raises(TimeLimitExceeded):
         result.get(timeout=RESULT_WAIT)
     assert proc_app.add.delay(6, 6).get(timeout=RESULT_WAIT) == 12
-    worker.wait_for("starting another")
+    worker.wait_for("did not stop; exiting this process")
     assert worker.returncode() is None
 
 
@@ -616,9 +616,7 @@ def test_sigkill_mid_task_redelivers_acks_late_only(
     """kill -9 a worker: an acks_late task runs again elsewhere once its lease runs out;
     an acks_late=False task (acknowledged when it started) does not."""
     setup.visibility_timeout = 2.0
-    victim = workers.start(
-        "-P", pool, "-c", "2", "-n", "victim@test", ready_count=2 if pool == "prefork" else 1
-    )
+    victim = workers.start("-P", pool, "-c", "2", "-n", "victim@test")
     late = proc_app.late_ack.delay(30)
     early = proc_app.early_ack.delay(30)
     wait_until(lambda: runs(setup, "late_ack") and runs(setup, "early_ack"), what="both starts")

@@ -119,6 +119,16 @@ def _refuse_str(ids: Sequence[str]) -> None:
         raise TypeError(f"Expected a sequence of ids, got the str {ids!r}; pass [{ids!r}]")
 
 
+@dataclass(frozen=True)
+class QueueCounts:
+    """How many messages of one queue are ready, delayed (an eta in the future, or a
+    retry's countdown) and reserved (leased to a worker). None: the transport cannot tell."""
+
+    ready: int
+    delayed: Optional[int] = None
+    reserved: Optional[int] = None
+
+
 #: A finished message and the result record to store with it (None: no record).
 Settlement = tuple[str, Optional[bytes]]
 
@@ -219,6 +229,12 @@ class Transport(_Connection):
     def purge(self, queue: str) -> int:
         """Drop the ready messages of ``queue``; returns how many."""
 
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Ready, delayed and reserved counts of each of ``queues`` (``flask tasks
+        status``). A read for people: it may take time proportional to the delayed and
+        reserved messages. By default only ``ready`` is known."""
+        return {queue: QueueCounts(self.queue_length(queue)) for queue in queues}
+
 
 class Store(_Connection):
     """What outlives a message: result records, revocations, counters, claims, heartbeats.
@@ -291,6 +307,23 @@ class Store(_Connection):
     @abstractmethod
     def workers(self) -> dict[str, bytes]:
         """Workers whose last heartbeat has not expired: name -> info."""
+
+    # -- shared settings ------------------------------------------------------------------
+
+    def set_value(self, namespace: str, key: str, value: bytes | None) -> None:
+        """Set ``key`` in ``namespace`` to ``value`` (None deletes it), kept until changed:
+        settings that running workers read, such as ``flask tasks rate-limit``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not keep shared values (Store.set_value); "
+            "use a Redis, SQLite or memory store for this"
+        )
+
+    def get_values(self, namespace: str) -> dict[str, bytes]:
+        """Every key of ``namespace`` and its value, in one read."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not keep shared values (Store.get_values); "
+            "use a Redis, SQLite or memory store for this"
+        )
 
 
 class Broker(Transport, Store):

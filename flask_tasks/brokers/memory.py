@@ -15,7 +15,16 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .base import MAX_PRIORITY, Broker, DeadLetter, Delivery, Envelope, Settlement, check_envelope
+from .base import (
+    MAX_PRIORITY,
+    Broker,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    QueueCounts,
+    Settlement,
+    check_envelope,
+)
 from .memory_store import MemoryStore
 
 _PROMOTE_BATCH = 1000
@@ -230,6 +239,25 @@ class MemoryBroker(MemoryStore, Broker):
                 for message_id, generation in bucket
                 if self._is_current(message_id, generation) and message_id not in self._leases
             )
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        ready = {queue: self.queue_length(queue) for queue in queues}
+        delayed = dict.fromkeys(queues, 0)
+        reserved = dict.fromkeys(queues, 0)
+        with self._lock:
+            for _eta, generation, message_id in self._delayed:
+                stored = self._messages.get(message_id)
+                if stored is None or stored.generation != generation:
+                    continue  # a stale heap entry
+                if stored.queue in delayed and message_id not in self._leases:
+                    delayed[stored.queue] += 1
+            for message_id in self._leases:
+                stored = self._messages.get(message_id)
+                if stored is not None and stored.queue in reserved:
+                    reserved[stored.queue] += 1
+        return {
+            queue: QueueCounts(ready[queue], delayed[queue], reserved[queue]) for queue in queues
+        }
 
     def purge(self, queue: str) -> int:
         with self._lock:

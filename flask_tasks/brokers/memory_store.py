@@ -40,6 +40,7 @@ class MemoryStore(Store):
         self._counters: dict[str, tuple[int, float]] = {}
         self._claims: dict[str, float] = {}
         self._workers: dict[str, tuple[bytes, float]] = {}
+        self._values: dict[str, dict[str, bytes]] = {}
         #: (expires_at, table, key) for everything with a ttl but messages and leases.
         self._expiries: list[tuple[float, str, str]] = []
 
@@ -173,6 +174,18 @@ class MemoryStore(Store):
             return {
                 name: info for name, (info, expires_at) in self._workers.items() if expires_at > now
             }
+
+    def set_value(self, namespace: str, key: str, value: bytes | None) -> None:
+        with self._lock:
+            values = self._values.setdefault(namespace, {})
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = value
+
+    def get_values(self, namespace: str) -> dict[str, bytes]:
+        with self._lock:
+            return dict(self._values.get(namespace, {}))
 
     def ping(self) -> None:
         """Always answers: the store is this process."""

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Optional, cast
 
 from ..exceptions import OperationalError
-from .base import Broker, DeadLetter, Delivery, Envelope, Settlement, check_envelope
+from .base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    QueueCounts,
+    Settlement,
+    check_envelope,
+)
 from .redis_pubsub import SubscriberPool
 from .redis_scripts import ScriptCall
 from .redis_store import RedisStore, milliseconds
@@ -26,6 +34,8 @@ from .redis_store import operational as _operational
 PROMOTE_BATCH = 1000
 #: Most list entries one ``purge`` script pops before yielding the server.
 PURGE_BATCH = 5000
+#: Ids read per round trip when ``queue_counts`` counts delayed and leased messages.
+COUNT_CHUNK = 1000
 #: Dead letters kept; the oldest beyond this are dropped.
 DEAD_LETTER_LIMIT = 10_000
 #: Attempts for the read-then-script operations when a message moves queue meanwhile.
@@ -257,6 +267,32 @@ class RedisBroker(RedisStore, Broker):
     @_operational
     def queue_length(self, queue: str) -> int:
         return max(0, int(self._client.hget(self.keys.ready, queue) or 0))
+
+    @_operational
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Ready counts from the ready hash; delayed and reserved by reading the ids of
+        the delayed and leased sets and their queues, in chunks (no script)."""
+        ready = self._client.hmget(self.keys.ready, list(queues)) if queues else []
+        counts = {
+            queue: {"ready": max(0, int(value or 0)), "delayed": 0, "reserved": 0}
+            for queue, value in zip(queues, ready)
+        }
+        for kind, key in (("delayed", self.keys.delayed), ("reserved", self.keys.leases)):
+            start = 0
+            while True:
+                ids = cast("list[bytes]", self._client.zrange(key, start, start + COUNT_CHUNK - 1))
+                if not ids:
+                    break
+                start += len(ids)
+                metas = cast("list[Optional[bytes]]", self._client.hmget(self.keys.meta, ids))
+                for meta in metas:
+                    queue = meta.decode().split(":", 2)[2] if meta else None
+                    if queue in counts:
+                        counts[queue][kind] += 1
+        return {
+            queue: QueueCounts(by_kind["ready"], by_kind["delayed"], by_kind["reserved"])
+            for queue, by_kind in counts.items()
+        }
 
     @_operational
     def purge(self, queue: str) -> int:

@@ -71,6 +71,10 @@ class RedisKeys:
         """String: the counter ``name`` (``Store.incr``)."""
         return f"{self.base}:counter:{name}"
 
+    def values(self, namespace: str) -> str:
+        """Hash: the shared values of ``namespace`` (``Store.set_value``)."""
+        return f"{self.base}:values:{namespace}"
+
     def claim(self, name: str) -> str:
         """String, set with NX and a time to live: the claim ``name`` (``Store.claim``)."""
         return f"{self.base}:claim:{name}"

@@ -209,6 +209,18 @@ class RedisStore(Store):
         # A worker dropped as expired between the two reads is left out.
         return {name.decode(): infos[name] for name in live if name in infos}
 
+    @operational
+    def set_value(self, namespace: str, key: str, value: bytes | None) -> None:
+        if value is None:
+            self._client.hdel(self.keys.values(namespace), key)
+        else:
+            self._client.hset(self.keys.values(namespace), key, value)
+
+    @operational
+    def get_values(self, namespace: str) -> dict[str, bytes]:
+        stored = cast("dict[bytes, bytes]", self._client.hgetall(self.keys.values(namespace)))
+        return {key.decode(): value for key, value in stored.items()}
+
     # -- connection -----------------------------------------------------------------------
 
     @operational

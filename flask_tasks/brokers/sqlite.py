@@ -21,7 +21,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
-from .base import Broker, DeadLetter, Delivery, Envelope, Settlement, check_envelope
+from .base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    QueueCounts,
+    Settlement,
+    check_envelope,
+)
 from .sqlite_db import back_of_queue, chunks, front_of_queue, marks, recover_messages
 from .sqlite_schema import DELAYED, LEASED, READY
 from .sqlite_store import SQLiteStore
@@ -249,6 +257,22 @@ class SQLiteBroker(SQLiteStore, Broker):
                 (queue,),
             ).fetchone()
         return int(row[0])
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        counts = {queue: {READY: 0, DELAYED: 0, LEASED: 0} for queue in queues}
+        marks = ", ".join("?" for _ in queues)
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT queue, state, COUNT(*) FROM {self._t['messages']} "
+                f"WHERE queue IN ({marks}) GROUP BY queue, state",
+                list(queues),
+            ).fetchall()
+        for queue, state, count in rows:
+            counts[queue][state] = int(count)
+        return {
+            queue: QueueCounts(by_state[READY], by_state[DELAYED], by_state[LEASED])
+            for queue, by_state in counts.items()
+        }
 
     def purge(self, queue: str) -> int:
         with self._db.write() as conn:

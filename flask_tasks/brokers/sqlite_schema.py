@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS {workers} (
     expires_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {workers_expiry} ON {workers} (expires_at);
+CREATE TABLE IF NOT EXISTS {kept_values} (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
 """
 
 #: Most expired rows of each kind one housekeeping pass deletes.
@@ -101,6 +107,7 @@ def table_names(key_prefix: str) -> dict[str, str]:
         "claims_expiry",
         "workers",
         "workers_expiry",
+        "kept_values",
     ]
     return {name: _quote(f"{key_prefix}_{name}") for name in names}
 

@@ -187,6 +187,27 @@ class SQLiteStore(Store):
             ).fetchall()
         return {name: bytes(info) for name, info in rows}
 
+    def set_value(self, namespace: str, key: str, value: bytes | None) -> None:
+        with self._db.write() as conn:
+            if value is None:
+                conn.execute(
+                    f"DELETE FROM {self._t['kept_values']} WHERE namespace = ? AND key = ?",
+                    (namespace, key),
+                )
+            else:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {self._t['kept_values']} VALUES (?, ?, ?)",
+                    (namespace, key, value),
+                )
+
+    def get_values(self, namespace: str) -> dict[str, bytes]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT key, value FROM {self._t['kept_values']} WHERE namespace = ?",
+                (namespace,),
+            ).fetchall()
+        return {key: bytes(value) for key, value in rows}
+
     # -- connection -----------------------------------------------------------------------
 
     def ping(self) -> None:

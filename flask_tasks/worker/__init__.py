@@ -1,4 +1,4 @@
-"""The worker: runs tasks for one app with a pool of processes or threads.
+"""The worker: runs tasks for one app with a pool of processes, threads or greenlets.
 
 ``Worker(app, ...).start()`` is what ``flask worker`` calls; tests and the pytest plugin
 use it directly (a threaded or solo worker in a background thread, or ``burst=True`` to
@@ -25,12 +25,15 @@ from ..exceptions import ImproperlyConfigured, OperationalError
 from ..runtime import runtime_of
 from .consumer import Consumer
 from .control import Shutdown
+from .green import GREEN_POOLS, is_patched, require
 from .logs import configure_logging
 from .prefork import run_prefork
 
 logger = logging.getLogger("flask_tasks.worker")
 
 POOLS = ("prefork", "threads", "solo", "gevent", "eventlet")
+#: Greenlets per gevent or eventlet worker unless ``-c`` says otherwise.
+DEFAULT_GREENLETS = 100
 
 
 def default_pool() -> str:
@@ -64,6 +67,8 @@ class Worker:
         burst: bool = False,
         app_import_path: Optional[str] = None,
         beat: bool = False,
+        autoscale: Optional[tuple[int, int]] = None,
+        max_memory_per_child: Optional[int] = None,
     ) -> None:
         try:
             runtime = runtime_of(app)
@@ -74,19 +79,30 @@ class Worker:
         self.pool = pool or default_pool()
         if self.pool not in POOLS:
             raise ImproperlyConfigured(f"Unknown pool {self.pool!r}; choose from {POOLS}")
-        if self.pool in ("gevent", "eventlet"):
+        if self.pool in GREEN_POOLS:
+            require(self.pool)
+            if not is_patched(self.pool):
+                raise ImproperlyConfigured(
+                    f"The {self.pool} pool runs in a process patched before the app is "
+                    f"imported: start it with 'flask worker -P {self.pool}'"
+                )
+        if autoscale is not None and self.pool not in ("prefork", "threads"):
             raise ImproperlyConfigured(
-                f"The {self.pool} pool is not available in this version of Flask-Tasks; "
-                "use -P threads for I/O-bound tasks"
+                f"--autoscale works with the prefork and threads pools, not {self.pool}"
             )
+        self.autoscale = autoscale
+        self.max_memory_per_child = max_memory_per_child
         if self.pool == "prefork" and runtime.connections.broker_url.startswith("memory://"):
             raise ImproperlyConfigured(
                 "The memory:// broker lives in one process, so the prefork pool cannot use it; "
                 "use -P threads or -P solo, or a sqlite:/// or redis:// broker"
             )
-        self.concurrency = concurrency or os.cpu_count() or 1
+        default = DEFAULT_GREENLETS if self.pool in GREEN_POOLS else os.cpu_count() or 1
+        self.concurrency = concurrency or default
         if self.pool == "solo":
             self.concurrency = 1
+        if autoscale is not None:
+            self.concurrency = autoscale[0]
         self.queues = queues or [runtime.config.default_queue]
         if prefetch is not None:
             self.prefetch = prefetch
@@ -94,7 +110,7 @@ class Worker:
             # Per child in prefork. Prefetched messages never wait long behind a slow
             # task: the consumer gives them back when its slots stay busy (see
             # ``consumer.STALL_RETURN``), so idle siblings take them.
-            self.prefetch = 4 * self.concurrency if self.pool == "threads" else 4
+            self.prefetch = 4 if self.pool in ("prefork", "solo") else 4 * self.concurrency
         self.hostname = expand_hostname(hostname or "worker@%h")
         self.loglevel = loglevel
         self.max_tasks_per_child = max_tasks_per_child
@@ -112,13 +128,14 @@ class Worker:
         tasks = sorted(runtime.registry)
         broker = hide_password(runtime.connections.broker_url)
         results = hide_password(runtime.config.result_backend or broker)
+        size = f"autoscale {self.autoscale[0]},{self.autoscale[1]}" if self.autoscale else None
         lines = [
             f" -------------- {self.hostname} (Flask-Tasks, Python {platform.python_version()})",
             f"--- ***** ----- app:         {self.app.name}",
             f"-- ******* ---- broker:      {broker}",
             f"- *** --- * --- results:     {results}",
-            f"- ** ---------- pool:        {self.pool} (concurrency {self.concurrency}, "
-            f"prefetch {self.prefetch})",
+            f"- ** ---------- pool:        {self.pool} ({size or f'concurrency {self.concurrency}'}"
+            f", prefetch {self.prefetch})",
             f"- ** ---------- queues:      {', '.join(self.queues)}",
         ]
         if runtime.config.uses_default_broker:
@@ -168,11 +185,15 @@ class Worker:
                 self.runtime.close()  # children open their own connections
                 return run_prefork(self)
             self.install_signal_handlers(self._on_signal)
-            self.consumer().run()
-            return 0
+            consumer = self.consumer()
+            consumer.run()
         finally:
             if stop_beat is not None:
                 stop_beat()
+        if consumer.memory_exceeded and not self.shutdown.cold.is_set():
+            self.runtime.close()
+            restart_process()  # --max-memory-per-child: threads and solo start afresh
+        return 0
 
     def _start_beat(self) -> Callable[[], None]:
         """Run the scheduler in a thread of this process; returns what stops it."""
@@ -194,8 +215,11 @@ class Worker:
             self.runtime,
             self.queues,
             concurrency=self.concurrency,
-            threaded=self.pool == "threads",
+            threaded=self.pool not in ("solo", "prefork"),
             prefetch=self.prefetch,
+            pool=self.pool,
+            autoscale=self.autoscale,
+            max_memory_kib=self.max_memory_per_child,
             hostname=self.hostname,
             shutdown=self.shutdown,
             burst=self.burst,
@@ -213,6 +237,21 @@ class Worker:
             logger.warning("Warm shutdown requested: finishing running tasks (again: cold)")
         else:
             logger.warning("Cold shutdown requested")
+
+
+def restart_process() -> None:
+    """Replace this process by a fresh run of the same command line (a worker over
+    ``--max-memory-per-child``); returns only where that cannot be done (not the main
+    thread: a worker in a test)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    logger.warning("Restarting the worker process (--max-memory-per-child)")
+    argv = list(getattr(sys, "orig_argv", []))
+    if not argv:  # Python 3.9
+        argv = [sys.executable, "-m", "flask", *sys.argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *argv[1:]])
 
 
 __all__ = ["POOLS", "Worker", "configure_logging", "default_pool", "expand_hostname"]

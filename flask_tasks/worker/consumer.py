@@ -3,31 +3,35 @@
 Every pool runs this loop. ``solo`` runs tasks on the loop's own thread; ``threads``
 hands them to N threads; ``prefork`` runs one solo consumer in each child process.
 
-A monitor thread renews the leases of held messages (so a task may run longer than the
-visibility timeout while its worker lives), enforces time limits, stops tasks revoked with
-``terminate=True``, and turns shutdown requests from the parent process into actions.
+A monitor thread (``worker/monitor.py``) renews the leases of held messages (so a task
+may run longer than the visibility timeout while its worker lives), enforces time limits,
+stops tasks revoked with ``terminate=True``, and turns shutdown requests from the parent
+process into actions.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import signals
 from ..brokers import Delivery, Settlement
-from ..exceptions import (
-    OperationalError,
-    TaskRevokedError,
-    TimeLimitExceeded,
+from ..exceptions import OperationalError
+from .control import (
+    Interrupt,
+    Running,
+    Shutdown,
+    SignalInterrupter,
+    can_signal_main_thread,
+    thread_interrupter,
 )
-from ..records import Record
-from .control import Running, Shutdown, enforce_time_limits, interrupt_thread
+from .monitor import Monitor
 from .runner import TaskRunner
+from .scaling import rss_kib
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -35,7 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_tasks.worker")
 
-_MONITOR_TICK = 0.1
 #: A prefetched message that waited longer than this is checked for revocation again
 #: just before it starts (the check made when it was reserved may be stale by then).
 _REVOKE_RECHECK_AFTER = 0.05
@@ -43,15 +46,18 @@ _REVOKE_RECHECK_AFTER = 0.05
 _IDLE_WAIT = 0.25
 #: Prefetched messages go back to their queue when every slot has been busy this long (s).
 STALL_RETURN = 0.2
-#: Seconds between heartbeats in the store (a worker is listed for three times that).
-ANNOUNCE_EVERY = 10.0
 #: Outcomes batched while prefetched work waits: at most this many, this long (s).
 _ACK_BATCH = 64
 _ACK_DELAY = 0.02
 
 
-class Consumer:
-    """Reserve messages from ``queues`` and run them on ``concurrency`` slots."""
+class Consumer(Monitor):
+    """Reserve messages from ``queues`` and run them on ``concurrency`` slots.
+
+    ``pool`` names how tasks run, for time limits and heartbeats: ``solo`` (on the
+    calling thread), ``threads``, ``prefork`` (a child: solo in its own process),
+    ``gevent`` or ``eventlet`` (``threaded``, with threads that are greenlets).
+    """
 
     def __init__(
         self,
@@ -67,12 +73,26 @@ class Consumer:
         burst: bool = False,
         exclusive_process: bool = False,
         parent_pid: Optional[int] = None,
+        pool: Optional[str] = None,
+        autoscale: Optional[tuple[int, int]] = None,
+        max_memory_kib: Optional[int] = None,
+        announce_ready: bool = True,
+        on_load: Optional[Callable[[int, bool], None]] = None,
     ) -> None:
         self.runtime = runtime
         self.queues = queues
-        self.concurrency = max(1, concurrency)
         self.threaded = threaded
-        self.capacity = self.concurrency + max(0, prefetch)
+        self.pool = pool or ("threads" if threaded else "solo")
+        self.autoscale = autoscale if threaded else None
+        #: Threads running tasks now (autoscaling changes it).
+        self.concurrency = max(1, self.autoscale[1] if self.autoscale else concurrency)
+        self.prefetch = max(0, prefetch)
+        self.max_memory_kib = max_memory_kib
+        #: Set when the process crossed ``max_memory_kib``: its runner restarts it.
+        self.memory_exceeded = False
+        self.announce_ready = announce_ready
+        #: Called each second with (tasks running, whether messages wait): prefork load.
+        self.on_load = on_load
         self.hostname = hostname
         self.shutdown = shutdown or Shutdown()
         self.max_tasks = max_tasks
@@ -96,6 +116,16 @@ class Consumer:
         self._running: dict[str, Running] = {}
         self._stalled = False
         self._stopped = threading.Event()
+        #: Executor threads to stop (autoscaling down), and threads left to a task that
+        #: passed its hard time limit.
+        self._retire = 0
+        self._abandoned_threads: set[int] = set()
+        self._signals: Optional[SignalInterrupter] = None
+
+    @property
+    def capacity(self) -> int:
+        """Messages held at most: one per running slot, plus the prefetch."""
+        return self.concurrency + self.prefetch
 
     @property
     def transport(self) -> Any:
@@ -105,17 +135,14 @@ class Consumer:
 
     def run(self) -> None:
         """Consume until shutdown (or, in burst mode, until the queues are empty)."""
-        threads = [threading.Thread(target=self._monitor, name="flask-tasks-monitor", daemon=True)]
+        if self.exclusive_process and can_signal_main_thread():
+            self._signals = SignalInterrupter()
+        threading.Thread(target=self._monitor, name="flask-tasks-monitor", daemon=True).start()
         if self.threaded:
-            threads += [
-                threading.Thread(
-                    target=self._execute_loop, name=f"flask-tasks-{index}", daemon=True
-                )
-                for index in range(self.concurrency)
-            ]
-        for thread in threads:
-            thread.start()
-        logger.info("%s ready: consuming %s", self.hostname, ", ".join(self.queues))
+            for _ in range(self.concurrency):
+                self._start_executor()
+        if self.announce_ready:
+            logger.info("%s ready: consuming %s", self.hostname, ", ".join(self.queues))
         signals.worker_ready.send(self)
         try:
             self._consume()
@@ -173,8 +200,11 @@ class Consumer:
             return False
         reserved_at = time.monotonic()
         revoked = self._revoked_among(batch)
+        dropped = self.runner.receive(batch, revoked)
         with self._changed:
             for delivery in batch:
+                if delivery.id in dropped:
+                    continue
                 self._held[delivery.id] = delivery
                 self._pending.append((delivery, delivery.id in revoked, reserved_at))
             self._changed.notify_all()
@@ -187,12 +217,20 @@ class Consumer:
             return {delivery.id for delivery in batch if delivery.revoked}
         return self.runtime.store.revoked([delivery.id for delivery in batch])
 
+    def _start_executor(self) -> None:
+        self._executors = getattr(self, "_executors", 0) + 1
+        name = f"flask-tasks-{self._executors}"
+        threading.Thread(target=self._execute_loop, name=name, daemon=True).start()
+
     def _execute_loop(self) -> None:
         while not self._stopped.is_set():
             with self._changed:
                 while not self._pending and not self._stopped.is_set():
                     if self.shutdown.warm.is_set() and not self._running:
                         break
+                    if self._retire > 0:  # autoscaling down: an idle thread stops
+                        self._retire -= 1
+                        return
                     self._changed.wait(0.5)
                 if not self._pending:
                     if self.shutdown.warm.is_set() or self._stopped.is_set():
@@ -200,6 +238,8 @@ class Consumer:
                     continue
                 reserved = self._pending.popleft()
             self._execute(*reserved)
+            if threading.get_ident() in self._abandoned_threads:
+                return  # another thread took this one's place at a time limit
 
     def _execute(self, delivery: Delivery, revoked: bool, reserved_at: float) -> None:
         try:
@@ -217,8 +257,22 @@ class Consumer:
                 self.tasks_done += 1
                 self._stalled = False
                 self._changed.notify_all()
-            if self.max_tasks and self.tasks_done >= self.max_tasks:
-                logger.info("Done %d tasks (max per child); restarting", self.tasks_done)
+            self._after_task()
+
+    def _after_task(self) -> None:
+        if self.max_tasks and self.tasks_done >= self.max_tasks:
+            logger.info("Done %d tasks (max per child); restarting", self.tasks_done)
+            self.shutdown.warm.set()
+        if self.max_memory_kib and not self.memory_exceeded:
+            used = rss_kib()
+            if used is not None and used > self.max_memory_kib:
+                self.memory_exceeded = True
+                logger.warning(
+                    "Process %d uses %d KiB, over --max-memory-per-child %d KiB; restarting",
+                    os.getpid(),
+                    used,
+                    self.max_memory_kib,
+                )
                 self.shutdown.warm.set()
 
     def _flush_acks(self, force: bool) -> None:
@@ -242,6 +296,8 @@ class Consumer:
     def _track(self, message_id: str, task: Optional[Task[Any, Any]]) -> None:
         with self._lock:
             if task is None:
+                if self._signals is not None:
+                    self._signals.disarm()
                 self._running.pop(message_id, None)
                 return
             options = self.runtime.options_for(task.name)
@@ -253,7 +309,18 @@ class Consumer:
                 now,
                 now + soft if soft else None,
                 now + hard if hard else None,
+                self._interrupter(),
             )
+
+    def _interrupter(self) -> Interrupt:
+        """How to raise a time limit in the task starting on this thread."""
+        if self._signals is not None and threading.current_thread() is threading.main_thread():
+            return self._signals.arm()
+        if self.pool in ("gevent", "eventlet"):
+            from .green import greenlet_interrupter
+
+            return greenlet_interrupter(self.pool)
+        return thread_interrupter()
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -262,6 +329,7 @@ class Consumer:
         with self._lock:
             returned = list(self._pending)
             self._pending.clear()
+        self.runner.forget([delivery.id for delivery, _revoked, _at in returned])
         for delivery, _revoked, _reserved_at in reversed(returned):
             try:
                 self.transport.release(delivery.id)
@@ -279,6 +347,8 @@ class Consumer:
         with self._lock:
             if not self._pending or len(self._running) < self.concurrency:
                 return
+            if self.autoscale and self.concurrency < self.autoscale[0]:
+                return  # more threads are coming for them
             if min(entry.started for entry in self._running.values()) > now - STALL_RETURN:
                 return
             returned = list(self._pending)
@@ -286,6 +356,7 @@ class Consumer:
             self._stalled = True
             for delivery, _revoked, _reserved_at in returned:
                 self._held.pop(delivery.id, None)
+        self.runner.forget([delivery.id for delivery, _revoked, _at in returned])
         try:
             for delivery, _revoked, _reserved_at in reversed(returned):
                 self.transport.release(delivery.id)
@@ -311,90 +382,3 @@ class Consumer:
             except Exception as error:  # the lease brings it back anyway
                 logger.warning("Could not return %s: %s", message_id, error)
         os._exit(1)
-
-    # -- the monitor thread ---------------------------------------------------------------
-
-    def _monitor(self) -> None:
-        beat_every = max(0.05, min(self.lease / 3, 10.0))
-        next_beat = time.monotonic() + beat_every
-        next_revoke_check = time.monotonic() + 1.0
-        next_announce = time.monotonic()
-        while not self._stopped.wait(_MONITOR_TICK):
-            if self.parent_pid is not None and os.getppid() != self.parent_pid:
-                logger.warning("Parent process is gone; shutting down")
-                self.shutdown.warm.set()
-            if self.shutdown.cold.is_set():
-                self._cold_exit()
-            now = time.monotonic()
-            self._enforce_time_limits(now)
-            self._return_stalled(now)
-            try:
-                if now >= next_beat:
-                    next_beat = now + beat_every
-                    with self._lock:
-                        held = list(self._held)
-                    if held:
-                        self.transport.extend(held, self.lease)
-                if now >= next_revoke_check:
-                    next_revoke_check = now + 1.0
-                    self._terminate_revoked()
-                if now >= next_announce:
-                    next_announce = now + ANNOUNCE_EVERY
-                    self._announce()
-            except OperationalError as error:
-                logger.warning("Heartbeat failed: %s", error)
-            except Exception:
-                logger.exception("Heartbeat error")
-
-    def _announce(self) -> None:
-        """Tell the store this consumer is alive, and what it runs (``Store.workers``)."""
-        now = time.monotonic()
-        with self._lock:
-            running = [
-                {
-                    "id": message_id,
-                    "task": entry.task.name,
-                    "seconds": round(now - entry.started, 3),
-                }
-                for message_id, entry in self._running.items()
-            ]
-            held = len(self._held)
-        info = {
-            "hostname": self.hostname,
-            "pid": os.getpid(),
-            "queues": self.queues,
-            "concurrency": self.concurrency,
-            "held": held,
-            "running": running,
-            "done": self.tasks_done,
-        }
-        name = f"{self.hostname}:{os.getpid()}"
-        self.runtime.store.heartbeat(name, json.dumps(info).encode(), ANNOUNCE_EVERY * 3)
-
-    def _enforce_time_limits(self, now: float) -> None:
-        with self._lock:
-            running = list(self._running.items())
-        for message_id, entry in running:
-            stuck = enforce_time_limits(message_id, entry, now)
-            if stuck and self.exclusive_process:
-                self._abandon_stuck(message_id, entry)
-
-    def _abandon_stuck(self, message_id: str, entry: Running) -> None:
-        """A task stuck in C code past its time limit: record the failure and end this
-        process (its parent starts a new one)."""
-        error = TimeLimitExceeded(f"{entry.task.name} exceeded its time limit and was killed")
-        self.runner.settle_now(message_id, Record.failure(error, entry.task.name))
-        logger.error("Task %s[%s] did not stop; exiting this process", entry.task.name, message_id)
-        os._exit(1)
-
-    def _terminate_revoked(self) -> None:
-        with self._lock:
-            running = dict(self._running)
-        if not running:
-            return
-        for message_id in self.runtime.store.terminating(list(running)):
-            entry = running.get(message_id)
-            if entry is not None and "revoke" not in entry.signalled:
-                entry.signalled.add("revoke")
-                logger.info("Terminating revoked task %s[%s]", entry.task.name, message_id)
-                interrupt_thread(entry.thread_id, TaskRevokedError)

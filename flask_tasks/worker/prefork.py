@@ -2,8 +2,11 @@
 
 Children reserve from the broker themselves (no task is piped through the parent), so a
 child that dies loses nothing: its leases run out and its messages are delivered again.
-The parent supervises: it restarts children that exit, and turns SIGTERM/SIGINT into
-shutdown events the children watch (events, not signals, so Windows works the same).
+The parent supervises: it restarts children that exit (after ``--max-tasks-per-child``
+or ``--max-memory-per-child``, say), turns SIGTERM/SIGINT into shutdown events the
+children watch (events, not signals, so Windows works the same), logs one "ready" line
+for the worker, and with ``--autoscale`` starts and stops children by the load each one
+reports in a shared :class:`~flask_tasks.worker.scaling.LoadBoard`.
 
 POSIX forks the loaded app; Windows (or ``FLASK_TASKS_START_METHOD=spawn``) starts fresh
 interpreters that load the app again from its import path, as ``flask`` found it.
@@ -17,6 +20,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from flask import Flask
@@ -26,6 +30,7 @@ from ..runtime import runtime_of
 from .consumer import Consumer
 from .control import Shutdown
 from .logs import configure_logging
+from .scaling import AUTOSCALE_KEEPALIVE, BUSY, BUSY_WITH_BACKLOG, IDLE, LoadBoard
 
 if TYPE_CHECKING:
     from . import Worker
@@ -64,9 +69,12 @@ def _child_main(
     cold: Any,
     loglevel: str,
     ready: Any,
+    stop: Any = None,
+    slot: int = 0,
+    board: Optional[LoadBoard] = None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches all
-    shutdown = Shutdown(warm=_LocalOr(warm), cold=cold)
+    shutdown = Shutdown(warm=_LocalOr(warm, stop), cold=cold)
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, lambda *_: shutdown.warm.set())
     if not logging.getLogger().handlers:
@@ -84,23 +92,37 @@ def _child_main(
         max_tasks=settings["max_tasks_per_child"],
         exclusive_process=True,
         parent_pid=os.getppid(),
+        pool="prefork",
+        max_memory_kib=settings["max_memory_per_child"],
+        announce_ready=False,  # the parent says it once for the worker
+        on_load=_reporter(board, slot) if board is not None else None,
     )
     ready.set()  # the app loaded: a later exit is not a failure to start
     consumer.run()
     runtime.close()
 
 
-class _LocalOr:
-    """A warm-shutdown flag set by either the parent's event or a local signal."""
+def _reporter(board: LoadBoard, slot: int) -> Callable[[int, bool], None]:
+    def report(running: int, waiting: bool) -> None:
+        board.set(slot, (BUSY_WITH_BACKLOG if waiting else BUSY) if running else IDLE)
 
-    def __init__(self, shared: Any) -> None:
+    return report
+
+
+class _LocalOr:
+    """A warm-shutdown flag set by the parent's event for all children, its event for
+    this child (autoscaling down), or a local signal."""
+
+    def __init__(self, shared: Any, own: Any = None) -> None:
         import threading
 
         self.shared = shared
+        self.own = own
         self.local = threading.Event()
 
     def is_set(self) -> bool:
-        return bool(self.local.is_set() or self.shared.is_set())
+        own = self.own is not None and self.own.is_set()
+        return bool(self.local.is_set() or own or self.shared.is_set())
 
     def set(self) -> None:
         self.local.set()
@@ -139,23 +161,34 @@ class _Supervisor:
             "prefetch": worker.prefetch,
             "hostname": worker.hostname,
             "max_tasks_per_child": worker.max_tasks_per_child,
+            "max_memory_per_child": worker.max_memory_per_child,
         }
-        #: sentinel -> (process, its "ready" event)
-        self.children: dict[Any, tuple[Any, Any]] = {}
+        self.autoscale = worker.autoscale
+        size = worker.autoscale[0] if worker.autoscale else worker.concurrency
+        self.board = LoadBoard(context, size)
+        #: sentinel -> the child
+        self.children: dict[Any, _Child] = {}
         self.started = 0
         self.failed_starts = 0
         self.exit_code = 0
+        self.announced = False
+        self.idle_since: Optional[float] = None
+        self.next_scale = 0.0
 
     def start_child(self) -> None:
         self.started += 1
-        ready = self.context.Event()
+        used = {child.slot for child in self.children.values()}
+        slot = min(set(range(len(self.board.slots))) - used)
+        self.board.set(slot, IDLE)
+        ready, stop = self.context.Event(), self.context.Event()
         process = self.context.Process(
             target=_child_main,
             args=(self.load_app, self.settings, self.warm, self.cold, self.worker.loglevel, ready),
+            kwargs={"stop": stop, "slot": slot, "board": self.board},
             name=f"PoolWorker-{self.started}",
         )
         process.start()
-        self.children[process.sentinel] = (process, ready)
+        self.children[process.sentinel] = _Child(process, ready, stop, slot)
 
     def on_signal(self, signum: int, _frame: Any) -> None:
         if self.warm.is_set():
@@ -167,15 +200,58 @@ class _Supervisor:
 
     def run(self) -> int:
         self.worker.install_signal_handlers(self.on_signal)
-        for _ in range(self.worker.concurrency):
+        first = self.autoscale[1] if self.autoscale else self.worker.concurrency
+        for _ in range(first):
             self.start_child()
         while self.children:
-            for sentinel in multiprocessing.connection.wait(list(self.children), timeout=1.0):
-                process, ready = self.children.pop(sentinel)
-                process.join()
-                if not self.warm.is_set():
-                    self.replace(process, ready.is_set())
+            for sentinel in multiprocessing.connection.wait(list(self.children), timeout=0.25):
+                child = self.children.pop(sentinel)
+                child.process.join()
+                if not self.warm.is_set() and not child.stop.is_set():
+                    self.replace(child.process, child.ready.is_set())
+            self.announce_ready()
+            if self.autoscale and not self.warm.is_set():
+                self.scale(time.monotonic())
         return 1 if self.cold.is_set() else self.exit_code  # cold: tasks were cut short
+
+    def announce_ready(self) -> None:
+        """One "ready" line for the worker, once its first children loaded the app."""
+        if self.announced or not self.children:
+            return
+        if all(child.ready.is_set() for child in self.children.values()):
+            self.announced = True
+            worker = self.worker
+            logger.info(
+                "%s ready: consuming %s (prefork, %d children)",
+                worker.hostname,
+                ", ".join(worker.queues),
+                len(self.children),
+            )
+
+    def scale(self, now: float) -> None:
+        """``--autoscale``: one more child (once a second) while every child is busy and
+        messages wait; one fewer after ``AUTOSCALE_KEEPALIVE`` seconds with one idle."""
+        assert self.autoscale is not None
+        if now < self.next_scale:
+            return
+        self.next_scale = now + 1.0
+        maximum, minimum = self.autoscale
+        live = [child for child in self.children.values() if not child.stop.is_set()]
+        loads = [self.board.get(child.slot) for child in live]
+        if len(live) < maximum and loads and min(loads) >= BUSY and BUSY_WITH_BACKLOG in loads:
+            self.idle_since = None
+            logger.info("Autoscale: %d -> %d children", len(live), len(live) + 1)
+            self.start_child()
+            return
+        idle = [child for child, load in zip(live, loads) if load == IDLE]
+        if not idle or len(live) <= minimum:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
+        elif now - self.idle_since >= AUTOSCALE_KEEPALIVE:
+            self.idle_since = now
+            logger.info("Autoscale: %d -> %d children", len(live), len(live) - 1)
+            idle[-1].stop.set()
 
     def replace(self, process: Any, was_ready: bool) -> None:
         """Start another child for one that exited, unless children cannot start at all."""
@@ -196,6 +272,16 @@ class _Supervisor:
                 "Child %s exited with code %s; starting another", process.name, process.exitcode
             )
         self.start_child()
+
+
+class _Child:
+    """A child process, its "ready" and "stop" events, and its load slot."""
+
+    def __init__(self, process: Any, ready: Any, stop: Any, slot: int) -> None:
+        self.process = process
+        self.ready = ready
+        self.stop = stop
+        self.slot = slot
 
 
 class _Inherited:

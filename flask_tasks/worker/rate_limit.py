@@ -8,31 +8,12 @@ dropped). The counter is the store's atomic ``incr``, so no worker-local state d
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
+
+from ..config_entries import parse_rate
 
 if TYPE_CHECKING:
     from ..brokers import Store
-
-_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(rate: Union[str, int, float, None]) -> Optional[tuple[float, float]]:
-    """``(limit, period_seconds)`` for ``"10/s"``, ``"100/m"``, ``"1000/h"`` or a number
-    per second; None for no limit. Raises ValueError naming the bad rate."""
-    if rate is None or rate == 0 or rate == "":
-        return None
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
-        return (float(rate), 1.0)
-    if isinstance(rate, str):
-        amount, _, unit = rate.strip().partition("/")
-        try:
-            limit = float(amount)
-        except ValueError:
-            limit = -1.0
-        period = _PERIODS.get(unit.strip()[:1] or "s")
-        if limit >= 0 and period is not None:
-            return (limit, period) if limit else None
-    raise ValueError(f"rate_limit {rate!r} is not a rate like '10/s', '100/m' or '1000/h'")
 
 
 class RateLimiter:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import signals, states
 from ..brokers import Delivery, Envelope, Settlement
-from ..exceptions import DecodeError, EncodeError, NotRegistered
+from ..exceptions import DecodeError, EncodeError, NotRegistered, OperationalError
 from ..execution import ExceptionInfo, Outcome, execute, is_expected
 from ..message import Message, Request, to_timestamp
 from ..records import Record
@@ -47,6 +47,11 @@ class TaskRunner:
         #: When a list, settlements are collected here for the consumer to send in one
         #: batch (:meth:`settle`) instead of one by one.
         self.settle_buffer: Optional[list[Settlement]] = None
+        #: Messages failed at their hard time limit while their thread went on: its
+        #: outcome, when it comes, is discarded.
+        self.abandoned: set[str] = set()
+        #: Messages decoded when they were received, by id (:meth:`receive`).
+        self._received: dict[str, Message] = {}
 
     # -- vetting --------------------------------------------------------------------------
 
@@ -70,6 +75,35 @@ class TaskRunner:
             return None
         return message
 
+    def receive(self, batch: list[Delivery], revoked: set[str]) -> set[str]:
+        """Decode a reserved batch and record RECEIVED for its tasks that track their
+        state (``track_started``), in one write for the batch; returns the ids
+        dead-lettered (they will not run). Opt-in, as STARTED is: one more write per
+        batch costs a fast worker 20-30% of its throughput."""
+        dropped: set[str] = set()
+        records: dict[str, bytes] = {}
+        codec = self.runtime.codec
+        for delivery in batch:
+            message = self.decode(delivery)
+            if message is None:
+                dropped.add(delivery.id)
+                continue
+            self._received[delivery.id] = message
+            tracked = self.runtime.options_for(message.task).get("track_started")
+            if tracked and not message.ignore_result and delivery.id not in revoked:
+                records[delivery.id] = Record.received(message.task, self.hostname).encode(codec)
+        if records:
+            try:
+                self.runtime.store.set_results(records, self.runtime.config.result_expires)
+            except OperationalError as error:  # a state for people to see: go on without
+                logger.warning("Could not record %d task(s) as received: %s", len(records), error)
+        return dropped
+
+    def forget(self, message_ids: list[str]) -> None:
+        """Drop what :meth:`receive` kept of messages given back unrun."""
+        for message_id in message_ids:
+            self._received.pop(message_id, None)
+
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("Message %s dead-lettered: %s", delivery.id, reason)
         self.runtime.transport.dead_letter(delivery, reason)
@@ -83,7 +117,7 @@ class TaskRunner:
         on_running: Optional[RunningHook] = None,
     ) -> None:
         """Run one delivery to its end; never raises for anything the task does."""
-        message = self.decode(delivery)
+        message = self._received.pop(delivery.id, None) or self.decode(delivery)
         if message is None:
             return
         runtime = self.runtime
@@ -139,6 +173,17 @@ class TaskRunner:
         runtime: float,
         acks_late: bool,
     ) -> None:
+        if message.id in self.abandoned:
+            self.abandoned.discard(message.id)
+            logger.warning(
+                "Task %s[%s] ended %.1fs after it was failed at its time limit; its outcome "
+                "(%s) is discarded",
+                message.task,
+                message.id,
+                runtime,
+                outcome.state,
+            )
+            return
         if outcome.state == states.RETRY:
             self._retry(message, outcome, runtime, acks_late)
             return

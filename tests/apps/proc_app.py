@@ -13,6 +13,7 @@ Tasks record what happened as JSON lines appended to files in the record directo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -52,6 +53,8 @@ def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
                 "kwargs": {"log": "beat"},
             }
         }
+    if os.environ.get("PROC_TASKS_ROUTES"):  # a configuration error, for tests of it
+        app.config["TASKS_ROUTES"] = json.loads(os.environ["PROC_TASKS_ROUTES"])
     app.config.update(overrides or {})
     tasks.init_app(app)
     return app
@@ -221,3 +224,69 @@ def counted(self: Any, index: int) -> int:
     record("counted", index=index, id=self.request.id, hostname=self.request.hostname)
     time.sleep(0.002)
     return index
+
+
+# -- worker control (tests/test_worker_control.py) ---------------------------------------
+
+
+@tasks.task(name="proc.soft_in_sleep", soft_time_limit=1)
+def soft_in_sleep() -> float:
+    """One C-level ``time.sleep(30)``: the soft limit must interrupt it."""
+    started = time.monotonic()
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        return time.monotonic() - started
+    return -1.0
+
+
+@tasks.task(name="proc.soft_in_socket_read", soft_time_limit=1)
+def soft_in_socket_read() -> float:
+    """A read on a socket nobody writes to: the soft limit must interrupt it."""
+    import socket
+
+    started = time.monotonic()
+    left, right = socket.socketpair()
+    try:
+        left.recv(1)
+    except SoftTimeLimitExceeded:
+        return time.monotonic() - started
+    finally:
+        left.close()
+        right.close()
+    return -1.0
+
+
+@tasks.task(name="proc.hard_in_sleep", time_limit=1)
+def hard_in_sleep() -> str:
+    time.sleep(30)
+    return "never stopped"
+
+
+@tasks.task(name="proc.stubborn", time_limit=0.3)
+def stubborn(seconds: float) -> str:
+    """Swallows its time limit and goes on: the worker must give up on it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(BaseException):
+            time.sleep(0.05)
+    return "outlived its limit"
+
+
+@tasks.task(name="proc.nap")
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+_HOARD: list[bytearray] = []
+
+
+@tasks.task(name="proc.hoard")
+def hoard(kib: int) -> int:
+    """Keep ``kib`` KiB alive in this process (touched, so it is resident)."""
+    block = bytearray(kib * 1024)
+    for index in range(0, len(block), 4096):
+        block[index] = 1
+    _HOARD.append(block)
+    return os.getpid()

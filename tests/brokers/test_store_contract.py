@@ -330,3 +330,24 @@ def test_a_worker_whose_heartbeat_expired_is_not_listed(store: Store) -> None:
 def test_heartbeats_are_seen_through_another_connection(store: Store, other_store: Store) -> None:
     store.heartbeat("w1", b"info", 60)
     assert other_store.workers() == {"w1": b"info"}
+
+
+# -- shared values -------------------------------------------------------------------------
+
+
+def test_values_are_kept_per_namespace_until_changed(store: Store) -> None:
+    assert store.get_values("rate_limits") == {}
+    store.set_value("rate_limits", "proc.add", b"10/s")
+    store.set_value("rate_limits", "proc.mul", b"\x00binary\xff")
+    store.set_value("other", "proc.add", b"x")
+    assert store.get_values("rate_limits") == {"proc.add": b"10/s", "proc.mul": b"\x00binary\xff"}
+    store.set_value("rate_limits", "proc.add", b"5/m")
+    store.set_value("rate_limits", "proc.mul", None)
+    store.set_value("rate_limits", "never.set", None)  # deleting a missing key is fine
+    assert store.get_values("rate_limits") == {"proc.add": b"5/m"}
+    assert store.get_values("other") == {"proc.add": b"x"}
+
+
+def test_values_are_seen_through_another_connection(store: Store, other_store: Store) -> None:
+    store.set_value("rate_limits", "t", b"1/s")
+    assert other_store.get_values("rate_limits") == {"t": b"1/s"}

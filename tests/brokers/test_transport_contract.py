@@ -373,3 +373,15 @@ def test_purge_drops_ready_messages_only(transport: Transport) -> None:
     transport.release(held.id)  # the held message survives the purge
     assert drain(transport) == [held.id]
     assert ids(eventually(lambda: transport.reserve(["q"], 10, LEASE))) == ["later"]
+
+
+def test_queue_counts_ready_delayed_and_reserved(transport: Transport) -> None:
+    transport.publish([env("a"), env("b"), env("c"), env("other", "elsewhere")])
+    transport.publish([env("later", eta=time.time() + 60), env("later2", eta=time.time() + 60)])
+    transport.reserve(["q"], 1, LEASE)
+    counts = transport.queue_counts(["q", "elsewhere", "never-used"])
+    assert (counts["q"].ready, counts["q"].delayed, counts["q"].reserved) == (2, 2, 1)
+    assert (counts["elsewhere"].ready, counts["elsewhere"].delayed) == (1, 0)
+    assert counts["elsewhere"].reserved == 0
+    assert (counts["never-used"].ready, counts["never-used"].delayed) == (0, 0)
+    assert transport.queue_counts([]) == {}
