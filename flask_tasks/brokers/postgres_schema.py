@@ -221,13 +221,29 @@ def sweep_sql(tables: dict[str, str]) -> str:
 def create_schema(connection: Any, tables: dict[str, str]) -> bool:
     """Create what is missing of the schema (``connection``: a psycopg connection in
     autocommit mode). Returns False when it was already complete."""
-    current = connection.execute(
-        "SELECT obj_description(to_regclass(%s), 'pg_class')", [tables["messages"]]
-    ).fetchone()
-    if current is not None and current[0] == VERSION:
+    if _is_current(connection, tables):
         return False
     with connection.transaction():
-        # Concurrent CREATE ... IF NOT EXISTS of one name can fail: take turns.
+        # Concurrent CREATE ... IF NOT EXISTS of one name can fail: take turns, and look
+        # again once it is our turn (running the DDL again while another process already
+        # uses the tables would lock against it).
         connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [tables["messages"]])
+        if _is_current(connection, tables):
+            return False
         connection.execute(schema_sql(tables))
     return True
+
+
+def _is_current(connection: Any, tables: dict[str, str]) -> bool:
+    # Read pg_class through SQL rather than to_regclass(): scanning it takes a lock, which
+    # makes this backend process the catalogue changes another one has just committed
+    # (the advisory lock does not, and a stale cache would run the DDL a second time).
+    current = connection.execute(
+        "SELECT d.description FROM pg_catalog.pg_class AS c "
+        "JOIN pg_catalog.pg_description AS d "
+        "ON d.objoid = c.oid AND d.classoid = 'pg_catalog.pg_class'::regclass "
+        "AND d.objsubid = 0 "
+        "WHERE c.relname = %s AND c.relnamespace = to_regnamespace(current_schema())",
+        [tables["messages"].strip('"')],
+    ).fetchone()
+    return current is not None and current[0] == VERSION
