@@ -60,7 +60,7 @@ def transport(app: Flask) -> Any:
 
 
 def test_seed_flow_chain_and_chord(app: Flask, workers: WorkerProcesses) -> None:
-    worker = workers.start("-c", "2", ready_count=2)  # prefork: each child its own connection
+    worker = workers.start("-c", "2")  # prefork: each child its own connection
     assert "amqp://guest:***@127.0.0.1:5672/" in worker.output
     result = proc_app.add.delay(4, 4)
     assert result.get(timeout=RESULT_WAIT) == 8

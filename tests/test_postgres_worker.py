@@ -55,7 +55,7 @@ def app(setup: WorkerSetup) -> Iterator[Flask]:
 def test_seed_flow_chain_group_chord_and_retries(
     setup: WorkerSetup, app: Flask, workers: WorkerProcesses
 ) -> None:
-    worker = workers.start("-c", "2", "-n", "pg@test", ready_count=2)
+    worker = workers.start("-c", "2", "-n", "pg@test")
     assert f"broker:      {setup.broker_url}" in worker.output
     result = proc_app.add.delay(4, 4)
     assert result.get(timeout=RESULT_WAIT) == 8

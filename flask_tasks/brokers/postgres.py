@@ -19,7 +19,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
-from .base import Broker, DeadLetter, Delivery, Envelope, Settlement, check_envelope
+from .base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    Envelope,
+    QueueCounts,
+    Settlement,
+    check_envelope,
+)
 from .postgres_schema import DELAYED, LEASED, NOW, READY, SEQ_BLOCK
 from .postgres_store import PostgresStore
 
@@ -244,6 +252,23 @@ class PostgresBroker(PostgresStore, Broker):
                 [queue],
             ).fetchone()
         return int(row[0]) if row else 0
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                f"SELECT queue, state, count(*) FROM {self._t['messages']} "
+                "WHERE queue = ANY(%s) GROUP BY queue, state",
+                [list(queues)],
+            ).fetchall()
+        found = {(queue, state): int(count) for queue, state, count in rows}
+        return {
+            queue: QueueCounts(
+                found.get((queue, READY), 0),
+                found.get((queue, DELAYED), 0),
+                found.get((queue, LEASED), 0),
+            )
+            for queue in queues
+        }
 
     def purge(self, queue: str) -> int:
         with self._pool.connection() as connection:

@@ -32,7 +32,7 @@ SWEEP_BATCH = 500
 NOW = "extract(epoch FROM now())::float8"
 
 #: Bumped whenever the schema changes; stored as the messages table's comment.
-VERSION = "flask-tasks postgresql schema 1"
+VERSION = "flask-tasks postgresql schema 2"
 
 #: PostgreSQL truncates longer identifiers (NAMEDATALEN - 1 bytes).
 _MAX_NAME = 63
@@ -57,6 +57,7 @@ _NAMES = (
     "claims_expiry",
     "workers",
     "workers_expiry",
+    "kept_values",
 )
 #: Tables whose rows expire.
 _EXPIRING = ("results", "revoked", "counters", "claims", "workers")
@@ -116,6 +117,12 @@ CREATE TABLE IF NOT EXISTS {workers} (
     expires_at float8 NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {workers_expiry} ON {workers} (expires_at);
+CREATE TABLE IF NOT EXISTS {kept_values} (
+    namespace text NOT NULL,
+    key text NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
 
 -- reserve(queues, wanted, lease): move due delayed messages to the back of their queues
 -- and expired leases to the front (a batch each), then lease up to `wanted` ready

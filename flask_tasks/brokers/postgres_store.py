@@ -221,6 +221,28 @@ class PostgresStore(Store):
             ).fetchall()
         return {name: bytes(info) for name, info in rows}
 
+    def set_value(self, namespace: str, key: str, value: bytes | None) -> None:
+        table = self._t["kept_values"]
+        with self._pool.connection() as connection:
+            if value is None:
+                connection.execute(
+                    f"DELETE FROM {table} WHERE namespace = %s AND key = %s", [namespace, key]
+                )
+            else:
+                connection.execute(
+                    f"INSERT INTO {table} VALUES (%s, %s, %s) ON CONFLICT (namespace, key) "
+                    "DO UPDATE SET value = excluded.value",
+                    [namespace, key, bytes(value)],
+                )
+
+    def get_values(self, namespace: str) -> dict[str, bytes]:
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                f"SELECT key, value FROM {self._t['kept_values']} WHERE namespace = %s",
+                [namespace],
+            ).fetchall()
+        return {key: bytes(value) for key, value in rows}
+
     # -- connection -----------------------------------------------------------------------
 
     def ping(self) -> None:

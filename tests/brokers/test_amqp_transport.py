@@ -211,3 +211,9 @@ def test_a_connection_closed_by_the_server_is_reopened(transport: AMQPTransport)
     assert ids(eventually(taken_again, timeout=10)) == ["m"]
     transport.ack(["m"])
     assert transport.reserve(["q"], 1, LEASE) == []
+
+
+def test_queue_counts_tell_the_ready_count_only(transport: Any) -> None:
+    transport.publish([env("a"), env("b"), env("c", eta=time.time() + 60)])
+    counts = transport.queue_counts(["q"])["q"]
+    assert (counts.ready, counts.delayed, counts.reserved) == (2, None, None)
