@@ -225,19 +225,19 @@ def test_status_exits_1_when_no_worker_consumes_a_waiting_queue(
 
 
 def test_received_is_recorded_and_started_carries_pid_and_hostname(
-    setup: WorkerSetup, workers: WorkerProcesses
+    app: Flask, workers: WorkerProcesses
 ) -> None:
-    app = setup.app(TASKS_ANNOTATIONS={"proc.sleep_then_return": {"track_started": True}})
-    with app.app_context():
-        blocker = proc_app.sleep_then_return.delay(3, "first")
-        waiting = proc_app.sleep_then_return.delay(0, "second")
-        worker = workers.start("-P", "solo", "-n", "recorder@test", "--prefetch", "4")
-        wait_until(lambda: waiting.state == states.RECEIVED, what="RECEIVED")
-        assert waiting.info == {"hostname": "recorder@test"}
-        wait_until(lambda: blocker.state == states.STARTED or blocker.ready(), what="STARTED")
-        if blocker.state == states.STARTED:
-            assert blocker.info == {"pid": worker.pid, "hostname": "recorder@test"}
-        assert waiting.get(timeout=RESULT_WAIT) == "second"
+    blocker = proc_app.tracked_nap.delay(3)
+    waiting = proc_app.tracked_nap.delay(0)
+    untracked = proc_app.sleep_then_return.delay(0, "x")
+    worker = workers.start("-P", "solo", "-n", "recorder@test", "--prefetch", "4")
+    wait_until(lambda: blocker.state == states.STARTED, what="STARTED")
+    assert blocker.info == {"pid": worker.pid, "hostname": "recorder@test"}
+    assert waiting.state == states.RECEIVED  # reserved with it, waiting behind it
+    assert waiting.info == {"hostname": "recorder@test"}
+    assert untracked.state == states.PENDING  # no track_started: no extra writes
+    assert waiting.get(timeout=RESULT_WAIT) == worker.pid
+    assert untracked.get(timeout=RESULT_WAIT) == "x"
 
 
 # -- papercuts -----------------------------------------------------------------------------

@@ -184,7 +184,8 @@ class _Supervisor:
         process = self.context.Process(
             target=_child_main,
             args=(self.load_app, self.settings, self.warm, self.cold, self.worker.loglevel, ready),
-            kwargs={"stop": stop, "slot": slot, "board": self.board},
+            # Only autoscaling reads the load: without it, children report nothing.
+            kwargs={"stop": stop, "slot": slot, "board": self.board if self.autoscale else None},
             name=f"PoolWorker-{self.started}",
         )
         process.start()

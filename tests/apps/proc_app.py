@@ -290,3 +290,10 @@ def hoard(kib: int) -> int:
         block[index] = 1
     _HOARD.append(block)
     return os.getpid()
+
+
+@tasks.task(name="proc.tracked_nap", track_started=True)
+def tracked_nap(seconds: float) -> int:
+    """Records RECEIVED and STARTED (``track_started``)."""
+    time.sleep(seconds)
+    return os.getpid()
