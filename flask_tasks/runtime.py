@@ -56,6 +56,7 @@ class Runtime:
             config.result_backend,
             key_prefix=config.key_prefix,
             options=dict(config.broker_options),
+            publish_timeout=config.publish_timeout,
         )
         self.producer = Producer(config, self.codec, self.connections)
         self._options: dict[str, Mapping[str, Any]] = {}

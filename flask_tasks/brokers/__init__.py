@@ -11,10 +11,12 @@ from .base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Held,
     Settlement,
     Store,
     Transport,
     hide_password,
+    lease_of,
 )
 from .connections import Connections
 from .urls import check_url, open_broker
@@ -25,10 +27,12 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "Held",
     "Settlement",
     "Store",
     "Transport",
     "check_url",
     "hide_password",
+    "lease_of",
     "open_broker",
 ]
