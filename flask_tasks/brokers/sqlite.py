@@ -177,7 +177,8 @@ class SQLiteBroker(SQLiteStore, Broker):
             bare = [message_id for message_id, token in leases if not token]
             for chunk in chunks(bare):
                 conn.execute(
-                    f"UPDATE {m} SET due = ? WHERE state = {LEASED} AND id IN ({marks(len(chunk))})",
+                    f"UPDATE {m} SET due = ? "
+                    f"WHERE state = {LEASED} AND id IN ({marks(len(chunk))})",
                     (deadline, *chunk),
                 )
             conn.executemany(
