@@ -254,6 +254,12 @@ class Transport(_Connection):
     def retry_dead_letter(self, message_id: str) -> bool:
         """Move a dead letter back to the back of its queue. False if there is none."""
 
+    def held(self, message_ids: Sequence[str]) -> Optional[set[str]]:
+        """Those of ``message_ids`` reserved under a lease and not settled (running, or
+        prefetched by a worker); None where the transport cannot tell. Revocation uses it
+        to tell a task that has not started from one that may be running."""
+        return None
+
     @abstractmethod
     def queue_length(self, queue: str) -> int:
         """Number of ready messages in ``queue`` (not delayed, not leased)."""

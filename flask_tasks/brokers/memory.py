@@ -274,6 +274,10 @@ class MemoryBroker(MemoryStore, Broker):
 
     # -- inspection -----------------------------------------------------------------------
 
+    def held(self, message_ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            return {message_id for message_id in message_ids if message_id in self._leases}
+
     def queue_length(self, queue: str) -> int:
         with self._lock:
             return sum(

@@ -281,6 +281,15 @@ class RedisBroker(RedisStore, Broker):
     # -- inspection and administration ----------------------------------------------------
 
     @_operational
+    def held(self, message_ids: Sequence[str]) -> set[str]:
+        if not message_ids:
+            return set()
+        pipe = self._client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.zscore(self.keys.leases, message_id)
+        return {m for m, score in zip(message_ids, pipe.execute()) if score is not None}
+
+    @_operational
     def queue_length(self, queue: str) -> int:
         return max(0, int(self._client.hget(self.keys.ready, queue) or 0))
 

@@ -284,6 +284,20 @@ class SQLiteBroker(SQLiteStore, Broker):
 
     # -- inspection -----------------------------------------------------------------------
 
+    def held(self, message_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self._db.read() as conn:
+            for chunk in chunks(list(message_ids)):
+                found.update(
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM {self._t['messages']} "
+                        f"WHERE state = {LEASED} AND id IN ({marks(len(chunk))})",
+                        tuple(chunk),
+                    )
+                )
+        return found
+
     def queue_length(self, queue: str) -> int:
         with self._db.read() as conn:
             row = conn.execute(

@@ -23,11 +23,11 @@ from ..brokers import Delivery, Settlement
 from ..exceptions import (
     OperationalError,
     TaskRevokedError,
-    TimeLimitExceeded,
 )
-from ..records import Record
 from .control import Running, Shutdown, enforce_time_limits, interrupt_thread
+from .logs import loggable
 from .runner import TaskRunner
+from .stuck import abandon_stuck
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -208,9 +208,9 @@ class Consumer:
             self.runner.process(delivery, revoked, self._track)
         except OperationalError as error:
             # The outcome could not be stored; the lease will bring the message back.
-            logger.error("Lost the broker while finishing %s: %s", delivery.id, error)
+            logger.error("Lost the broker while finishing %s: %s", loggable(delivery.id), error)
         except Exception:
-            logger.exception("Internal error while processing message %s", delivery.id)
+            logger.exception("Internal error while processing message %s", loggable(delivery.id))
         finally:
             with self._changed:
                 self._held.pop(delivery.id, None)
@@ -264,7 +264,7 @@ class Consumer:
             self._pending.clear()
         for delivery, _revoked, _reserved_at in reversed(returned):
             try:
-                self.transport.release(delivery.id)
+                self.transport.release(delivery)
             except OperationalError as error:
                 logger.warning("Could not return %s (its lease will): %s", delivery.id, error)
             with self._lock:
@@ -288,7 +288,7 @@ class Consumer:
                 self._held.pop(delivery.id, None)
         try:
             for delivery, _revoked, _reserved_at in reversed(returned):
-                self.transport.release(delivery.id)
+                self.transport.release(delivery)
         except OperationalError as error:
             logger.warning("Could not return prefetched messages (leases will): %s", error)
         logger.info(
@@ -303,13 +303,13 @@ class Consumer:
 
     def _cold_exit(self) -> None:
         with self._lock:
-            held = list(self._held)
+            held = list(self._held.values())
         logger.warning("Cold shutdown: returning %d message(s) and exiting now", len(held))
-        for message_id in held:
+        for delivery in held:
             try:
-                self.transport.release(message_id)
+                self.transport.release(delivery)
             except Exception as error:  # the lease brings it back anyway
-                logger.warning("Could not return %s: %s", message_id, error)
+                logger.warning("Could not return %s: %s", loggable(delivery.id), error)
         os._exit(1)
 
     # -- the monitor thread ---------------------------------------------------------------
@@ -332,8 +332,8 @@ class Consumer:
                 if now >= next_beat:
                     next_beat = now + beat_every
                     with self._lock:
-                        held = list(self._held)
-                    if held:
+                        held = list(self._held.values())
+                    if held:  # by delivery: a lease another worker took is not renewed
                         self.transport.extend(held, self.lease)
                 if now >= next_revoke_check:
                     next_revoke_check = now + 1.0
@@ -376,16 +376,14 @@ class Consumer:
             running = list(self._running.items())
         for message_id, entry in running:
             stuck = enforce_time_limits(message_id, entry, now)
-            if stuck and self.exclusive_process:
-                self._abandon_stuck(message_id, entry)
-
-    def _abandon_stuck(self, message_id: str, entry: Running) -> None:
-        """A task stuck in C code past its time limit: record the failure and end this
-        process (its parent starts a new one)."""
-        error = TimeLimitExceeded(f"{entry.task.name} exceeded its time limit and was killed")
-        self.runner.settle_now(message_id, Record.failure(error, entry.task.name))
-        logger.error("Task %s[%s] did not stop; exiting this process", entry.task.name, message_id)
-        os._exit(1)
+            if not stuck:
+                continue
+            with self._lock:  # no longer renewed, nor waited for at shutdown
+                held = self._held.pop(message_id, None)
+                self._running.pop(message_id, None)
+                self._changed.notify_all()
+            if held is not None:
+                abandon_stuck(self.runner, held, entry, exit_process=self.exclusive_process)
 
     def _terminate_revoked(self) -> None:
         with self._lock:
