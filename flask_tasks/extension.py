@@ -60,7 +60,12 @@ class Tasks:
         check_url(config.broker_url_for(app.instance_path), "TASKS_BROKER_URL")
         if config.result_backend:
             check_url(config.result_backend, "TASKS_RESULT_BACKEND")
-        app.extensions[EXTENSION_KEY] = Runtime(app, config, self.registry, owner=self)
+        runtime = Runtime(app, config, self.registry, owner=self)
+        if config.broker_options:
+            # Opening checks the options (a misspelled key fails here, not at the first
+            # delay()); Redis connects lazily, SQLite opens its file.
+            runtime.connections.transport  # noqa: B018
+        app.extensions[EXTENSION_KEY] = runtime
         register_commands(app)
         register_web(app, self, config)
 

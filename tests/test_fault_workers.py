@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import proc_app
 import pytest
 from flask import Flask
 from process_helpers import (
@@ -22,7 +23,6 @@ from process_helpers import (
     worker_processes,
 )
 
-import proc_app
 from flask_tasks import states
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -145,3 +145,18 @@ def test_threads_pool_abandons_a_task_stuck_in_c_and_still_shuts_down(
         assert transport.queue_length("default") == 0
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_kill_loop_loses_nothing(kind: str, tmp_path: Path) -> None:
+    """``scripts/soak.py`` at a bounded size: SIGKILLs of prefork workers while tasks run."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "soak.py"
+    command = [sys.executable, str(script), "--kills", "10", "--tasks", "300", "--interval", "0.3"]
+    if kind == "sqlite":
+        command.append("--sqlite")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " lost=0 not_success=0 " in done.stdout, done.stdout

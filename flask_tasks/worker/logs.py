@@ -30,8 +30,8 @@ _CONTROL.update({code: f"\\x{code:02x}" for code in range(0x80, 0xA0)})
 def loggable(value: object, limit: int = MAX_LOGGED, *, lines: bool = False) -> str:
     """``value`` as text safe for one log line: control characters (CR, LF, ANSI escapes)
     escaped so that task data cannot forge log lines or colour a terminal, and at most
-    ``limit`` characters. With ``lines``, newlines are kept (a traceback) and every other
-    control character is escaped."""
+    ``limit`` characters. With ``lines`` (a traceback), every line is kept and indented,
+    so that no line of it can pass for a log line of its own."""
     try:
         text = value if isinstance(value, str) else repr(value)
     except Exception as error:  # a __repr__ that raises must not lose the log line
@@ -39,5 +39,5 @@ def loggable(value: object, limit: int = MAX_LOGGED, *, lines: bool = False) -> 
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text) - limit} more characters)"
     if lines:
-        return "\n".join(part.translate(_CONTROL) for part in text.split("\n"))
+        return "\n".join("  " + part.translate(_CONTROL) for part in text.split("\n"))
     return text.translate(_CONTROL)
