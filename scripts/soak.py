@@ -40,6 +40,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--interval", type=float, default=0.3)
     parser.add_argument("--lease", type=float, default=2.0, help="visibility timeout (s)")
+    parser.add_argument(
+        "--max-deliveries",
+        type=int,
+        default=1000,
+        help="TASKS_MAX_DELIVERIES of the workers: the loop kills innocent tasks too, so "
+        "the default is high (with 3, a task killed 3 times ends in WorkerLostError)",
+    )
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of Redis")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="flask-tasks-soak-"))
@@ -58,9 +65,10 @@ def main() -> int:
         app = setup.app()
         with app.app_context():
             results = [proc_app.counted.delay(index) for index in range(args.tasks)]
+        env = {"PROC_MAX_DELIVERIES": str(args.max_deliveries)}
         with worker_processes(setup, work) as workers:
             alive = [
-                workers.start("-P", "prefork", "-c", str(args.concurrency), ready=False)
+                workers.start("-P", "prefork", "-c", str(args.concurrency), ready=False, **env)
                 for _ in range(args.workers)
             ]
             for kill in range(args.kills):
@@ -91,7 +99,8 @@ def main() -> int:
             f"broker={'sqlite' if args.sqlite else 'redis'} tasks={args.tasks} "
             f"kills={args.kills} workers={args.workers}x{args.concurrency} "
             f"lost={lost} not_success={not_success} duplicated={duplicated} "
-            f"extra_runs={extra_runs} seconds={time.monotonic() - started:.0f}"
+            f"extra_runs={extra_runs} seconds={time.monotonic() - started:.0f} "
+            f"states={dict(states)}"
         )
         return 1 if lost or not_success else 0
     finally:

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import proc_app
 import pytest
 from flask import Flask
 from process_helpers import (
@@ -19,6 +18,7 @@ from process_helpers import (
     WorkerProcesses,
     WorkerSetup,
     broker_url,
+    proc_app,
     wait_until,
     worker_processes,
 )
