@@ -90,6 +90,8 @@ def main() -> int:
                 )
                 time.sleep(args.lease * 2)
                 states = Counter(r.state for r in results)
+                for result in [r for r in results if r.state != "SUCCESS"][:5]:
+                    print(f"not SUCCESS: {result.id} {result.state} {result.result!r}")
         runs = Counter(line["index"] for line in setup.records("counted"))
         lost = sum(1 for index in range(args.tasks) if runs[index] == 0)
         not_success = args.tasks - states.get("SUCCESS", 0)
