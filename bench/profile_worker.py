@@ -178,7 +178,7 @@ def worker_costs(app: Flask) -> list[tuple[str, float]]:
         ),
         (
             "runner.decode(delivery) (with registry check)",
-            per_call_us(lambda: runner.decode(delivery)),
+            per_call_us(lambda: runner.intake.decode(delivery)),
         ),
         (
             "runner._request() (builds Request)",

@@ -138,7 +138,20 @@ class _Serializer:
 
 
 def _json_dumps(value: Any) -> bytes:
-    return json.dumps(to_tagged(value), separators=(",", ":"), ensure_ascii=False).encode()
+    # NaN and Infinity are refused: they are not JSON, and a browser reading a result
+    # would fail on them.
+    try:
+        text = json.dumps(
+            to_tagged(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as error:
+        if "JSON compliant" not in str(error):
+            raise
+        raise EncodeError(
+            "NaN and Infinity are not JSON (a browser could not read them); send None or "
+            "a string instead, or use another serializer"
+        ) from None
+    return text.encode()
 
 
 def _json_loads(data: bytes) -> Any:

@@ -92,6 +92,12 @@ class TasksConfig:
     message_max_bytes: int = _setting(1048576, _positive, "a positive number of bytes")
     acks_late: bool = _setting(True, _flag, "True or False")
     visibility_timeout: float = _setting(3600, _positive, "a positive number of seconds")
+    max_deliveries: int = _setting(
+        3,
+        lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        "a whole number of deliveries, 1 or more",
+    )
+    publish_timeout: float = _setting(5.0, _positive, "a positive number of seconds")
     result_expires: float = _setting(86400, _nonnegative, "a number of seconds (0 = never)")
     beat_schedule: Mapping[str, Any] = _setting({}, _mapping, "a dict of entry name -> entry")
     timezone: str = _setting("UTC", _text, "a time zone name such as 'UTC'")

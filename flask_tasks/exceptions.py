@@ -76,6 +76,11 @@ class TaskRevokedError(TaskError):
     """The task was revoked (or expired) before or while it ran."""
 
 
+class WorkerLostError(TaskError):
+    """The process running the task died before it finished (``os._exit``, a signal, a
+    crash), as many times as ``TASKS_MAX_DELIVERIES`` allows."""
+
+
 class TimeoutError(TaskError, builtins.TimeoutError):
     """``AsyncResult.get()`` gave up waiting."""
 
@@ -93,4 +98,5 @@ __all__ = [
     "TaskRevokedError",
     "TimeLimitExceeded",
     "TimeoutError",
+    "WorkerLostError",
 ]

@@ -87,6 +87,8 @@ def _run(runtime: Runtime, task: Task[Any, Any], request: Request) -> Outcome:
         outcome = Outcome(states.REVOKED, exc, ExceptionInfo(exc))
     except Exception as exc:
         outcome = _failed_or_autoretried(runtime, task, request, exc)
+    except SystemExit as exc:  # sys.exit() in a task ends the task, not the worker
+        outcome = _failed(task, request, exc)
     else:
         outcome = _succeeded(task, request, value)
     task.after_return(outcome.state, outcome.value, request.id or "", args, kwargs, outcome.einfo)

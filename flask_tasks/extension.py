@@ -63,6 +63,10 @@ class Tasks:
         check_urls(config.broker_url_for(app.instance_path), config.result_backend)
         runtime = Runtime(app, config, self.registry, owner=self, periodic=self._periodic)
         runtime.beat_entries()  # entry names must not clash
+        if config.broker_options:
+            # Opening checks the options (a misspelled key fails here, not at the first
+            # delay()); Redis connects lazily, SQLite opens its file.
+            runtime.connections.transport  # noqa: B018
         app.extensions[EXTENSION_KEY] = runtime
         register_commands(app)
         register_web(app, self, config)

@@ -170,9 +170,12 @@ class Producer:
     ) -> None:
         """Publish encoded messages with their records (one atomic step when the store is
         the broker's own; records first otherwise, so no worker finds a task without
-        one), retrying by the policy while the broker is unreachable."""
+        one), retrying by the policy while the broker is unreachable, for at most
+        ``TASKS_PUBLISH_TIMEOUT`` seconds in all."""
         policy = {**DEFAULT_RETRY_POLICY, **(retry_policy or {})}
         ttl = self.config.result_expires
+        budget = self.config.publish_timeout
+        started = time.monotonic()
         attempt = 0
         while True:
             try:
@@ -186,17 +189,22 @@ class Producer:
                 return
             except OperationalError as error:
                 limit = policy["max_retries"]
-                if not retry or (limit is not None and attempt >= limit):
+                pause = min(
+                    policy["interval_start"] + attempt * policy["interval_step"],
+                    policy["interval_max"],
+                )
+                elapsed = time.monotonic() - started
+                if (
+                    not retry
+                    or (limit is not None and attempt >= limit)
+                    or elapsed + pause >= budget
+                ):
                     raise OperationalError(
                         f"Could not publish to {hide_password(self.connections.broker_url)} "
-                        f"after {attempt + 1} attempt(s): {error}"
+                        f"after {attempt + 1} attempt(s) in {elapsed:.1f}s "
+                        f"(TASKS_PUBLISH_TIMEOUT is {budget:g}s): {error}"
                     ) from error
-                time.sleep(
-                    min(
-                        policy["interval_start"] + attempt * policy["interval_step"],
-                        policy["interval_max"],
-                    )
-                )
+                time.sleep(pause)
                 attempt += 1
 
 

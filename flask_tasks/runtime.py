@@ -60,6 +60,7 @@ class Runtime:
             config.result_backend,
             key_prefix=config.key_prefix,
             options=dict(config.broker_options),
+            publish_timeout=config.publish_timeout,
         )
         self.producer = Producer(config, self.codec, self.connections)
         self._options: dict[str, Mapping[str, Any]] = {}
@@ -116,14 +117,26 @@ class Runtime:
         """Store ``record`` for ``task_id`` (``TASKS_RESULT_EXPIRES``)."""
         self.store.set_result(task_id, record.encode(self.codec), self.config.result_expires)
 
-    def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
-        """Mark tasks revoked; those not started yet are recorded as REVOKED at once."""
+    def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> set[str]:
+        """Mark tasks revoked: no worker starts them. Those not reserved by a worker are
+        recorded as REVOKED at once; returns the ids that may be running (reserved by a
+        worker), whose record is left to the worker: with ``terminate`` it stops them
+        (REVOKED), without it they run to their end and keep their real outcome, so a
+        REVOKED shown to anyone is never followed by SUCCESS."""
         ttl = max(self.config.result_expires, self.config.visibility_timeout)
-        self.store.revoke(task_ids, ttl, terminate=terminate)
-        for task_id, raw in zip(task_ids, self.store.get_results(list(task_ids))):
+        ids = list(task_ids)
+        self.store.revoke(ids, ttl, terminate=terminate)
+        # The marks go first: a worker reserving after them skips the task. Then which
+        # are held, then their records (a task settled meanwhile reads as finished).
+        held = self.transport.held(ids)
+        running = set(ids) if held is None else held
+        for task_id, raw in zip(ids, self.store.get_results(ids)):
             record = Record.decode(self.codec, raw)
-            if record is not None and record.state in (states.PENDING, states.RECEIVED):
+            if task_id in running or record is None:
+                continue
+            if record.state in (states.PENDING, states.RECEIVED):
                 self.write(task_id, Record.revoked("revoked before it started", record.task))
+        return running
 
 
 def runtime_of(app: Flask) -> Runtime:

@@ -12,11 +12,13 @@ from .base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Held,
     QueueCounts,
     Settlement,
     Store,
     Transport,
     hide_password,
+    lease_of,
 )
 from .connections import Connections
 from .urls import check_url, check_urls, open_broker, open_transport
@@ -27,6 +29,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "Envelope",
+    "Held",
     "QueueCounts",
     "Settlement",
     "Store",
@@ -34,6 +37,7 @@ __all__ = [
     "check_url",
     "check_urls",
     "hide_password",
+    "lease_of",
     "open_broker",
     "open_transport",
 ]

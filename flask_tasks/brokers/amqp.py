@@ -50,15 +50,18 @@ from .amqp_topology import (
     header_float,
     message_headers,
     tasks_priority,
+    wait_for_message,
 )
 from .base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Held,
     Transport,
-    _refuse_str,
     check_envelope,
+    check_id_list,
     hide_password,
+    lease_of,
 )
 
 logger = logging.getLogger("flask_tasks.amqp")
@@ -250,68 +253,60 @@ class AMQPTransport(Transport):
             return  # another thread waits on the same connection: that took the time
         try:
             with self._waiter.using() as channel:
-                self._consume_one(channel, queues, deadline)
+                wait_for_message(
+                    self._waiter.connection,
+                    channel,
+                    [self._names.declare_queue(channel, q, self._waiter.declared) for q in queues],
+                    deadline,
+                )
         finally:
             self._waiter.lock.release()
 
-    def _consume_one(self, channel: Any, queues: Sequence[str], deadline: float) -> None:
-        arrived: list[bool] = []
-
-        def on_message(channel: Any, method: Any, _properties: Any, _body: bytes) -> None:
-            channel.basic_reject(method.delivery_tag, requeue=True)
-            arrived.append(True)
-
-        channel.basic_qos(prefetch_count=1)
-        tags = [
-            channel.basic_consume(
-                self._names.declare_queue(channel, queue, self._waiter.declared), on_message
-            )
-            for queue in queues
-        ]
-        try:
-            while not arrived:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._waiter.connection.process_data_events(time_limit=remaining)
-        finally:
-            for tag in tags:
-                channel.basic_cancel(tag)  # pika requeues what came after the first
-
     # -- leases --------------------------------------------------------------------------------
 
-    def extend(self, ids: Iterable[str], lease: float) -> None:
+    def extend(self, ids: Iterable[Held], lease: float) -> None:
         """Renew the lease time kept here. The server holds an unacked message for as
         long as this connection lives, so this only moves the time at which this
         transport itself gives the message back; it also answers heartbeats."""
         deadline = time.monotonic() + lease
         with self._main.lock:
-            for message_id in ids:
-                for held in self._held.get(message_id, []):
+            for given in ids:
+                for held in self._held.get(lease_of(given)[0], []):
                     held.deadline = deadline
         self._main.pump()
 
-    def ack(self, message_ids: Sequence[str]) -> None:
+    def ack(self, message_ids: Sequence[Held]) -> list[str]:
         """Ack held deliveries. Ids not held here, or delivered on a connection that has
-        closed since (the server requeued them), are ignored."""
-        _refuse_str(message_ids)
+        closed since (the server requeued them), are ignored; given as deliveries, they
+        are returned as refused (their lease is gone)."""
+        check_id_list(message_ids)
+        refused: list[str] = []
         if not message_ids:
-            return
+            return refused
         with self._main.using() as channel:
-            for message_id in message_ids:
-                for held in self._held.pop(message_id, []):
+            for given in message_ids:
+                message_id = lease_of(given)[0]
+                entries = self._held.pop(message_id, [])
+                if not entries and isinstance(given, Delivery):
+                    refused.append(message_id)
+                for held in entries:
                     self._settle(channel, held, ack=True)
+        return refused
 
-    def release(self, message_id: str, body: bytes | None = None, eta: float | None = None) -> None:
+    def release(
+        self, message_id: Held, body: bytes | None = None, eta: float | None = None
+    ) -> bool:
         """Give a held message back. Without ``body`` and ``eta`` it is rejected with
         requeue and keeps its place at the front. A new body or an ``eta`` is a new
         message (published with a confirm, then the old one acked): a new body without
         ``eta`` goes to the back of the queue, as RabbitMQ cannot put a new message in
         front. Not held here (or on a closed connection): nothing happens."""
+        fenced = isinstance(message_id, Delivery)
+        message_id = lease_of(message_id)[0]
         with self._main.using() as channel:
             entries = self._held.pop(message_id, [])
             if not entries or entries[0].generation != self._main.generation:
-                return
+                return not fenced  # a delivery whose lease is gone is refused
             held = entries[0]
             if body is None and eta is None:
                 self._settle(channel, held, ack=False)
@@ -321,6 +316,7 @@ class AMQPTransport(Transport):
                 self._settle(channel, held, ack=True)
             for other in entries[1:]:
                 self._settle(channel, other, ack=False)
+        return True
 
     # -- dead letters ------------------------------------------------------------------------
 

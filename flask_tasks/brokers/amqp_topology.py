@@ -22,6 +22,8 @@ vhost without meeting:
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from .base import MAX_PRIORITY, Envelope
@@ -166,3 +168,27 @@ def header_text(headers: Optional[dict[str, Any]], name: str) -> Optional[str]:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value if isinstance(value, str) else None
+
+
+def wait_for_message(
+    connection: Any, channel: Any, amqp_queues: Sequence[str], deadline: float
+) -> None:
+    """Consume from ``amqp_queues`` until one message arrives (rejected straight back
+    with requeue, so it keeps its place) or ``deadline`` (monotonic) passes."""
+    arrived: list[bool] = []
+
+    def on_message(channel: Any, method: Any, _properties: Any, _body: bytes) -> None:
+        channel.basic_reject(method.delivery_tag, requeue=True)
+        arrived.append(True)
+
+    channel.basic_qos(prefetch_count=1)
+    tags = [channel.basic_consume(queue, on_message) for queue in amqp_queues]
+    try:
+        while not arrived:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            connection.process_data_events(time_limit=remaining)
+    finally:
+        for tag in tags:
+            channel.basic_cancel(tag)  # pika requeues what came after the first

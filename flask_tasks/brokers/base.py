@@ -29,7 +29,14 @@ lease
     A reserved message is held by one consumer until it is acked, released or
     dead-lettered. If its lease runs out first (the consumer died), the next ``reserve``
     by anyone puts it back at the front of its queue. Live consumers renew leases with
-    ``extend``.
+    ``extend``. Due times and lease deadlines are judged by the server's clock where
+    there is a server (Redis ``TIME``), so a consumer with a wrong clock changes nothing.
+fencing
+    Each reservation gets a fresh :attr:`Delivery.token`. ``ack``, ``release`` and
+    ``extend`` given the :class:`Delivery` itself (not its bare id) are refused once the
+    message was reserved again, or settled, by someone else: a consumer that lost its
+    lease (paused, partitioned) cannot overwrite the outcome of the one that took over.
+    Given a bare id they act unconditionally, as before.
 result record
     Opaque bytes stored under a task id with a time to live. Every write notifies
     watchers so that ``watch_result`` wakes at once.
@@ -41,8 +48,8 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Optional, Union
 
 #: Priorities run from 0 (highest) to 9 (lowest), as in the public task API.
 MIN_PRIORITY = 0
@@ -86,7 +93,11 @@ def check_envelope(envelope: Envelope) -> None:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A reserved message, held under a lease until acked, released or dead-lettered."""
+    """A reserved message, held under a lease until acked, released or dead-lettered.
+
+    ``deliveries`` and ``token`` do not take part in comparisons: two deliveries of the
+    same message compare equal.
+    """
 
     id: str
     queue: str
@@ -96,6 +107,25 @@ class Delivery:
     #: (which is its own store) can tell; a plain transport always says False, and the
     #: worker asks the store instead.
     revoked: bool = False
+    #: Reservations of this message since it was published, this one included, less
+    #: those that ended in a ``release``: above 1, earlier leases ran out unsettled (the
+    #: process running it died, or stalled). Workers dead-letter a message delivered more
+    #: than ``TASKS_MAX_DELIVERIES`` times. A transport that cannot count says 1.
+    deliveries: int = field(default=1, compare=False)
+    #: Identifies this lease (see *fencing* above); "" where the transport cannot fence.
+    token: str = field(default="", compare=False)
+
+
+#: A held message as the settling methods take it: the :class:`Delivery` (fenced by its
+#: token) or its bare id (unconditional).
+Held = Union[str, Delivery]
+
+
+def lease_of(held: Held) -> tuple[str, str]:
+    """``(message id, lease token)`` of a :data:`Held`; the token is "" for a bare id."""
+    if isinstance(held, Delivery):
+        return held.id, held.token
+    return held, ""
 
 
 @dataclass(frozen=True)
@@ -111,7 +141,7 @@ class DeadLetter:
     failed_at: float
 
 
-def _refuse_str(ids: Sequence[str]) -> None:
+def check_id_list(ids: Sequence[Held]) -> None:
     """Raise TypeError for a bare ``str`` where a sequence of ids is expected: it is a
     ``Sequence[str]`` too, so type checkers let ``ack("id")`` through, which would ack
     one id per character."""
@@ -129,8 +159,9 @@ class QueueCounts:
     reserved: Optional[int] = None
 
 
-#: A finished message and the result record to store with it (None: no record).
-Settlement = tuple[str, Optional[bytes]]
+#: A finished message (its :class:`Delivery`, or bare id) and the result record to store
+#: with it (None: no record).
+Settlement = tuple[Held, Optional[bytes]]
 
 
 class _Connection(ABC):
@@ -139,6 +170,12 @@ class _Connection(ABC):
 
     #: Short human name for banners ("redis", "sqlite", "memory").
     kind: str
+
+    #: Seconds one publish may wait on the server (a lock, a reply) before failing with
+    #: OperationalError; None: the implementation's default. Set from
+    #: ``TASKS_PUBLISH_TIMEOUT`` by ``Connections``, so that a web request publishing a
+    #: task never hangs for minutes. Honoured where the server allows.
+    publish_timeout: Optional[float] = None
 
     @abstractmethod
     def ping(self) -> None:
@@ -189,24 +226,30 @@ class Transport(_Connection):
         for no reason; callers reserve and wait again. Never busy-polls."""
 
     @abstractmethod
-    def extend(self, ids: Iterable[str], lease: float) -> None:
-        """Renew the leases of held messages to ``lease`` seconds from now. Ids that
-        are no longer held are ignored."""
+    def extend(self, ids: Iterable[Held], lease: float) -> None:
+        """Renew the leases of held messages to ``lease`` seconds from now. Messages
+        that are no longer held (or, given as deliveries, held under another lease) are
+        ignored."""
 
     @abstractmethod
-    def ack(self, message_ids: Sequence[str]) -> None:
+    def ack(self, message_ids: Sequence[Held]) -> list[str]:
         """Forget delivered messages, in as few round trips as the server allows.
 
+        Returns the ids refused by fencing (deliveries whose lease was taken over or
+        settled by someone else; nothing changed for them), [] when none was.
         Raises TypeError for a bare ``str`` (``ack([message_id])`` acks one message)."""
 
     @abstractmethod
-    def release(self, message_id: str, body: bytes | None = None, eta: float | None = None) -> None:
+    def release(
+        self, message_id: Held, body: bytes | None = None, eta: float | None = None
+    ) -> bool:
         """Return a held message for delivery again, with an optional new ``body``.
 
         Without ``eta`` it goes to the front of its queue (a warm shutdown returning
         prefetched work); with ``eta`` it is delayed until then (a retry). Releasing a
         message the transport no longer holds (acked, or never delivered) is a no-op:
-        publish it again instead."""
+        publish it again instead. Returns False when fencing refused it (a
+        :class:`Delivery` whose lease was lost), else True."""
 
     @abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -220,6 +263,12 @@ class Transport(_Connection):
     @abstractmethod
     def retry_dead_letter(self, message_id: str) -> bool:
         """Move a dead letter back to the back of its queue. False if there is none."""
+
+    def held(self, message_ids: Sequence[str]) -> Optional[set[str]]:
+        """Those of ``message_ids`` reserved under a lease and not settled (running, or
+        prefetched by a worker); None where the transport cannot tell. Revocation uses it
+        to tell a task that has not started from one that may be running."""
+        return None
 
     @abstractmethod
     def queue_length(self, queue: str) -> int:
@@ -342,28 +391,32 @@ class Broker(Transport, Store):
         (task id -> record; PENDING at publish time)."""
 
     @abstractmethod
-    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
-        """Ack each ``(message_id, record)`` and store its record (when not None) in the
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> list[str]:
+        """Ack each ``(message, record)`` and store its record (when not None) in the
         same atomic step, each on its own, in as few round trips as the server allows.
-        Workers use it to settle the outcomes of finished tasks."""
+        Workers use it to settle the outcomes of finished tasks. A settlement refused by
+        fencing stores nothing; returns the ids refused, as :meth:`Transport.ack`."""
 
     @abstractmethod
     def release_with_record(
         self,
-        message_id: str,
+        message_id: Held,
         body: bytes | None,
         eta: float | None,
         record: bytes | None,
         record_ttl: float,
-    ) -> None:
-        """:meth:`release`, atomically with storing ``record`` (a retry's RETRY record)."""
+    ) -> bool:
+        """:meth:`release`, atomically with storing ``record`` (a retry's RETRY record);
+        False, with nothing stored, when fencing refused it."""
 
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         self.publish_with_records(envelopes, {}, 0)
 
-    def ack(self, message_ids: Sequence[str]) -> None:
-        _refuse_str(message_ids)
-        self.ack_with_records([(message_id, None) for message_id in message_ids], 0)
+    def ack(self, message_ids: Sequence[Held]) -> list[str]:
+        check_id_list(message_ids)
+        return self.ack_with_records([(message_id, None) for message_id in message_ids], 0)
 
-    def release(self, message_id: str, body: bytes | None = None, eta: float | None = None) -> None:
-        self.release_with_record(message_id, body, eta, None, 0)
+    def release(
+        self, message_id: Held, body: bytes | None = None, eta: float | None = None
+    ) -> bool:
+        return self.release_with_record(message_id, body, eta, None, 0)

@@ -26,11 +26,13 @@ class Connections:
         *,
         key_prefix: str = "flask_tasks",
         options: Optional[dict[str, Any]] = None,
+        publish_timeout: Optional[float] = None,
     ) -> None:
         self.broker_url = broker_url
         self.backend_url = backend_url if backend_url and backend_url != broker_url else None
         self.key_prefix = key_prefix
         self.options = dict(options or {})
+        self.publish_timeout = publish_timeout
         self._pid = os.getpid()
         self._transport: Optional[Transport] = None
         self._store: Optional[Broker] = None
@@ -51,6 +53,7 @@ class Connections:
             self._transport = open_transport(
                 self.broker_url, key_prefix=self.key_prefix, **self.options
             )
+            self._transport.publish_timeout = self.publish_timeout
         return self._transport
 
     @property
@@ -68,6 +71,7 @@ class Connections:
         self._check_fork()
         if self._store is None:
             self._store = open_broker(self.backend_url, key_prefix=self.key_prefix)
+            self._store.publish_timeout = self.publish_timeout
         return self._store
 
     @property

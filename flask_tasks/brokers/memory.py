@@ -21,9 +21,11 @@ from .base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Held,
     QueueCounts,
     Settlement,
     check_envelope,
+    lease_of,
 )
 from .memory_store import MemoryStore
 
@@ -53,6 +55,9 @@ class MemoryBroker(MemoryStore, Broker):
         self._leases: dict[str, float] = {}
         self._lease_heap: list[tuple[float, int, str]] = []
         self._dead: dict[str, DeadLetter] = {}
+        #: id -> unsettled reservations, and the token of the latest (fencing).
+        self._deliveries: dict[str, int] = {}
+        self._tokens: dict[str, str] = {}
 
     # -- internal helpers (lock held) -----------------------------------------------------
 
@@ -62,8 +67,18 @@ class MemoryBroker(MemoryStore, Broker):
             buckets = self._queues[queue] = [deque() for _ in range(MAX_PRIORITY + 1)]
         return buckets
 
+    def _forget_leases(self, message_id: str) -> None:
+        self._leases.pop(message_id, None)
+        self._deliveries.pop(message_id, None)
+        self._tokens.pop(message_id, None)
+
+    def _holds(self, held: Held) -> bool:
+        """False for a delivery whose lease was taken over or settled meanwhile."""
+        message_id, token = lease_of(held)
+        return not token or self._tokens.get(message_id) == token
+
     def _store(self, envelope: Envelope, now: float) -> None:
-        self._leases.pop(envelope.id, None)
+        self._forget_leases(envelope.id)
         stored = _Stored(envelope.queue, envelope.priority, envelope.body, next(self._generations))
         self._messages[envelope.id] = stored
         if envelope.eta is not None and envelope.eta > now:
@@ -144,8 +159,18 @@ class MemoryBroker(MemoryStore, Broker):
                     stored = self._messages[message_id]
                     self._lease(message_id, now + lease)
                     revoked = self._revoked.get(message_id, 0) > now
+                    times = self._deliveries[message_id] = self._deliveries.get(message_id, 0) + 1
+                    token = self._tokens[message_id] = str(next(self._generations))
                     taken.append(
-                        Delivery(message_id, stored.queue, stored.priority, stored.body, revoked)
+                        Delivery(
+                            message_id,
+                            stored.queue,
+                            stored.priority,
+                            stored.body,
+                            revoked,
+                            times,
+                            token,
+                        )
                     )
             return taken
 
@@ -159,33 +184,45 @@ class MemoryBroker(MemoryStore, Broker):
                 return
             self._changed.wait(timeout)
 
-    def extend(self, ids: Iterable[str], lease: float) -> None:
+    def extend(self, ids: Iterable[Held], lease: float) -> None:
         with self._lock:
             deadline = self.now() + lease
-            for message_id in ids:
-                if message_id in self._leases:
+            for held in ids:
+                message_id, _token = lease_of(held)
+                if message_id in self._leases and self._holds(held):
                     self._lease(message_id, deadline)
 
-    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> list[str]:
+        refused = []
         with self._lock:
             now = self.now()
-            for message_id, record in settlements:
-                self._leases.pop(message_id, None)
+            for held, record in settlements:
+                message_id, _token = lease_of(held)
+                if not self._holds(held):
+                    refused.append(message_id)
+                    continue
+                self._forget_leases(message_id)
                 self._messages.pop(message_id, None)
                 if record is not None:
                     self._write_result(message_id, record, record_ttl, now)
+        return refused
 
     def release_with_record(
         self,
-        message_id: str,
+        message_id: Held,
         body: bytes | None,
         eta: float | None,
         record: bytes | None,
         record_ttl: float,
-    ) -> None:
+    ) -> bool:
+        fenced = message_id
+        message_id, _token = lease_of(fenced)
         with self._lock:
+            if not self._holds(fenced):
+                return False
             now = self.now()
             stored = self._messages.get(message_id)
+            deliveries = self._deliveries.get(message_id, 0)
             held = self._leases.pop(message_id, None) is not None
             if stored is not None and (held or body is not None):
                 envelope = Envelope(
@@ -202,13 +239,20 @@ class MemoryBroker(MemoryStore, Broker):
                     self._put_back(message_id, front=True)
                 else:
                     self._store(envelope, now)
+                # This delivery ended in a release: it no longer counts.
+                self._tokens.pop(message_id, None)
+                if deliveries > 1:
+                    self._deliveries[message_id] = deliveries - 1
+                else:
+                    self._deliveries.pop(message_id, None)
             if record is not None:
                 self._write_result(message_id, record, record_ttl, now)
             self._changed.notify_all()
+        return True
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._lock:
-            self._leases.pop(delivery.id, None)
+            self._forget_leases(delivery.id)
             self._messages.pop(delivery.id, None)
             self._dead[delivery.id] = DeadLetter(
                 delivery.id, delivery.queue, delivery.priority, delivery.body, reason, self.now()
@@ -230,6 +274,10 @@ class MemoryBroker(MemoryStore, Broker):
             return True
 
     # -- inspection -----------------------------------------------------------------------
+
+    def held(self, message_ids: Sequence[str]) -> set[str]:
+        with self._lock:
+            return {message_id for message_id in message_ids if message_id in self._leases}
 
     def queue_length(self, queue: str) -> int:
         with self._lock:

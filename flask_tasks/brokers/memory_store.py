@@ -12,6 +12,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, cast
 
+from ..exceptions import ImproperlyConfigured
 from .base import Store
 
 #: Most expired entries one write drops.
@@ -30,7 +31,12 @@ class MemoryStore(Store):
 
     kind = "memory"
 
-    def __init__(self, url: str = "memory://", **_options: object) -> None:
+    def __init__(self, url: str = "memory://", **options: object) -> None:
+        if options:
+            raise ImproperlyConfigured(
+                f"The memory:// broker takes no options; got {', '.join(sorted(options))} "
+                "(TASKS_BROKER_OPTIONS)"
+            )
         self.url = url
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)

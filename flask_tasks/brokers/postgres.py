@@ -24,9 +24,11 @@ from .base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Held,
     QueueCounts,
     Settlement,
     check_envelope,
+    lease_of,
 )
 from .postgres_schema import DELAYED, LEASED, NOW, READY, SEQ_BLOCK
 from .postgres_store import PostgresStore
@@ -158,8 +160,8 @@ class PostgresBroker(PostgresStore, Broker):
                     return
                 published.wait(remaining if wake_in is None else min(remaining, wake_in))
 
-    def extend(self, ids: Iterable[str], lease: float) -> None:
-        ids = list(ids)
+    def extend(self, ids: Iterable[Held], lease: float) -> None:
+        ids = [lease_of(held)[0] for held in ids]  # no lease tokens here: not fenced
         if not ids:
             return
         with self._pool.connection() as connection:
@@ -169,13 +171,15 @@ class PostgresBroker(PostgresStore, Broker):
                 [lease, ids],
             )
 
-    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
-        """One statement, however many: one round trip, one commit."""
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> list[str]:
+        """One statement, however many: one round trip, one commit. Not fenced (this
+        broker hands out no lease tokens): nothing is ever refused."""
         if not settlements:
-            return
-        records = {message_id: r for message_id, r in settlements if r is not None}
+            return []
+        ids = [lease_of(held)[0] for held, _record in settlements]
+        records = {i: r for i, (_held, r) in zip(ids, settlements) if r is not None}
         params = self._record_params(records, record_ttl)
-        params["ids"] = [message_id for message_id, _record in settlements]
+        params["ids"] = ids
         with self._pool.connection() as connection:
             connection.execute(
                 f"WITH acked AS (DELETE FROM {self._t['messages']} "
@@ -185,19 +189,22 @@ class PostgresBroker(PostgresStore, Broker):
             )
             if records:
                 self._sweep(connection)
+        return []
 
     def release_with_record(
         self,
-        message_id: str,
+        message_id: Held,
         body: bytes | None,
         eta: float | None,
         record: bytes | None,
         record_ttl: float,
-    ) -> None:
-        params = self._record_params({} if record is None else {message_id: record}, record_ttl)
-        params.update(id=message_id, body=None if body is None else bytes(body), eta=eta)
+    ) -> bool:
+        task_id = lease_of(message_id)[0]  # not fenced: never refused
+        params = self._record_params({} if record is None else {task_id: record}, record_ttl)
+        params.update(id=task_id, body=None if body is None else bytes(body), eta=eta)
         with self._pool.connection() as connection:
             connection.execute(self._sql_release, params)
+        return True
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._pool.connection() as connection:

@@ -21,9 +21,11 @@ from .base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Held,
     QueueCounts,
     Settlement,
     check_envelope,
+    lease_of,
 )
 from .redis_pubsub import SubscriberPool
 from .redis_scripts import ScriptCall
@@ -75,12 +77,13 @@ class RedisBroker(RedisStore, Broker):
         for envelope in envelopes:
             check_envelope(envelope)
             keys.append(self.keys.ready_list(envelope.queue, envelope.priority))
+            # Due times go to the server as delays: it adds them to its own clock.
             delayed = envelope.eta is not None and envelope.eta > now
             args += [
                 envelope.id,
                 envelope.queue,
                 envelope.priority,
-                envelope.eta if delayed else "",
+                envelope.eta - now if envelope.eta is not None and delayed else "",
                 envelope.body,
                 self.keys.queue_channel(envelope.queue),
             ]
@@ -93,14 +96,21 @@ class RedisBroker(RedisStore, Broker):
 
     @_operational
     def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
-        now = self.now()
-        taken, foreign = self._run_reserve(queues, count, now, now + lease)
+        taken, foreign = self._run_reserve(queues, count, lease)
         deliveries = []
-        for index in range(0, len(taken), 4):
-            message_id, meta, body, revoked = taken[index : index + 4]
+        for index in range(0, len(taken), 6):
+            message_id, meta, body, revoked, count_, token = taken[index : index + 6]
             _generation, priority, queue = meta.split(b":", 2)
             deliveries.append(
-                Delivery(message_id.decode(), queue.decode(), int(priority), body, revoked == 1)
+                Delivery(
+                    message_id.decode(),
+                    queue.decode(),
+                    int(priority),
+                    body,
+                    revoked == 1,
+                    int(count_),
+                    token.decode(),
+                )
             )
         if deliveries:
             if len(self._queue_hints) > _QUEUE_HINTS:
@@ -114,15 +124,15 @@ class RedisBroker(RedisStore, Broker):
             if not pending:
                 break
             seen.update(pending)
-            _taken, foreign = self._run_reserve(pending, 0, now, now)
+            _taken, foreign = self._run_reserve(pending, 0, 0)
         return deliveries
 
     def _run_reserve(
-        self, queues: Sequence[str], count: int, now: float, deadline: float
+        self, queues: Sequence[str], count: int, lease: float
     ) -> tuple[list[Any], list[str]]:
-        """Run reserve.lua: flat (id, meta, body, revoked flag) groups, and the queues
-        outside ``queues`` holding due or expired messages."""
-        args: list[Any] = [now, deadline, max(0, count), PROMOTE_BATCH]
+        """Run reserve.lua: flat (id, meta, body, revoked flag, deliveries, token)
+        groups, and the queues outside ``queues`` holding due or expired messages."""
+        args: list[Any] = [lease, max(0, count), PROMOTE_BATCH]
         for queue in queues:
             args += [queue, self.keys.queue_channel(queue)]
         keys = self.keys.core() + self.keys.ready_lists_of(queues) + [self.keys.revoked]
@@ -143,38 +153,45 @@ class RedisBroker(RedisStore, Broker):
             # A delayed message falling due, or a lease running out, may make work ready.
             pipe.zrange(self.keys.delayed, 0, 0, withscores=True)
             pipe.zrange(self.keys.leases, 0, 0, withscores=True)
-            ready, *earliest = pipe.execute()
+            pipe.time()  # due times are the server's: judge them by its clock
+            ready, *earliest, (seconds, microseconds) = pipe.execute()
             if ready:
                 return
+            now = seconds + microseconds / 1e6
             for first in earliest:
                 if first:
-                    timeout = min(timeout, max(0.0, first[0][1] - self.now()))
+                    timeout = min(timeout, max(0.0, first[0][1] - now))
             subscriber.wait(timeout)
 
     @_operational
-    def extend(self, ids: Iterable[str], lease: float) -> None:
-        deadline = self.now() + lease
-        mapping = dict.fromkeys(ids, deadline)
-        if mapping:
-            self._client.zadd(self.keys.leases, mapping, xx=True)
+    def extend(self, ids: Iterable[Held], lease: float) -> None:
+        args: list[Any] = [lease]
+        for held in ids:
+            args += lease_of(held)
+        if len(args) > 1:
+            self._scripts.extend(self.keys.core(), args)
 
     @_operational
-    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> list[str]:
         """One ``ack.lua`` call per message (each atomic on its own), pipelined: one round
         trip however many."""
-        calls = [
-            self._ack_call(message_id, record, record_ttl) for message_id, record in settlements
-        ]
+        calls = [self._ack_call(held, record, record_ttl) for held, record in settlements]
         if len(calls) == 1:
             script, keys, args = calls[0]
-            script(keys, args)
+            results = [script(keys, args)]
         elif calls:
-            self._scripts.pipelined(self._client, calls)
+            results = self._scripts.pipelined(self._client, calls)
+        else:
+            return []
+        return [
+            lease_of(held)[0] for (held, _record), done in zip(settlements, results) if done == 0
+        ]
 
-    def _ack_call(self, message_id: str, record: bytes | None, record_ttl: float) -> ScriptCall:
+    def _ack_call(self, held: Held, record: bytes | None, record_ttl: float) -> ScriptCall:
+        message_id, token = lease_of(held)
         self._queue_hints.pop(message_id, None)
         keys = self.keys.core()
-        args: list[Any] = [message_id]
+        args: list[Any] = [message_id, token]
         if record is not None:
             keys.append(self.keys.result(message_id))
             args += [record, milliseconds(record_ttl), self.keys.result_channel(message_id)]
@@ -183,12 +200,13 @@ class RedisBroker(RedisStore, Broker):
     @_operational
     def release_with_record(
         self,
-        message_id: str,
+        message_id: Held,
         body: bytes | None,
         eta: float | None,
         record: bytes | None,
         record_ttl: float,
-    ) -> None:
+    ) -> bool:
+        message_id, token = lease_of(message_id)
         hint = self._queue_hints.pop(message_id, None)
         for _attempt in range(_RACE_ATTEMPTS):
             queue = hint if hint is not None else self._stored_queue(message_id)
@@ -197,20 +215,21 @@ class RedisBroker(RedisStore, Broker):
             if record is not None:
                 keys.append(self.keys.result(message_id))
             args: list[Any] = [
-                self.now(),
+                token,
                 message_id,
                 queue,
                 self.keys.queue_channel(queue),
                 "0" if body is None else "1",
                 body or b"",
-                "" if eta is None else eta,
+                "" if eta is None else eta - self.now(),  # the server adds its clock
                 "0" if record is None else "1",
                 record or b"",
                 milliseconds(record_ttl),
                 self.keys.result_channel(message_id),
             ]
-            if self._scripts.release(keys, args) == 1:
-                return
+            outcome = self._scripts.release(keys, args)
+            if outcome >= 0:
+                return bool(outcome == 1)
         raise OperationalError(f"Message {message_id} kept moving between queues; not released")
 
     def _stored_queue(self, message_id: str) -> str:
@@ -263,6 +282,15 @@ class RedisBroker(RedisStore, Broker):
         raise OperationalError(f"Dead letter {message_id} kept changing; not retried")
 
     # -- inspection and administration ----------------------------------------------------
+
+    @_operational
+    def held(self, message_ids: Sequence[str]) -> set[str]:
+        if not message_ids:
+            return set()
+        pipe = self._client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.zscore(self.keys.leases, message_id)
+        return {m for m, score in zip(message_ids, pipe.execute()) if score is not None}
 
     @_operational
     def queue_length(self, queue: str) -> int:

@@ -25,12 +25,14 @@ from ..exceptions import ImproperlyConfigured
 MINIMUM_VERSION = (5, 0)
 
 #: Defaults for redis-py clients; any can be overridden by the broker's options.
-#: Publishers should fail promptly (the core retries on OperationalError), so connecting
-#: gives up after a few seconds and redis-py retries once, at once, which covers a pooled
-#: connection the server closed.
+#: Publishers should fail promptly (the core retries on OperationalError within
+#: ``TASKS_PUBLISH_TIMEOUT``), so connecting gives up after a few seconds, a reply is
+#: awaited for at most 5 s (every script is bounded; a frozen server is not waited out),
+#: and redis-py retries once, at once, only a connection error (a pooled connection the
+#: server closed), never a timeout (which would double the wait).
 CLIENT_DEFAULTS: dict[str, Any] = {
     "socket_connect_timeout": 3.0,
-    "socket_timeout": 10.0,
+    "socket_timeout": 5.0,
     "health_check_interval": 0,
 }
 
@@ -53,7 +55,7 @@ class RedisConnection:
 def client_options(options: dict[str, Any]) -> dict[str, Any]:
     """redis-py keyword arguments: our defaults, then ``options``."""
     merged: dict[str, Any] = dict(CLIENT_DEFAULTS)
-    merged["retry"] = Retry(NoBackoff(), 1)
+    merged["retry"] = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
     if int(redis.__version__.split(".", 1)[0]) >= 5:
         # redis-py 8 speaks RESP3 (HELLO) by default; Redis 5 only knows RESP2.
         merged["protocol"] = 2

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from .base import MAX_PRIORITY, MIN_PRIORITY
 
 #: Core keys, in the order every message script receives them as KEYS[1..6].
-CORE_KEY_COUNT = 6
+CORE_KEY_COUNT = 7
 
 
 class RedisKeys:
@@ -31,8 +31,11 @@ class RedisKeys:
         self.leases = f"{self.base}:leases"
         #: Hash: queue name -> number of ready messages (what ``queue_length`` reads).
         self.ready = f"{self.base}:ready"
-        #: Counter handing out generations, which tell current queue entries from stale ones.
+        #: Counter handing out generations, which tell current queue entries from stale
+        #: ones, and lease tokens.
         self.sequence = f"{self.base}:sequence"
+        #: Hash: message id -> "deliveries:token" of its latest lease (``Delivery``).
+        self.leased = f"{self.base}:leased"
         #: Hash: message id -> packed dead letter.
         self.dead = f"{self.base}:dead"
         #: Sorted set: dead letter id, scored by the time it failed.
@@ -48,8 +51,16 @@ class RedisKeys:
         self.workers_expiry = f"{self.base}:workers:expiry"
 
     def core(self) -> list[str]:
-        """The six keys every message script receives first (see ``lua/lib.lua``)."""
-        return [self.meta, self.bodies, self.delayed, self.leases, self.ready, self.sequence]
+        """The seven keys every message script receives first (see ``lua/lib.lua``)."""
+        return [
+            self.meta,
+            self.bodies,
+            self.delayed,
+            self.leases,
+            self.ready,
+            self.sequence,
+            self.leased,
+        ]
 
     def ready_list(self, queue: str, priority: int) -> str:
         """List of ``"generation:id"`` entries ready in ``queue`` at ``priority``."""

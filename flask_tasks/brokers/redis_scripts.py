@@ -17,7 +17,16 @@ from redis.exceptions import NoScriptError
 
 LUA = Path(__file__).with_name("lua")
 #: Scripts that work on messages: their KEYS start with the core keys.
-USES_LIB = ("publish", "reserve", "ack", "release", "dead_letter", "retry_dead_letter", "purge")
+USES_LIB = (
+    "publish",
+    "reserve",
+    "extend",
+    "ack",
+    "release",
+    "dead_letter",
+    "retry_dead_letter",
+    "purge",
+)
 STANDALONE = ("set_result", "forget_result", "incr", "revoke", "heartbeat")
 
 #: One script call: the script, its KEYS and its ARGV.
@@ -36,6 +45,7 @@ class RedisScripts:
         self.all = scripts
         self.publish = scripts["publish"]
         self.reserve = scripts["reserve"]
+        self.extend = scripts["extend"]
         self.ack = scripts["ack"]
         self.release = scripts["release"]
         self.dead_letter = scripts["dead_letter"]

@@ -16,6 +16,7 @@ each state keep every step an index lookup, whatever the length of the queue.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,9 +27,11 @@ from .base import (
     DeadLetter,
     Delivery,
     Envelope,
+    Held,
     QueueCounts,
     Settlement,
     check_envelope,
+    lease_of,
 )
 from .sqlite_db import back_of_queue, chunks, front_of_queue, marks, recover_messages
 from .sqlite_schema import DELAYED, LEASED, READY
@@ -63,14 +66,15 @@ class SQLiteBroker(SQLiteStore, Broker):
     ) -> None:
         """Insert or replace a message: delayed until ``eta``, else at the back of its queue."""
         m = self._t["messages"]
+        columns = f"INSERT OR REPLACE INTO {m} (id, queue, priority, body, state, due, seq)"
         if eta is not None and eta > now:
             conn.execute(
-                f"INSERT OR REPLACE INTO {m} VALUES (?, ?, ?, ?, {DELAYED}, ?, 0)",
+                f"{columns} VALUES (?, ?, ?, ?, {DELAYED}, ?, 0)",
                 (message_id, queue, priority, body, eta),
             )
         else:
             conn.execute(
-                f"INSERT OR REPLACE INTO {m} VALUES (?, ?, ?, ?, {READY}, 0, {self._sql_back})",
+                f"{columns} VALUES (?, ?, ?, ?, {READY}, 0, {self._sql_back})",
                 (message_id, queue, priority, body, queue, priority),
             )
 
@@ -91,7 +95,7 @@ class SQLiteBroker(SQLiteStore, Broker):
         for envelope in envelopes:
             check_envelope(envelope)
         now = self.now()
-        with self._db.write() as conn:
+        with self._db.write(self.publish_timeout) as conn:
             if records:
                 self._put_results(conn, records, record_ttl, now)
             for env in envelopes:
@@ -112,17 +116,20 @@ class SQLiteBroker(SQLiteStore, Broker):
                     break
                 rows = conn.execute(
                     f"SELECT id, priority, body, EXISTS (SELECT 1 FROM {revoked} AS r "
-                    f"WHERE r.task_id = {m}.id AND r.expires_at > ?) "
+                    f"WHERE r.task_id = {m}.id AND r.expires_at > ?), deliveries + 1 "
                     f"FROM {m} WHERE state = {READY} AND queue = ? "
                     "ORDER BY priority, seq LIMIT ?",
                     (now, queue, wanted),
                 ).fetchall()
+                tokens = [secrets.token_hex(8) for _row in rows]
                 conn.executemany(
-                    f"UPDATE {m} SET state = {LEASED}, due = ? WHERE id = ?",
-                    [(now + lease, row[0]) for row in rows],
+                    f"UPDATE {m} SET state = {LEASED}, due = ?, deliveries = ?, token = ? "
+                    "WHERE id = ?",
+                    [(now + lease, row[4], token, row[0]) for row, token in zip(rows, tokens)],
                 )
                 taken.extend(
-                    Delivery(row[0], queue, row[1], bytes(row[2]), bool(row[3])) for row in rows
+                    Delivery(row[0], queue, row[1], bytes(row[2]), bool(row[3]), row[4], token)
+                    for row, token in zip(rows, tokens)
                 )
         return taken
 
@@ -161,56 +168,84 @@ class SQLiteBroker(SQLiteStore, Broker):
                     deadline = min(deadline, time.monotonic() + delay)
                 notifier.wait(token, deadline)
 
-    def extend(self, ids: Iterable[str], lease: float) -> None:
-        ids = list(ids)
-        if not ids:
+    def extend(self, ids: Iterable[Held], lease: float) -> None:
+        leases = [lease_of(held) for held in ids]
+        if not leases:
             return
+        m = self._t["messages"]
         with self._db.write() as conn:
             deadline = self.now() + lease
-            for chunk in chunks(ids):
+            bare = [message_id for message_id, token in leases if not token]
+            for chunk in chunks(bare):
                 conn.execute(
-                    f"UPDATE {self._t['messages']} SET due = ? "
+                    f"UPDATE {m} SET due = ? "
                     f"WHERE state = {LEASED} AND id IN ({marks(len(chunk))})",
                     (deadline, *chunk),
                 )
+            conn.executemany(
+                f"UPDATE {m} SET due = ? WHERE state = {LEASED} AND id = ? AND token = ?",
+                [(deadline, message_id, token) for message_id, token in leases if token],
+            )
 
-    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> None:
+    def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> list[str]:
         """All in one transaction: one commit, however many."""
         if not settlements:
-            return
+            return []
+        m = self._t["messages"]
+        refused: list[str] = []
+        records: dict[str, bytes] = {}
         with self._db.write() as conn:
-            conn.executemany(
-                f"DELETE FROM {self._t['messages']} WHERE id = ?",
-                [(message_id,) for message_id, _record in settlements],
-            )
-            records = {message_id: r for message_id, r in settlements if r is not None}
+            for held, record in settlements:
+                message_id, token = lease_of(held)
+                if token:
+                    cursor = conn.execute(
+                        f"DELETE FROM {m} WHERE id = ? AND token = ?", (message_id, token)
+                    )
+                    if cursor.rowcount == 0:
+                        refused.append(message_id)
+                        continue
+                else:
+                    conn.execute(f"DELETE FROM {m} WHERE id = ?", (message_id,))
+                if record is not None:
+                    records[message_id] = record
             if records:
                 self._put_results(conn, records, record_ttl, self.now())
+        return refused
 
     def release_with_record(
         self,
-        message_id: str,
+        message_id: Held,
         body: bytes | None,
         eta: float | None,
         record: bytes | None,
         record_ttl: float,
-    ) -> None:
+    ) -> bool:
+        message_id, token = lease_of(message_id)
         now = self.now()
+        m = self._t["messages"]
         with self._db.write() as conn:
             row = conn.execute(
-                f"SELECT queue, priority, body, state FROM {self._t['messages']} WHERE id = ?",
+                f"SELECT queue, priority, body, state, deliveries, token FROM {m} WHERE id = ?",
                 (message_id,),
             ).fetchone()
+            if token and (row is None or row[5] != token):
+                return False
             if row is not None and (row[3] == LEASED or body is not None):
-                queue, priority, old_body, _state = row
+                queue, priority, old_body, _state, deliveries, _token = row
                 new_body = old_body if body is None else body
                 if eta is None:
                     self._store(conn, message_id, queue, priority, new_body, None, now)
                     self._to_front(conn, message_id, queue, priority)
                 else:
                     self._store(conn, message_id, queue, priority, new_body, eta, now)
+                # This delivery ended in a release: it no longer counts.
+                conn.execute(
+                    f"UPDATE {m} SET deliveries = ? WHERE id = ?",
+                    (max(0, deliveries - 1), message_id),
+                )
             if record is not None:
                 self._put_results(conn, {message_id: record}, record_ttl, now)
+        return True
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._db.write() as conn:
@@ -249,6 +284,20 @@ class SQLiteBroker(SQLiteStore, Broker):
             return True
 
     # -- inspection -----------------------------------------------------------------------
+
+    def held(self, message_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self._db.read() as conn:
+            for chunk in chunks(list(message_ids)):
+                found.update(
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM {self._t['messages']} "
+                        f"WHERE state = {LEASED} AND id IN ({marks(len(chunk))})",
+                        tuple(chunk),
+                    )
+                )
+        return found
 
     def queue_length(self, queue: str) -> int:
         with self._db.read() as conn:

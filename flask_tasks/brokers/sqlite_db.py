@@ -15,12 +15,12 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import parse_qsl
 
 from ..exceptions import ImproperlyConfigured, OperationalError
 from .sqlite_notify import ChangeNotifier
-from .sqlite_schema import DELAYED, LEASED, READY, SCHEMA, table_names
+from .sqlite_schema import DELAYED, LEASED, READY, SCHEMA, add_missing_columns, table_names
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Most delayed (and, separately, expired) messages one ``reserve`` moves back to queues.
@@ -212,7 +212,9 @@ class Database:
             )
         try:
             # executescript() commits any open transaction first, so BEGIN goes inside.
-            connection.executescript("BEGIN IMMEDIATE;" + SCHEMA.format(**self.tables) + "COMMIT;")
+            connection.executescript("BEGIN IMMEDIATE;" + SCHEMA.format(**self.tables))
+            add_missing_columns(connection, self.tables)
+            connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
@@ -273,14 +275,27 @@ class Database:
             raise OperationalError(f"SQLite broker {self.path!r}: {exc}") from exc
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, busy_timeout: Optional[float] = None) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: all or nothing, one writer at a time.
 
+        ``busy_timeout`` (seconds) bounds the wait for another writer's lock in this
+        transaction only (publishing: a web request must not wait the workers' 30 s).
         Waiters are woken after a commit that changed anything.
         """
         with self.errors():
             connection = self.connection()
-            connection.execute("BEGIN IMMEDIATE")
+            own = busy_timeout is not None and busy_timeout != self.options.busy_timeout
+            if own:
+                connection.execute(
+                    f"PRAGMA busy_timeout = {int(max(0.0, busy_timeout or 0) * 1000)}"
+                )
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            finally:
+                if own:
+                    connection.execute(
+                        f"PRAGMA busy_timeout = {int(self.options.busy_timeout * 1000)}"
+                    )
             changes = connection.total_changes
             try:
                 yield connection

@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS {messages} (
     body BLOB NOT NULL,
     state INTEGER NOT NULL,
     due REAL NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    token TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS {messages_ready} ON {messages} (queue, priority, seq)
     WHERE state = 0;
@@ -80,6 +82,22 @@ _EXPIRING = (
     ("claims", "key"),
     ("workers", "name"),
 )
+
+
+#: Columns added to ``messages`` since its first version: name -> definition.
+ADDED_COLUMNS = {
+    "deliveries": "INTEGER NOT NULL DEFAULT 0",
+    "token": "TEXT NOT NULL DEFAULT ''",
+}
+
+
+def add_missing_columns(conn: sqlite3.Connection, tables: Mapping[str, str]) -> None:
+    """Give a ``messages`` table made by an older version the columns added since."""
+    messages = tables["messages"]
+    present = {row[1] for row in conn.execute(f"PRAGMA table_info({messages})")}
+    for name, definition in ADDED_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE {messages} ADD COLUMN {name} {definition}")
 
 
 def _quote(name: str) -> str:

@@ -197,8 +197,9 @@ def _check_csrf() -> None:
 @blueprint.post("/<token>/revoke")
 def revoke(token: str) -> Response:
     """Revoke the task (``{"terminate": true}`` also stops it if running). 202 with the
-    status after revoking; 200 if it had already finished. Off unless
-    ``TASKS_ALLOW_REVOKE``."""
+    status after revoking; 200 if it had already finished. A task that may be running
+    keeps its state, and the answer says so in ``revoke`` (``"running"`` when it runs on,
+    ``"terminating"`` when it is being stopped). Off unless ``TASKS_ALLOW_REVOKE``."""
     runtime = current_runtime()
     if not runtime.config.allow_revoke:
         refuse(403, "revoke_disabled", "Revoking tasks from the browser is turned off.")
@@ -209,8 +210,21 @@ def revoke(token: str) -> Response:
         return json_response(payload)  # nothing left to revoke
     body = request.get_json(silent=True) if request.is_json else None
     terminate = isinstance(body, dict) and body.get("terminate") is True
-    runtime.revoke([task_id], terminate=terminate)
-    return json_response(_payload(runtime, task_id, _read(runtime, task_id)), 202)
+    running = runtime.revoke([task_id], terminate=terminate)
+    after = _payload(runtime, task_id, _read(runtime, task_id))
+    if task_id in running and not after["ready"]:
+        if terminate:
+            after["revoke"] = "terminating"
+            after["message"] = "The task may be running: the worker is stopping it."
+        else:
+            after["revoke"] = "running"
+            after["message"] = (
+                "The task has started and will not be stopped; it ends with its own "
+                'outcome. Revoke with {"terminate": true} to stop it.'
+            )
+    else:
+        after["revoke"] = "revoked"
+    return json_response(after, 202)
 
 
 # -- other methods: JSON 405 rather than Flask's HTML page -----------------------------

@@ -29,6 +29,7 @@ from .control import (
     can_signal_main_thread,
     thread_interrupter,
 )
+from .logs import loggable
 from .monitor import Monitor
 from .runner import TaskRunner
 from .scaling import rss_kib
@@ -200,7 +201,7 @@ class Consumer(Monitor):
             return False
         reserved_at = time.monotonic()
         revoked = self._revoked_among(batch)
-        dropped = self.runner.receive(batch, revoked)
+        dropped = self.runner.intake.receive(batch, revoked)
         with self._changed:
             for delivery in batch:
                 if delivery.id in dropped:
@@ -248,9 +249,9 @@ class Consumer(Monitor):
             self.runner.process(delivery, revoked, self._track)
         except OperationalError as error:
             # The outcome could not be stored; the lease will bring the message back.
-            logger.error("Lost the broker while finishing %s: %s", delivery.id, error)
+            logger.error("Lost the broker while finishing %s: %s", loggable(delivery.id), error)
         except Exception:
-            logger.exception("Internal error while processing message %s", delivery.id)
+            logger.exception("Internal error while processing message %s", loggable(delivery.id))
         finally:
             with self._changed:
                 self._held.pop(delivery.id, None)
@@ -329,10 +330,10 @@ class Consumer(Monitor):
         with self._lock:
             returned = list(self._pending)
             self._pending.clear()
-        self.runner.forget([delivery.id for delivery, _revoked, _at in returned])
+        self.runner.intake.forget([delivery.id for delivery, _revoked, _at in returned])
         for delivery, _revoked, _reserved_at in reversed(returned):
             try:
-                self.transport.release(delivery.id)
+                self.transport.release(delivery)
             except OperationalError as error:
                 logger.warning("Could not return %s (its lease will): %s", delivery.id, error)
             with self._lock:
@@ -356,10 +357,10 @@ class Consumer(Monitor):
             self._stalled = True
             for delivery, _revoked, _reserved_at in returned:
                 self._held.pop(delivery.id, None)
-        self.runner.forget([delivery.id for delivery, _revoked, _at in returned])
+        self.runner.intake.forget([delivery.id for delivery, _revoked, _at in returned])
         try:
             for delivery, _revoked, _reserved_at in reversed(returned):
-                self.transport.release(delivery.id)
+                self.transport.release(delivery)
         except OperationalError as error:
             logger.warning("Could not return prefetched messages (leases will): %s", error)
         logger.info(
@@ -374,11 +375,11 @@ class Consumer(Monitor):
 
     def _cold_exit(self) -> None:
         with self._lock:
-            held = list(self._held)
+            held = list(self._held.values())
         logger.warning("Cold shutdown: returning %d message(s) and exiting now", len(held))
-        for message_id in held:
+        for delivery in held:
             try:
-                self.transport.release(message_id)
+                self.transport.release(delivery)
             except Exception as error:  # the lease brings it back anyway
-                logger.warning("Could not return %s: %s", message_id, error)
+                logger.warning("Could not return %s: %s", loggable(delivery.id), error)
         os._exit(1)

@@ -92,8 +92,8 @@ class Monitor:
                 if now >= next_beat:
                     next_beat = now + beat_every
                     with self._lock:
-                        held = list(self._held)
-                    if held:
+                        held = list(self._held.values())
+                    if held:  # by delivery: a lease another worker took is not renewed
                         self.runtime.transport.extend(held, self.lease)
                 if now >= next_second:
                     next_second = now + 1.0
@@ -194,11 +194,17 @@ class Monitor:
         with self._lock:
             if self._running.pop(message_id, None) is None:
                 return  # it ended meanwhile
-            self._held.pop(message_id, None)
+            delivery = self._held.pop(message_id, None)
             self._abandoned_threads.add(entry.thread_id)
+            self._changed.notify_all()  # a shutdown no longer waits for it
         self.runner.abandoned.add(message_id)
         record = Record.failure(error, entry.task.name, worker=self.hostname)
-        self.runner.settle_now(message_id, record)
+        try:  # by delivery, fenced: the abandoned thread's lease may have moved on
+            self.runner.settle_now(delivery or message_id, record)
+        except OperationalError as failure:  # its lease, no longer renewed, brings it back
+            logger.error(
+                "Could not settle stuck task %s[%s]: %s", entry.task.name, message_id, failure
+            )
         if self.exclusive_process:
             logger.error(
                 "Task %s[%s] did not stop; exiting this process", entry.task.name, message_id

@@ -17,12 +17,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import signals, states
-from ..brokers import Delivery, Envelope, Settlement
-from ..exceptions import DecodeError, EncodeError, NotRegistered, OperationalError
+from ..brokers import Delivery, Envelope, Held, Settlement, lease_of
+from ..exceptions import (
+    EncodeError,
+)
 from ..execution import ExceptionInfo, Outcome, execute, is_expected
 from ..message import Message, Request, to_timestamp
 from ..records import Record
-from ..runtime import unknown_task_message
+from .intake import Intake
+from .logs import loggable
 from .rate_limit import RateLimiter
 from .workflows import Workflows
 
@@ -50,63 +53,8 @@ class TaskRunner:
         #: Messages failed at their hard time limit while their thread went on: its
         #: outcome, when it comes, is discarded.
         self.abandoned: set[str] = set()
-        #: Messages decoded when they were received, by id (:meth:`receive`).
-        self._received: dict[str, Message] = {}
-
-    # -- vetting --------------------------------------------------------------------------
-
-    def decode(self, delivery: Delivery) -> Optional[Message]:
-        """The message in ``delivery``, or None after dead-lettering it with the reason."""
-        runtime = self.runtime
-        try:
-            message = Message.from_dict(runtime.codec.decode(delivery.body))
-        except DecodeError as error:
-            self._dead_letter(delivery, f"DecodeError: {error}")
-            return None
-        if message.task not in runtime.registry:
-            unknown = NotRegistered(unknown_task_message(message.task, runtime.registry))
-            if signals.task_unknown.receivers:
-                signals.task_unknown.send(
-                    self, name=message.task, id=message.id, message=delivery.body, exc=unknown
-                )
-            if not message.ignore_result:  # so get() raises instead of waiting forever
-                runtime.write(message.id, Record.failure(unknown, message.task))
-            self._dead_letter(delivery, f"NotRegistered: {unknown}")
-            return None
-        return message
-
-    def receive(self, batch: list[Delivery], revoked: set[str]) -> set[str]:
-        """Decode a reserved batch and record RECEIVED for its tasks that track their
-        state (``track_started``), in one write for the batch; returns the ids
-        dead-lettered (they will not run). Opt-in, as STARTED is: one more write per
-        batch costs a fast worker 20-30% of its throughput."""
-        dropped: set[str] = set()
-        records: dict[str, bytes] = {}
-        codec = self.runtime.codec
-        for delivery in batch:
-            message = self.decode(delivery)
-            if message is None:
-                dropped.add(delivery.id)
-                continue
-            self._received[delivery.id] = message
-            tracked = self.runtime.options_for(message.task).get("track_started")
-            if tracked and not message.ignore_result and delivery.id not in revoked:
-                records[delivery.id] = Record.received(message.task, self.hostname).encode(codec)
-        if records:
-            try:
-                self.runtime.store.set_results(records, self.runtime.config.result_expires)
-            except OperationalError as error:  # a state for people to see: go on without
-                logger.warning("Could not record %d task(s) as received: %s", len(records), error)
-        return dropped
-
-    def forget(self, message_ids: list[str]) -> None:
-        """Drop what :meth:`receive` kept of messages given back unrun."""
-        for message_id in message_ids:
-            self._received.pop(message_id, None)
-
-    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        logger.error("Message %s dead-lettered: %s", delivery.id, reason)
-        self.runtime.transport.dead_letter(delivery, reason)
+        #: Decodes and vets what the consumer reserves.
+        self.intake = Intake(runtime, hostname)
 
     # -- running --------------------------------------------------------------------------
 
@@ -117,7 +65,7 @@ class TaskRunner:
         on_running: Optional[RunningHook] = None,
     ) -> None:
         """Run one delivery to its end; never raises for anything the task does."""
-        message = self._received.pop(delivery.id, None) or self.decode(delivery)
+        message = self.intake.take(delivery)
         if message is None:
             return
         runtime = self.runtime
@@ -126,19 +74,19 @@ class TaskRunner:
         request = Request(message, hostname=self.hostname)
         if signals.task_received.receivers:
             signals.task_received.send(self, request=request)
-        logger.info("Task %s[%s] received", message.task, message.id)
+        logger.info("Task %s[%s] received", loggable(message.task), loggable(message.id))
         if revoked or (message.expires is not None and message.expires < time.time()):
-            self._skip_revoked(task, message, request, expired=not revoked)
+            self._skip_revoked(task, message, request, delivery, expired=not revoked)
             return
         delay = self.rate_limiter.delay_for(task.name, options.get("rate_limit"))
         if delay:
-            runtime.transport.release(message.id, eta=time.time() + delay)
+            runtime.transport.release(delivery, eta=time.time() + delay)
             return
         acks_late = options.get("acks_late")
         if acks_late is None:
             acks_late = runtime.config.acks_late
         if not acks_late:
-            runtime.transport.ack([message.id])
+            runtime.transport.ack([delivery])
         if options.get("track_started"):
             runtime.write(message.id, Record.started(message.task, self.hostname, os.getpid()))
         started = time.perf_counter()
@@ -149,14 +97,20 @@ class TaskRunner:
         finally:
             if on_running:
                 on_running(message.id, None)
-        self._finish(task, message, request, outcome, time.perf_counter() - started, acks_late)
+        elapsed = time.perf_counter() - started
+        self._finish(task, message, request, outcome, elapsed, acks_late, delivery)
 
     def _skip_revoked(
-        self, task: Task[Any, Any], message: Message, request: Request, expired: bool
+        self,
+        task: Task[Any, Any],
+        message: Message,
+        request: Request,
+        delivery: Delivery,
+        expired: bool,
     ) -> None:
         reason = "expired before it started" if expired else "revoked"
-        logger.info("Task %s[%s] %s; not run", message.task, message.id, reason)
-        self._settle_one(message.id, Record.revoked(reason, message.task), acks_late=True)
+        logger.info("Task %s[%s] %s; not run", loggable(message.task), loggable(message.id), reason)
+        self._settle_one(delivery, Record.revoked(reason, message.task), acks_late=True)
         if signals.task_revoked.receivers:
             signals.task_revoked.send(
                 task, request=request, terminated=False, signum=None, expired=expired
@@ -172,6 +126,7 @@ class TaskRunner:
         outcome: Outcome,
         runtime: float,
         acks_late: bool,
+        delivery: Delivery,
     ) -> None:
         if message.id in self.abandoned:
             self.abandoned.discard(message.id)
@@ -185,11 +140,19 @@ class TaskRunner:
             )
             return
         if outcome.state == states.RETRY:
-            self._retry(message, outcome, runtime, acks_late)
+            self._retry(message, outcome, runtime, acks_late, delivery)
             return
+        if outcome.state == states.SUCCESS:
+            try:
+                children = self.workflows.after_success(message, request, outcome.value)
+            except Exception as error:  # the body ran; what follows it could not be sent
+                cause = EncodeError(
+                    f"{message.task} succeeded, but its next step could not be sent: "
+                    f"{type(error).__name__}: {error}"
+                )
+                outcome = Outcome(states.FAILURE, cause, ExceptionInfo(cause))
         record: Optional[Record] = None
         if outcome.state == states.SUCCESS:
-            children = self.workflows.after_success(message, request, outcome.value)
             if not message.ignore_result or message.chord:
                 record = Record.success(
                     outcome.value,
@@ -200,11 +163,11 @@ class TaskRunner:
                     worker=self.hostname,
                 )
             logger.info(
-                "Task %s[%s] succeeded in %.4fs: %.200r",
-                message.task,
-                message.id,
+                "Task %s[%s] succeeded in %.4fs: %s",
+                loggable(message.task),
+                loggable(message.id),
                 runtime,
-                outcome.value,
+                loggable(outcome.value, 200),
             )
         else:
             record = self._failure_record(task, message, outcome)
@@ -214,7 +177,7 @@ class TaskRunner:
                 signals.task_revoked.send(
                     task, request=request, terminated=True, signum=None, expired=False
                 )
-        self._settle_one(message.id, record, acks_late)
+        self._settle_one(delivery, record, acks_late)
 
     def _failure_record(
         self, task: Task[Any, Any], message: Message, outcome: Outcome
@@ -238,29 +201,35 @@ class TaskRunner:
     def _log_failure(
         self, task: Task[Any, Any], message: Message, outcome: Outcome, runtime: float
     ) -> None:
+        name, task_id = loggable(message.task), loggable(message.id)
         if outcome.state == states.REVOKED:  # revoke(terminate=True) stopped it
-            logger.warning(
-                "Task %s[%s] terminated (revoked) after %.4fs", message.task, message.id, runtime
-            )
+            logger.warning("Task %s[%s] terminated (revoked) after %.4fs", name, task_id, runtime)
         elif is_expected(task, outcome.value):
             logger.info(
-                "Task %s[%s] raised expected %r in %.4fs",
-                message.task,
-                message.id,
-                outcome.value,
+                "Task %s[%s] raised expected %s in %.4fs",
+                name,
+                task_id,
+                loggable(outcome.value),
                 runtime,
             )
         else:
             logger.error(
-                "Task %s[%s] failed in %.4fs: %r\n%s",
-                message.task,
-                message.id,
+                "Task %s[%s] failed in %.4fs: %s\n%s",
+                name,
+                task_id,
                 runtime,
-                outcome.value,
-                outcome.traceback,
+                loggable(outcome.value),
+                loggable(outcome.traceback, 8000, lines=True),
             )
 
-    def _retry(self, message: Message, outcome: Outcome, runtime: float, acks_late: bool) -> None:
+    def _retry(
+        self,
+        message: Message,
+        outcome: Outcome,
+        runtime: float,
+        acks_late: bool,
+        delivery: Delivery,
+    ) -> None:
         retry = outcome.retry
         eta = (retry.eta if retry else None) or time.time()
         args = retry.args_override if retry else None
@@ -287,18 +256,18 @@ class TaskRunner:
             retries=again.retries,
         )
         logger.info(
-            "Task %s[%s] retry %d in %.1fs after %.4fs: %r",
-            message.task,
-            message.id,
+            "Task %s[%s] retry %d in %.1fs after %.4fs: %s",
+            loggable(message.task),
+            loggable(message.id),
             again.retries,
             max(0.0, eta - time.time()),
             runtime,
-            outcome.value,
+            loggable(outcome.value),
         )
-        self._send_again(message, again, record, acks_late)
+        self._send_again(message, again, record, acks_late, delivery)
 
     def _send_again(
-        self, message: Message, again: Message, record: Record, acks_late: bool
+        self, message: Message, again: Message, record: Record, acks_late: bool, delivery: Delivery
     ) -> None:
         runtime = self.runtime
         body = runtime.producer.encode(again)
@@ -313,22 +282,25 @@ class TaskRunner:
             return
         broker = runtime.connections.broker
         if broker is not None:
-            broker.release_with_record(message.id, body, again.eta, raw, ttl)
+            released = broker.release_with_record(delivery, body, again.eta, raw, ttl)
         else:
             runtime.store.set_result(message.id, raw, ttl)
-            runtime.transport.release(message.id, body=body, eta=again.eta)
+            released = runtime.transport.release(delivery, body=body, eta=again.eta)
+        if released is False:
+            _log_refused([message.id], "retry")
 
     # -- settling -------------------------------------------------------------------------
 
-    def _settle_one(self, message_id: str, record: Optional[Record], acks_late: bool) -> None:
+    def _settle_one(self, delivery: Held, record: Optional[Record], acks_late: bool) -> None:
+        message_id, _token = lease_of(delivery)
         raw = self._encode(message_id, record)
         if not acks_late:  # acked when it started: only the record is left to store
             if raw is not None:
                 self.runtime.store.set_result(message_id, raw, self.runtime.config.result_expires)
         elif self.settle_buffer is not None:
-            self.settle_buffer.append((message_id, raw))
+            self.settle_buffer.append((delivery, raw))
         else:
-            self.settle([(message_id, raw)])
+            self.settle([(delivery, raw)])
 
     def _encode(self, message_id: str, record: Optional[Record]) -> Optional[bytes]:
         if record is None:
@@ -337,26 +309,45 @@ class TaskRunner:
         try:
             return record.encode(codec)
         except EncodeError as error:  # an unencodable (or too large) result fails the task
-            logger.error("Task %s[%s]: result not stored: %s", record.task, message_id, error)
-            return Record.failure(error, record.task, worker=self.hostname).encode(codec)
+            logger.error(
+                "Task %s[%s]: result not stored: %s",
+                loggable(record.task),
+                loggable(message_id),
+                loggable(error),
+            )
+            # The error may quote the value at length: keep the stored failure short.
+            short = EncodeError(loggable(error, 1000))
+            return Record.failure(short, record.task, worker=self.hostname).encode(codec)
 
     def settle(self, settlements: list[Settlement]) -> None:
         """Ack messages and store their records, in one round trip where the store is the
-        transport's own server."""
+        transport's own server. Outcomes refused by fencing (another worker took the
+        message over after this one lost its lease) are logged and dropped."""
         runtime = self.runtime
         ttl = runtime.config.result_expires
         broker = runtime.connections.broker
         if broker is not None:
-            broker.ack_with_records(settlements, ttl)
-            return
-        records = {message_id: raw for message_id, raw in settlements if raw is not None}
-        if records:
-            runtime.store.set_results(records, ttl)
-        runtime.transport.ack([message_id for message_id, _raw in settlements])
+            refused = broker.ack_with_records(settlements, ttl)
+        else:
+            records = {lease_of(held)[0]: raw for held, raw in settlements if raw is not None}
+            if records:
+                runtime.store.set_results(records, ttl)
+            refused = runtime.transport.ack([held for held, _raw in settlements])
+        if refused:
+            _log_refused(refused, "outcome")
 
-    def settle_now(self, message_id: str, record: Record) -> None:
+    def settle_now(self, message: Held, record: Record) -> None:
         """Settle a message with a final record, when its task cannot finish by itself."""
-        self.settle([(message_id, self._encode(message_id, record))])
+        self.settle([(message, self._encode(lease_of(message)[0], record))])
+
+
+def _log_refused(message_ids: list[str], what: str) -> None:
+    logger.warning(
+        "Stale %s of %s refused: this worker lost the lease (paused or cut off longer than "
+        "the visibility timeout) and another worker took the message over",
+        what,
+        ", ".join(loggable(message_id, 100) for message_id in message_ids),
+    )
 
 
 __all__ = ["ExceptionInfo", "RunningHook", "TaskRunner"]

@@ -41,6 +41,8 @@ def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
     app.config["TASKS_KEY_PREFIX"] = os.environ.get("PROC_KEY_PREFIX", "flask_tasks")
     app.config["TASKS_VISIBILITY_TIMEOUT"] = float(os.environ.get("PROC_VISIBILITY_TIMEOUT", "30"))
     app.config["PROC_RECORD_DIR"] = os.environ.get("PROC_RECORD_DIR")
+    if os.environ.get("PROC_MAX_DELIVERIES"):
+        app.config["TASKS_MAX_DELIVERIES"] = int(os.environ["PROC_MAX_DELIVERIES"])
     app.config["PROC_GREETING"] = "hello from the app config"
     if os.environ.get("PROC_SECRET_KEY"):  # messages are signed when there is a key
         app.config["SECRET_KEY"] = os.environ["PROC_SECRET_KEY"]
@@ -296,4 +298,28 @@ def hoard(kib: int) -> int:
 def tracked_nap(seconds: float) -> int:
     """Records RECEIVED and STARTED (``track_started``)."""
     time.sleep(seconds)
+    return os.getpid()
+
+
+@tasks.task(name="proc.die", bind=True)
+def die(self: Any, how: str) -> str:
+    """End the process running it: ``exit`` (sys.exit), ``os_exit`` or ``segfault``."""
+    record("dying", id=self.request.id, how=how)
+    if how == "exit":
+        raise SystemExit(3)
+    if how == "os_exit":
+        os._exit(3)
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+    return "survived"
+
+
+@tasks.task(name="proc.slow_first_pid", bind=True)
+def slow_first_pid(self: Any, first_run_seconds: float) -> int:
+    """Return the pid of the process that ran it; only the first run is slow."""
+    first = _runs_before("slow_first", self.request.id) == 0
+    record("slow_first", id=self.request.id, event="start")
+    _pause(first_run_seconds if first else 0)
+    record("slow_first", id=self.request.id, event="end", first=first)
     return os.getpid()

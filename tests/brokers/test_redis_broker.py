@@ -108,7 +108,7 @@ def test_each_script_starts_with_a_header() -> None:
 #: What a script may name as the key of a command: a KEYS entry, a local bound to one, or
 #: (for PUBLISH) a channel from ARGV. Never a name built with "..".
 _KEY_ARGUMENT = re.compile(
-    r"^(KEYS\[[^\]]+\]|META|BODIES|DELAYED|LEASES|READY|SEQUENCE|REVOKED|key|list_key|source|channel"
+    r"^(KEYS\[[^\]]+\]|META|BODIES|DELAYED|LEASES|LEASED|READY|SEQUENCE|REVOKED|key|list_key|source|channel"
     r"|ARGV\[\d\]|KEYS\[#KEYS\])$"
 )
 

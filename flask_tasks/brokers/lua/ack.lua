@@ -1,16 +1,22 @@
 -- ack.lua: forget a delivered message, optionally storing its result record
 -- (Broker.ack_with_records; pipelined, one call per message).
 --
--- KEYS[1..6]  core keys (see lib.lua)
--- KEYS[7]     result key (only when a record is given)
+-- KEYS[1..7]  core keys (see lib.lua)
+-- KEYS[8]     result key (only when a record is given)
 -- ARGV[1]     message id
--- ARGV[2]     result record (only with KEYS[7])
--- ARGV[3]     record time to live in milliseconds (0: no expiry)
--- ARGV[4]     result channel
--- Returns: 1.
+-- ARGV[2]     lease token of the delivery being settled ("": settle whatever is stored)
+-- ARGV[3]     result record (only with KEYS[8])
+-- ARGV[4]     record time to live in milliseconds (0: no expiry)
+-- ARGV[5]     result channel
+-- Returns: 1 settled; 0 refused (fencing: the message was reserved again or settled by
+-- someone else since this lease was granted; nothing changed).
 
-delete_message(ARGV[1])
-if KEYS[7] then
-  write_record(KEYS[7], ARGV[2], ARGV[3], ARGV[4])
+local id, token = ARGV[1], ARGV[2]
+if token ~= "" and not (redis.call("HEXISTS", META, id) == 1 and holds(id, token)) then
+  return 0
+end
+delete_message(id)
+if KEYS[8] then
+  write_record(KEYS[8], ARGV[3], ARGV[4], ARGV[5])
 end
 return 1

@@ -7,16 +7,56 @@
 --   KEYS[3] delayed   zset    message id, scored by eta
 --   KEYS[4] leases    zset    message id, scored by lease deadline
 --   KEYS[5] ready     hash    queue -> number of ready messages
---   KEYS[6] sequence  string  generation counter
+--   KEYS[6] sequence  string  generation (and lease token) counter
+--   KEYS[7] leased    hash    message id -> "deliveries:token" (see Delivery)
 -- ARGV: none of its own.
 -- Returns: nothing; defines locals used by the script that follows.
+--
+-- Times come from the server's clock (TIME), never the caller's: every consumer judges
+-- due times and lease deadlines alike, whatever its own clock says. A script that reads
+-- TIME and then writes needs effects replication, the default since Redis 5 and the only
+-- mode since 7; it is asked for explicitly for servers configured otherwise.
 --
 -- Invariant: a stored message (a field of meta) is in exactly one place: leased, delayed,
 -- or ready, in which case one entry "generation:id" in its ready list carries its current
 -- generation. Entries whose generation differs are stale and skipped when popped.
 
-local META, BODIES, DELAYED, LEASES, READY, SEQUENCE =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+
+local META, BODIES, DELAYED, LEASES, READY, SEQUENCE, LEASED =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+
+-- The server's time, as a string with microseconds (Lua prints numbers with 14 digits).
+local function clock()
+  local time = redis.call("TIME")
+  return time[1] .. "." .. string.format("%06d", tonumber(time[2]))
+end
+
+-- The server's time plus ``seconds``, as a string.
+local function clock_plus(seconds)
+  return string.format("%.6f", tonumber(clock()) + tonumber(seconds))
+end
+
+-- "deliveries:token" of a message: its unsettled reservations and its latest lease token.
+local function lease_info(id)
+  local info = redis.call("HGET", LEASED, id)
+  if not info then
+    return 0, ""
+  end
+  local separator = string.find(info, ":", 1, true)
+  return tonumber(string.sub(info, 1, separator - 1)), string.sub(info, separator + 1)
+end
+
+-- True unless ``token`` is given and is not the message's latest lease token (fencing).
+local function holds(id, token)
+  if token == "" then
+    return true
+  end
+  local _, current = lease_info(id)
+  return current == token
+end
 
 -- Channels to publish once the script is done (each at most once).
 local wake = {}
@@ -24,6 +64,15 @@ local wake = {}
 local function parse_meta(meta)
   local generation, priority, queue = string.match(meta, "^(%d+):(%d):(.*)$")
   return generation, tonumber(priority), queue
+end
+
+-- "generation:id" of a ready-list entry; nil for a malformed one (callers skip it).
+local function parse_entry(entry)
+  local separator = string.find(entry, ":", 1, true)
+  if not separator then
+    return nil, nil
+  end
+  return string.sub(entry, 1, separator - 1), string.sub(entry, separator + 1)
 end
 
 local function format_meta(generation, priority, queue)
@@ -73,6 +122,7 @@ local function delete_message(id)
     redis.call("HDEL", META, id)
     redis.call("HDEL", BODIES, id)
   end
+  redis.call("HDEL", LEASED, id)
 end
 
 local function write_record(key, record, ttl_ms, channel)

@@ -1,12 +1,13 @@
 -- publish.lua: store messages and result records in one step
 -- (Broker.publish_with_records).
 --
--- KEYS[1..6]  core keys (see lib.lua)
--- KEYS[6+i]   ready list of envelope i at its priority, for i = 1..N
--- KEYS[6+N+j] result key of record j, for j = 1..R
+-- KEYS[1..7]  core keys (see lib.lua)
+-- KEYS[7+i]   ready list of envelope i at its priority, for i = 1..N
+-- KEYS[7+N+j] result key of record j, for j = 1..R
 -- ARGV[1]     N, number of envelopes
 -- ARGV[2]     record time to live in milliseconds (0: no expiry)
--- then 6 per envelope: id, queue, priority, eta ("" when ready now), body, queue channel
+-- then 6 per envelope: id, queue, priority, delay (seconds from now by the server's
+--   clock; "" when ready now), body, queue channel
 -- then 2 per record: record, result channel
 -- Returns: N.
 --
@@ -19,23 +20,24 @@ local first_generation = redis.call("INCRBY", SEQUENCE, count) - count
 
 for i = 1, count do
   local base = 2 + (i - 1) * 6
-  local id, queue, priority, eta, body, channel =
+  local id, queue, priority, wait, body, channel =
     ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
   local generation = tostring(first_generation + i)
   detach(id)
+  redis.call("HDEL", LEASED, id)
   redis.call("HSET", META, id, format_meta(generation, priority, queue))
   redis.call("HSET", BODIES, id, body)
-  if eta == "" then
-    enqueue(KEYS[6 + i], queue, channel, id, generation, false)
+  if wait == "" then
+    enqueue(KEYS[7 + i], queue, channel, id, generation, false)
   else
-    delay(id, eta, channel)
+    delay(id, clock_plus(wait), channel)
   end
 end
 
 local records_base = 2 + count * 6
 for j = 1, (#ARGV - records_base) / 2 do
   local at = records_base + (j - 1) * 2
-  write_record(KEYS[6 + count + j], ARGV[at + 1], record_ttl, ARGV[at + 2])
+  write_record(KEYS[7 + count + j], ARGV[at + 1], record_ttl, ARGV[at + 2])
 end
 
 send_wakeups()

@@ -1,7 +1,7 @@
 -- purge.lua: drop up to a batch of ready messages of one queue (Transport.purge).
 --
--- KEYS[1..6]  core keys (see lib.lua)
--- KEYS[7..16] the 10 ready lists of the queue
+-- KEYS[1..7]  core keys (see lib.lua)
+-- KEYS[8..17] the 10 ready lists of the queue
 -- ARGV[1]     queue name
 -- ARGV[2]     batch, most list entries to pop in this call
 -- Returns: {dropped, done}: messages dropped, and 1 once every list is empty (the ready
@@ -10,20 +10,19 @@
 local queue, batch = ARGV[1], tonumber(ARGV[2])
 local dropped, popped = 0, 0
 for priority = 0, 9 do
-  local key = KEYS[7 + priority]
+  local key = KEYS[8 + priority]
   while popped < batch do
     local entry = redis.call("LPOP", key)
     if not entry then
       break
     end
     popped = popped + 1
-    local separator = string.find(entry, ":", 1, true)
-    local generation = string.sub(entry, 1, separator - 1)
-    local id = string.sub(entry, separator + 1)
-    local meta = redis.call("HGET", META, id)
+    local generation, id = parse_entry(entry)
+    local meta = id and redis.call("HGET", META, id)
     if meta and parse_meta(meta) == generation and not redis.call("ZSCORE", LEASES, id) then
       redis.call("HDEL", META, id)
       redis.call("HDEL", BODIES, id)
+      redis.call("HDEL", LEASED, id)
       dropped = dropped + 1
     end
   end

@@ -1,34 +1,35 @@
 -- reserve.lua: promote due and expired messages, then lease ready ones (Transport.reserve).
 --
--- KEYS[1..6]  core keys (see lib.lua)
--- KEYS[7..]   the 10 ready lists (priority 0..9) of each queue, queue by queue
+-- KEYS[1..7]  core keys (see lib.lua)
+-- KEYS[8..]   the 10 ready lists (priority 0..9) of each queue, queue by queue
 -- KEYS[last]  revoked zset: task id, scored by when its revocation expires
--- ARGV[1]     now (Unix time)
--- ARGV[2]     lease deadline for the messages taken
--- ARGV[3]     count, most messages to take (0: only promote)
--- ARGV[4]     batch, most due delayed and most expired leases to look at
+-- ARGV[1]     lease, in seconds from now by the server's clock
+-- ARGV[2]     count, most messages to take (0: only promote)
+-- ARGV[3]     batch, most due delayed and most expired leases to look at
 -- then 2 per queue, in precedence order: queue name, queue channel
--- Returns: { {id, meta, body, revoked (1 or 0), ...} taken, {queue, ...} }, the second
--- list naming queues
+-- Returns: { {id, meta, body, revoked (1 or 0), deliveries, token, ...} taken,
+-- {queue, ...} }, the second list naming queues
 -- outside ARGV that hold due or expired messages: the caller runs this script again with
 -- those queues (and count 0) to promote them, since only keys in KEYS may be touched.
 --
 -- Due delayed messages go to the back of their list, in eta order; expired leases to the
--- front, first expired first.
+-- front, first expired first. Each message taken gets a fresh lease token and one more
+-- delivery; a malformed ready-list entry is dropped.
 
 -- Times stay strings: Lua would print a number with 14 digits, rounding microseconds.
-local now, deadline = ARGV[1], ARGV[2]
-local count, batch = tonumber(ARGV[3]), tonumber(ARGV[4])
-local queue_count = (#ARGV - 4) / 2
+local now = clock()
+local deadline = clock_plus(ARGV[1])
+local count, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
+local queue_count = (#ARGV - 3) / 2
 local REVOKED = KEYS[#KEYS]
 
 local slot = {}
 for index = 1, queue_count do
-  slot[ARGV[3 + index * 2]] = index
+  slot[ARGV[2 + index * 2]] = index
 end
 
 local function list_key(index, priority)
-  return KEYS[6 + (index - 1) * 10 + priority + 1]
+  return KEYS[7 + (index - 1) * 10 + priority + 1]
 end
 
 local foreign, seen = {}, {}
@@ -50,7 +51,7 @@ local function promote(source, front)
       local index = slot[queue]
       if index then
         redis.call("ZREM", source, id)
-        enqueue(list_key(index, priority), queue, ARGV[4 + index * 2], id, generation, front)
+        enqueue(list_key(index, priority), queue, ARGV[3 + index * 2], id, generation, front)
       elseif not seen[queue] then
         seen[queue] = true
         foreign[#foreign + 1] = queue
@@ -65,7 +66,7 @@ promote(LEASES, true)
 local taken = {}
 local taken_count = 0
 for index = 1, queue_count do
-  local queue = ARGV[3 + index * 2]
+  local queue = ARGV[2 + index * 2]
   for priority = 0, 9 do
     local key = list_key(index, priority)
     while taken_count < count do
@@ -73,18 +74,21 @@ for index = 1, queue_count do
       if not entry then
         break
       end
-      local separator = string.find(entry, ":", 1, true)
-      local generation = string.sub(entry, 1, separator - 1)
-      local id = string.sub(entry, separator + 1)
-      local meta = redis.call("HGET", META, id)
+      local generation, id = parse_entry(entry)
+      local meta = id and redis.call("HGET", META, id)
       if meta and parse_meta(meta) == generation and not redis.call("ZSCORE", LEASES, id) then
         redis.call("ZADD", LEASES, deadline, id)
         redis.call("HINCRBY", READY, queue, -1)
+        local deliveries = lease_info(id) + 1
+        local token = tostring(redis.call("INCR", SEQUENCE))
+        redis.call("HSET", LEASED, id, deliveries .. ":" .. token)
         taken[#taken + 1] = id
         taken[#taken + 1] = meta
         taken[#taken + 1] = redis.call("HGET", BODIES, id)
         local revoked_until = redis.call("ZSCORE", REVOKED, id)
         taken[#taken + 1] = (revoked_until and tonumber(revoked_until) > tonumber(now)) and 1 or 0
+        taken[#taken + 1] = deliveries
+        taken[#taken + 1] = token
         taken_count = taken_count + 1
       end
     end

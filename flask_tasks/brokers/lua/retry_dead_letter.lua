@@ -1,10 +1,10 @@
 -- retry_dead_letter.lua: move a dead letter back to the back of its queue
 -- (Transport.retry_dead_letter).
 --
--- KEYS[1..6]  core keys (see lib.lua)
--- KEYS[7]     dead letters hash
--- KEYS[8]     dead letter index zset
--- KEYS[9..18] the 10 ready lists of the dead letter's queue
+-- KEYS[1..7]  core keys (see lib.lua)
+-- KEYS[8]     dead letters hash
+-- KEYS[9]     dead letter index zset
+-- KEYS[10..19] the 10 ready lists of the dead letter's queue
 -- ARGV[1]     message id
 -- ARGV[2]     the dead letter's queue as the caller read it
 -- ARGV[3]     queue channel
@@ -14,7 +14,7 @@
 -- Packed dead letter: "failed_at:priority:queue_bytes:reason_bytes:" queue reason body.
 
 local id, expected_queue, channel = ARGV[1], ARGV[2], ARGV[3]
-local packed = redis.call("HGET", KEYS[7], id)
+local packed = redis.call("HGET", KEYS[8], id)
 if not packed then
   return 0
 end
@@ -28,11 +28,12 @@ end
 local body = string.sub(packed, start + queue_bytes + reason_bytes)
 
 detach(id)
+redis.call("HDEL", LEASED, id)
 local generation = tostring(redis.call("INCR", SEQUENCE))
 redis.call("HSET", META, id, format_meta(generation, priority, queue))
 redis.call("HSET", BODIES, id, body)
-enqueue(KEYS[9 + priority], queue, channel, id, generation, false)
-redis.call("HDEL", KEYS[7], id)
-redis.call("ZREM", KEYS[8], id)
+enqueue(KEYS[10 + priority], queue, channel, id, generation, false)
+redis.call("HDEL", KEYS[8], id)
+redis.call("ZREM", KEYS[9], id)
 send_wakeups()
 return 1

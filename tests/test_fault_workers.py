@@ -1,0 +1,162 @@
+"""Faults around real ``flask worker`` processes: a task that kills its process, a worker
+paused past its lease (fencing), a worker whose clock is 300 s fast, and a thread stuck in
+C code on the threads pool. Each test has its own key prefix (or SQLite file)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from process_helpers import (
+    APPS_DIR,
+    PRIMARY_BROKER,
+    WorkerProcesses,
+    WorkerSetup,
+    broker_url,
+    proc_app,
+    wait_until,
+    worker_processes,
+)
+
+from flask_tasks import states
+
+pytestmark = [pytest.mark.fault, pytest.mark.slow]
+
+
+def _setup(request: pytest.FixtureRequest, tmp_path: Path, kind: str, lease: float) -> WorkerSetup:
+    url = broker_url(kind, lambda: request.getfixturevalue("redis_url"), tmp_path)
+    records = tmp_path / "records"
+    records.mkdir(exist_ok=True)
+    return WorkerSetup(url, records, visibility_timeout=lease)
+
+
+@pytest.fixture
+def short_lease(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerSetup]:
+    setup = _setup(request, tmp_path, PRIMARY_BROKER, 1.0)
+    yield setup
+    setup.close()
+
+
+@pytest.fixture
+def workers(short_lease: WorkerSetup, tmp_path: Path) -> Iterator[WorkerProcesses]:
+    with worker_processes(short_lease, tmp_path) as started:
+        yield started
+
+
+@pytest.mark.parametrize("how", ["os_exit", "segfault", "exit"])
+def test_a_task_that_kills_its_process_ends_in_failure(
+    short_lease: WorkerSetup, workers: WorkerProcesses, how: str
+) -> None:
+    app = short_lease.app(TASKS_MAX_DELIVERIES=2)
+    worker = workers.start("-P", "prefork", "-c", "1", PROC_MAX_DELIVERIES="2")
+    with app.app_context():
+        result = proc_app.die.delay(how)
+        assert result.get(timeout=20, propagate=False) is not None
+        assert result.state == states.FAILURE
+        runs = [r for r in short_lease.records("dying") if r["id"] == result.id]
+        if how == "exit":  # SystemExit in the body is a failure like any other
+            assert "SystemExit" in result.traceback or "SystemExit" in repr(result.result)
+            assert len(runs) == 1
+        else:
+            assert "WorkerLostError" in repr(type(result.result)) or "delivered" in str(
+                result.result
+            )
+            assert len(runs) == 2  # TASKS_MAX_DELIVERIES runs, then dead-lettered
+            transport = app.extensions["tasks"].transport
+            letters = wait_until(transport.dead_letters, what="the dead letter")
+            assert [letter.id for letter in letters] == [result.id]
+            assert "WorkerLostError" in letters[0].reason
+    assert worker.returncode() is None  # the worker itself lives on
+
+
+def test_a_paused_worker_cannot_overwrite_the_outcome_of_the_one_that_took_over(
+    short_lease: WorkerSetup, workers: WorkerProcesses
+) -> None:
+    app = short_lease.app()
+    first = workers.start("-P", "solo", "-n", "first@%h")
+    with app.app_context():
+        result = proc_app.slow_first_pid.delay(2.0)
+        wait_until(lambda: short_lease.records("slow_first"), what="the first run to start")
+        first.send_signal(signal.SIGSTOP)  # paused past its 1 s lease
+        try:
+            second = workers.start("-P", "solo", "-n", "second@%h")
+            taken_over_by = result.get(timeout=15)
+            assert taken_over_by != first.pid
+        finally:
+            first.send_signal(signal.SIGCONT)
+        first.wait_for("Stale outcome of .* refused", timeout=15)
+        time.sleep(0.5)
+        assert result.get(timeout=5) == taken_over_by  # the paused worker changed nothing
+        assert second.returncode() is None
+
+
+def test_a_worker_with_a_fast_clock_neither_runs_early_nor_steals(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    setup = _setup(request, tmp_path, "redis", 120.0)
+    try:
+        with worker_processes(setup, tmp_path) as workers:
+            app = setup.app()
+            honest = workers.start("-P", "solo", "-n", "honest@%h")
+            with app.app_context():
+                running = proc_app.sleep_then_return.delay(4.0, "once")
+                wait_until(lambda: setup.records("sleepers"), what="the task to start")
+                skewed_path = os.pathsep.join(
+                    [
+                        str(APPS_DIR / "skewed_clock"),
+                        str(APPS_DIR),
+                        os.environ.get("PYTHONPATH", ""),
+                    ]
+                )
+                workers.start(
+                    "-P", "solo", "-n", "skewed@%h", FT_CLOCK_SKEW="300", PYTHONPATH=skewed_path
+                )
+                later = proc_app.record_run.apply_async(("later",), countdown=60)
+                assert running.get(timeout=15) == "once"
+                time.sleep(1.0)
+                starts = [r for r in setup.records("sleepers") if r["event"] == "start"]
+                assert len(starts) == 1  # nobody stole the running task
+                assert setup.records("runs") == []  # the countdown was not cut short
+                assert later.state == states.PENDING
+            assert honest.returncode() is None
+    finally:
+        setup.close()
+
+
+def test_threads_pool_abandons_a_task_stuck_in_c_and_still_shuts_down(
+    short_lease: WorkerSetup, workers: WorkerProcesses
+) -> None:
+    app: Flask = short_lease.app()
+    worker = workers.start("-P", "threads", "-c", "2")
+    with app.app_context():
+        stuck = proc_app.hard_limited_in_c.delay(60)
+        assert stuck.get(timeout=15, propagate=False) is not None
+        assert stuck.state == states.FAILURE
+        assert "TimeLimitExceeded" in repr(type(stuck.result))
+        assert proc_app.add.delay(2, 3).get(timeout=10) == 5  # the pool still works
+        time.sleep(1.5)  # past the lease: the message is gone, not back in the queue
+        transport = app.extensions["tasks"].transport
+        assert transport.held([stuck.id]) == set()
+        assert transport.queue_length("default") == 0
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("kind", ["redis", "sqlite"])
+def test_kill_loop_loses_nothing(kind: str, tmp_path: Path) -> None:
+    """``scripts/soak.py`` at a bounded size: SIGKILLs of prefork workers while tasks run."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "soak.py"
+    command = [sys.executable, str(script), "--kills", "10", "--tasks", "300", "--interval", "0.3"]
+    if kind == "sqlite":
+        command.append("--sqlite")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " lost=0 not_success=0 " in done.stdout, done.stdout
