@@ -9,6 +9,7 @@ transport that is no store (RabbitMQ) always has a store of its own, and no join
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Optional
 
 from ..exceptions import ImproperlyConfigured
@@ -36,11 +37,14 @@ class Connections:
         self._pid = os.getpid()
         self._transport: Optional[Transport] = None
         self._store: Optional[Broker] = None
+        #: Threads that need a connection at once open it once (not one each, leaking).
+        self._opening = threading.Lock()
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():  # never share sockets or files with a parent process
             self._pid = os.getpid()
             self._transport = self._store = None
+            self._opening = threading.Lock()  # a lock held in the parent stays held here
 
     @property
     def transport(self) -> Transport:
@@ -50,10 +54,13 @@ class Connections:
     def _opened_transport(self) -> Transport:
         self._check_fork()
         if self._transport is None:
-            self._transport = open_transport(
-                self.broker_url, key_prefix=self.key_prefix, **self.options
-            )
-            self._transport.publish_timeout = self.publish_timeout
+            with self._opening:
+                if self._transport is None:
+                    opened = open_transport(
+                        self.broker_url, key_prefix=self.key_prefix, **self.options
+                    )
+                    opened.publish_timeout = self.publish_timeout
+                    self._transport = opened
         return self._transport
 
     @property
@@ -70,8 +77,11 @@ class Connections:
             return transport
         self._check_fork()
         if self._store is None:
-            self._store = open_broker(self.backend_url, key_prefix=self.key_prefix)
-            self._store.publish_timeout = self.publish_timeout
+            with self._opening:
+                if self._store is None:
+                    store = open_broker(self.backend_url, key_prefix=self.key_prefix)
+                    store.publish_timeout = self.publish_timeout
+                    self._store = store
         return self._store
 
     @property
