@@ -174,17 +174,6 @@ def test_registry_is_read_only_and_live():
         tasks.registry["other"] = later  # type: ignore[index]
 
 
-def test_periodic_tasks_are_refused_until_they_exist():
-    tasks = Tasks()
-    with pytest.raises(NotImplementedError, match="not available"):
-        tasks.add_periodic_task(10.0, None)
-    app = make_app(
-        TASKS_BROKER_URL="memory://", TASKS_BEAT_SCHEDULE={"x": {"task": "a.b", "schedule": 5}}
-    )
-    with pytest.raises(ImproperlyConfigured, match="TASKS_BEAT_SCHEDULE.*not available"):
-        Tasks(app)
-
-
 def test_every_key_is_known():
     assert "TASKS_BROKER_URL" in TasksConfig.keys()
     assert len(TasksConfig.keys()) == len(set(TasksConfig.keys()))
