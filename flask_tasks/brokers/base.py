@@ -222,6 +222,10 @@ class Transport(_Connection):
         """Move a dead letter back to the back of its queue. False if there is none."""
 
     @abstractmethod
+    def delete_dead_letter(self, message_id: str) -> bool:
+        """Drop a dead letter for good. False if there is none."""
+
+    @abstractmethod
     def queue_length(self, queue: str) -> int:
         """Number of ready messages in ``queue`` (not delayed, not leased)."""
 
