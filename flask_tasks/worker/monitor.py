@@ -145,6 +145,7 @@ class Monitor:
             "running": running,
             "done": self.tasks_done,
             "at": time.time(),
+            "stats": self.runner.stats.snapshot(),
         }
 
     def _announce(self) -> None:
@@ -197,6 +198,8 @@ class Monitor:
             self._held.pop(message_id, None)
             self._abandoned_threads.add(entry.thread_id)
         self.runner.abandoned.add(message_id)
+        elapsed = time.monotonic() - entry.started
+        self.runner.stats.record(entry.task.name, "FAILURE", elapsed, message_id, str(error))
         record = Record.failure(error, entry.task.name, worker=self.hostname)
         self.runner.settle_now(message_id, record)
         if self.exclusive_process:

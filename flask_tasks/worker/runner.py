@@ -24,6 +24,7 @@ from ..message import Message, Request, to_timestamp
 from ..records import Record
 from ..runtime import unknown_task_message
 from .rate_limit import RateLimiter
+from .stats import TaskStats
 from .workflows import Workflows
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class TaskRunner:
         self.abandoned: set[str] = set()
         #: Messages decoded when they were received, by id (:meth:`receive`).
         self._received: dict[str, Message] = {}
+        #: Counts and run times of finished tasks, sent with the heartbeat.
+        self.stats = TaskStats()
 
     # -- vetting --------------------------------------------------------------------------
 
@@ -155,6 +158,7 @@ class TaskRunner:
         self, task: Task[Any, Any], message: Message, request: Request, expired: bool
     ) -> None:
         reason = "expired before it started" if expired else "revoked"
+        self.stats.record(message.task, states.REVOKED, None)
         logger.info("Task %s[%s] %s; not run", message.task, message.id, reason)
         self._settle_one(message.id, Record.revoked(reason, message.task), acks_late=True)
         if signals.task_revoked.receivers:
@@ -184,6 +188,8 @@ class TaskRunner:
                 outcome.state,
             )
             return
+        error = "" if outcome.state == states.SUCCESS else _summary(outcome.value)
+        self.stats.record(message.task, outcome.state, runtime, message.id, error)
         if outcome.state == states.RETRY:
             self._retry(message, outcome, runtime, acks_late)
             return
@@ -357,6 +363,13 @@ class TaskRunner:
     def settle_now(self, message_id: str, record: Record) -> None:
         """Settle a message with a final record, when its task cannot finish by itself."""
         self.settle([(message_id, self._encode(message_id, record))])
+
+
+def _summary(value: object) -> str:
+    """``ExceptionType: message``, short enough for a dashboard row."""
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"[:300]
+    return repr(value)[:300]
 
 
 __all__ = ["ExceptionInfo", "RunningHook", "TaskRunner"]
