@@ -299,3 +299,4 @@ def test_per_minute_sums_workers_over_the_last_hour() -> None:
     assert minutes[0]["mean_seconds"] is None
     svg = str(throughput_chart(minutes))
     assert svg.startswith("<svg") and "3 succeeded, 1 failed, mean 750 ms" in svg
+    assert svg.count("<circle") == 2  # one point per minute with a mean

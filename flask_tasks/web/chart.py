@@ -28,7 +28,7 @@ def throughput_chart(minutes: list[dict[str, Any]]) -> Markup:
         f'<text class="label" x="{LEFT - 6}" y="{TOP + 8}" text-anchor="end">{most}</text>',
         f'<text class="label" x="{LEFT - 6}" y="{TOP + plot_height}" text-anchor="end">0</text>',
         f'<text class="label seconds" x="{LEFT + plot_width + 6}" y="{TOP + 8}">'
-        f"{_seconds(slowest)}</text>",
+        f"{seconds_text(slowest)}</text>",
         f'<text class="label" x="{LEFT}" y="{HEIGHT - 6}">60 min ago</text>',
         f'<text class="label" x="{LEFT + plot_width}" y="{HEIGHT - 6}" '
         'text-anchor="end">now</text>',
@@ -42,7 +42,7 @@ def throughput_chart(minutes: list[dict[str, Any]]) -> Markup:
         base = TOP + plot_height
         mean = minute["mean_seconds"]
         title = f"{done} succeeded, {failed} failed" + (
-            f", mean {_seconds(mean)}" if mean is not None else ""
+            f", mean {seconds_text(mean)}" if mean is not None else ""
         )
         parts.append(f"<g><title>{escape(title)}</title>")
         parts.append(
@@ -56,15 +56,22 @@ def throughput_chart(minutes: list[dict[str, Any]]) -> Markup:
             )
         parts.append("</g>")
         if mean is not None:
-            line.append(f"{x + slot / 2:.1f},{base - plot_height * mean / slowest:.1f}")
+            line.append((x + slot / 2, base - plot_height * mean / slowest))
     if line:
-        parts.append(f'<polyline class="latency" points="{" ".join(line)}"/>')
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in line)
+        parts.append(f'<polyline class="latency" points="{points}"/>')
+        parts.extend(
+            f'<circle class="latency-point" cx="{x:.1f}" cy="{y:.1f}" r="2.5"/>' for x, y in line
+        )
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
-def _seconds(value: float) -> str:
+def seconds_text(value: float) -> str:
+    """A duration for people: ``0.4 ms``, ``250 ms``, ``3.2 s``."""
+    if value < 0.01:
+        return f"{value * 1000:.1f} ms"
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
-__all__ = ["throughput_chart"]
+__all__ = ["seconds_text", "throughput_chart"]

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, render_template, request
 
 from ..exceptions import OperationalError
 from ..runtime import current_runtime
-from .chart import throughput_chart
+from .chart import seconds_text, throughput_chart
 from .overview import overview
 from .views import check_same_origin, json_response, refuse
 
@@ -67,6 +67,7 @@ def index() -> str:
         chart=throughput_chart(data["minutes"]),
         totals=_hour_totals(data["minutes"]),
         when=_when,
+        seconds_text=seconds_text,
         **data,
     )
 
