@@ -13,6 +13,7 @@ Settings come from ``FLASK_``-prefixed environment variables (Flask's
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import tempfile
@@ -46,6 +47,9 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
         app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
 
     tasks.init_app(app)  # TASKS_BROKER_URL unset: SQLite in the instance folder
+    # Close the broker when the process exits: the SQLite broker then checkpoints its
+    # write-ahead log, so no large tasks.sqlite3-wal file is left behind.
+    atexit.register(tasks.runtime(app).close)
 
     from .views import bp
 
