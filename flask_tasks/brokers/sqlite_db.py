@@ -8,7 +8,6 @@ It opens fresh ones instead.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -255,19 +254,22 @@ class Database:
             self.notifier = ChangeNotifier(self._open, self.options.poll_interval)
 
     def close(self) -> None:
-        """Checkpoint the write-ahead log into the database file (so no large ``-wal``
-        file stays behind while other processes keep it open), then close every
-        connection this process opened; later calls fail."""
+        """Close every connection this process opened; later calls fail."""
         self._closed = True
         self.notifier.close()
         with self._lock:
             connections, self._connections = self._connections, {}
-        for index, (_ref, connection) in enumerate(connections.values()):
-            if index == 0 and self._pid == os.getpid():
-                # Busy or read-only: the next checkpoint will do it.
-                with contextlib.suppress(sqlite3.Error):
-                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        for _ref, connection in connections.values():
             connection.close()
+
+    def checkpoint(self) -> bool:
+        """Fold the write-ahead log into the database file and truncate it to zero bytes.
+        False when other connections kept it from finishing (it is done later anyway)."""
+        with self.errors():
+            busy, _pages, _moved = (
+                self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            )
+        return not busy
 
     # -- transactions ---------------------------------------------------------------------
 

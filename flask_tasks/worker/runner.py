@@ -366,10 +366,14 @@ class TaskRunner:
 
 
 def _summary(value: object) -> str:
-    """``ExceptionType: message``, short enough for a dashboard row."""
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"[:300]
-    return repr(value)[:300]
+    """``ExceptionType: message``, short enough for a dashboard row (never raises: an
+    exception's ``__str__`` is user code)."""
+    name = type(value).__name__
+    try:
+        text = str(value) if isinstance(value, BaseException) else repr(value)
+    except Exception:
+        text = "<the error's message could not be read>"
+    return f"{name}: {text}"[:300]
 
 
 __all__ = ["ExceptionInfo", "RunningHook", "TaskRunner"]
