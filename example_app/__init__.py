@@ -13,6 +13,7 @@ Settings come from ``FLASK_``-prefixed environment variables (Flask's
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import tempfile
@@ -20,6 +21,9 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from flask import Flask, session
+
+from flask_tasks.brokers.sqlite_store import SQLiteStore
+from flask_tasks.exceptions import OperationalError
 
 from . import jobs  # noqa: F401  (declares the tasks, so the worker knows them too)
 from .extensions import tasks
@@ -46,11 +50,25 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
         app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
 
     tasks.init_app(app)  # TASKS_BROKER_URL unset: SQLite in the instance folder
+    atexit.register(close_broker, app)
 
     from .views import bp
 
     app.register_blueprint(bp)
     return app
+
+
+def close_broker(app: Flask) -> None:
+    """At exit: fold the SQLite broker's write-ahead log into its file (a worker may keep
+    the database open, so SQLite would leave a multi-megabyte ``-wal`` file), then close."""
+    runtime = tasks.runtime(app)
+    store = runtime.store
+    if isinstance(store, SQLiteStore):
+        try:
+            store.checkpoint()
+        except OperationalError as error:
+            app.logger.warning("Could not checkpoint the SQLite broker: %s", error)
+    runtime.close()
 
 
 def instance_secret_key(instance_path: str) -> str:

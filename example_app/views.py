@@ -6,7 +6,17 @@ import secrets
 import time
 from typing import Any, Optional
 
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    session,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
 from .extensions import tasks
@@ -40,6 +50,12 @@ def number_field(name: str, default: int, low: int, high: int) -> int:
     except ValueError:
         abort(400, f"{name} must be a whole number")
     return min(max(value, low), high)
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico whatever the page says: answer with the SVG icon."""
+    return send_from_directory(current_app.static_folder or "static", "favicon.svg")
 
 
 @bp.get("/")

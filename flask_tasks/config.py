@@ -112,6 +112,16 @@ class TasksConfig:
     expose_traceback: bool = _setting(False, _flag, "True or False")
     allow_revoke: bool = _setting(False, _flag, "True or False")
     allow_raw_ids: bool = _setting(False, _flag, "True or False")
+    dashboard: bool = _setting(False, _flag, "True or False")
+    dashboard_authorize: Optional[Callable[[], Any]] = _setting(
+        None, _optional(callable), "a callable returning True for who may see it, or None"
+    )
+    dashboard_url_prefix: str = _setting(
+        "/tasks/dashboard",
+        lambda value: _text(value) and value.startswith("/"),
+        "a path starting with /",
+    )
+    metrics: bool = _setting(False, _flag, "True or False")
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -44,10 +44,13 @@ class Retry(TaskError):
     ) -> None:
         self.exc = exc
         self.when = when
-        #: Set by ``Task.retry``: when to run again (Unix time) and replacement arguments.
+        #: When to run again, as a Unix time (set by ``Task.retry``).
         self.eta: float | None = None
+        #: Positional arguments to run again with, or None for the same (set by ``Task.retry``).
         self.args_override: Any = None
+        #: Keyword arguments to run again with, or None for the same (set by ``Task.retry``).
         self.kwargs_override: Any = None
+        #: Options for the next run, such as ``queue`` or ``priority`` (set by ``Task.retry``).
         self.options: dict[str, Any] = {}
         super().__init__(message or self._describe(exc, when))
 

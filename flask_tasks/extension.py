@@ -7,6 +7,8 @@ producer) in ``app.extensions["tasks"]``.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
@@ -18,6 +20,7 @@ from .canvas import Signature, Workflow, send
 from .cli import register_commands
 from .config import TasksConfig
 from .config_entries import parse_rate
+from .config_hints import misnamed_key_hints, unsigned_messages_hint
 from .exceptions import ImproperlyConfigured
 from .periodic import Entry
 from .result import AsyncResult
@@ -28,6 +31,7 @@ from .web import register_web, status_url
 F = TypeVar("F", bound=Callable[..., Any])
 #: The class, under a name the ``Tasks.AsyncResult`` method does not shadow.
 _AsyncResult = AsyncResult
+logger = logging.getLogger("flask_tasks")
 
 
 class Tasks:
@@ -50,6 +54,8 @@ class Tasks:
         """Validate the app's ``TASKS_*`` config and attach Flask-Tasks to it: its
         runtime, the ``flask worker`` commands and the status blueprint.
 
+        Warns (``UserWarning``) about ``CELERY_*`` and ``TASK_*`` keys it ignores, and
+        logs a warning when messages go unsigned because the app has no ``SECRET_KEY``.
         Raises ``ImproperlyConfigured`` for a bad setting, a broker or backend URL of an
         unknown scheme, an ``amqp://`` broker without a result backend (RabbitMQ keeps no
         results), or a second ``init_app`` on the same app.
@@ -60,6 +66,11 @@ class Tasks:
                 "once per app"
             )
         config = TasksConfig.from_mapping(app.config, self._defaults)
+        for hint in misnamed_key_hints(app.config):
+            warnings.warn(hint, UserWarning, stacklevel=2)
+        unsigned = unsigned_messages_hint(app.config, config)
+        if unsigned:
+            logger.warning("%s (app %r)", unsigned, app.name)
         check_urls(config.broker_url_for(app.instance_path), config.result_backend)
         runtime = Runtime(app, config, self.registry, owner=self, periodic=self._periodic)
         runtime.beat_entries()  # entry names must not clash

@@ -20,7 +20,7 @@ after_task_publish = _signals.signal("after-task-publish")
 """Sender: the task name. Keywords: ``body``, ``exchange``, ``routing_key``, ``headers``."""
 
 task_received = _signals.signal("task-received")
-"""Sender: the worker consumer. Keywords: ``request`` (the task's ``Request``)."""
+"""Sender: the worker's task runner. Keywords: ``request`` (the task's ``Request``)."""
 
 task_prerun = _signals.signal("task-prerun")
 """Sender: the task. Keywords: ``task_id``, ``task``, ``args``, ``kwargs``."""
@@ -44,7 +44,7 @@ task_revoked = _signals.signal("task-revoked")
 ``signum``, ``expired``."""
 
 task_unknown = _signals.signal("task-unknown")
-"""Sender: the worker consumer. Keywords: ``name``, ``id``, ``message`` (raw body),
+"""Sender: the worker's task runner. Keywords: ``name``, ``id``, ``message`` (raw body),
 ``exc`` (the ``NotRegistered`` error)."""
 
 worker_ready = _signals.signal("worker-ready")
@@ -54,7 +54,8 @@ worker_shutdown = _signals.signal("worker-shutdown")
 """Sender: the worker. No keywords."""
 
 beat_tick = _signals.signal("beat-tick")
-"""Sender: the scheduler. Keywords: ``due`` (names of the entries sent this tick)."""
+"""Sender: the scheduler. Keywords: ``due`` (names of the entries sent this tick, possibly
+none); sent every tick."""
 
 __all__ = [
     "after_task_publish",

@@ -347,3 +347,20 @@ def test_polling_retries_with_backoff(example: str, browser: Any) -> None:
     assert 350 <= gaps[0] < 2000  # 500 ms with jitter
     assert 700 <= gaps[1] < 3000  # doubled
     assert gaps[2] < 300  # a change: ask again at once
+
+
+def test_footer_stays_at_the_bottom_of_a_short_page(example: str, browser: Any) -> None:
+    browser.set_window_size(1100, 1800)
+    try:
+        start_job(browser, example, "start-crunch", steps="2")
+        wait_until_finished(browser)
+        bottom, height = browser.execute_script(
+            "return [document.querySelector('footer.site').getBoundingClientRect().bottom,"
+            " window.innerHeight];"
+        )
+        assert abs(bottom - height) <= 1, (bottom, height)
+        icon = browser.execute_script("return document.querySelector('link[rel=icon]').href;")
+        assert icon.endswith("/static/favicon.svg")
+        screenshot(browser, "example-short-page-footer")
+    finally:
+        browser.set_window_size(1100, 900)

@@ -36,4 +36,7 @@ def test_wheel_contains_lua_scripts_js_client_and_py_typed(tmp_path: Path) -> No
     scripts = {path.name for path in (ROOT / "flask_tasks/brokers/lua").glob("*.lua")}
     assert {f"flask_tasks/brokers/lua/{name}" for name in scripts} <= names
     assert "flask_tasks/web/static/flask-tasks.js" in names
+    assert "flask_tasks/web/static/dashboard.js" in names
+    assert "flask_tasks/web/static/dashboard.css" in names
+    assert "flask_tasks/web/templates/flask_tasks/dashboard.html" in names
     assert "flask_tasks/py.typed" in names

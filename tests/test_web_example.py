@@ -17,6 +17,7 @@ from example_app.extensions import tasks
 from example_app.jobs import crunch_numbers, import_contacts, send_reminder
 from flask_tasks.worker import Worker
 
+ROOT = Path(__file__).resolve().parent.parent
 CONFIG = {"SECRET_KEY": "example-test", "TASKS_BROKER_URL": "memory://"}
 
 
@@ -162,3 +163,49 @@ def test_instance_secret_key_is_made_once_and_shared(tmp_path: Path) -> None:
     assert sorted(path.name for path in (tmp_path / "instance").iterdir()) == ["secret_key"]
     read()
     assert keys[-1] == keys[0]
+
+
+def test_favicon_and_icon_link(example: Flask) -> None:
+    client = example.test_client()
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert b"<svg" in icon.data
+    icon.close()
+    assert 'rel="icon" href="/static/favicon.svg"' in client.get("/").get_data(as_text=True)
+
+
+def test_job_list_follows_jobs_with_watch_task() -> None:
+    script = (ROOT / "example_app/static/job-list.js").read_text()
+    assert 'import { watchTask, TaskFailedError } from "flask-tasks"' in script
+    assert "setTimeout" not in script  # no polling loop of its own
+
+
+def test_the_sqlite_wal_is_checkpointed_when_the_process_exits(tmp_path: Path) -> None:
+    """Another process (a worker) keeps the database open, so SQLite would not fold the
+    log back by itself: the example app's exit hook does it."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    database = tmp_path / "tasks.sqlite3"
+    script = (
+        "from example_app import create_app\n"
+        "from example_app.jobs import crunch_numbers\n"
+        f"app = create_app({{'SECRET_KEY': 'k', 'TASKS_BROKER_URL': 'sqlite:///{database}'}})\n"
+        "with app.app_context():\n"
+        "    for _ in range(300):\n"
+        "        crunch_numbers.delay(5)\n"
+    )
+    holder = None
+    try:
+        subprocess.run(
+            [sys.executable, "-c", script.replace("range(300)", "range(1)")], check=True, cwd=ROOT
+        )
+        holder = sqlite3.connect(database)  # like a running worker
+        holder.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=60)
+        wal = Path(f"{database}-wal")
+        assert not wal.exists() or wal.stat().st_size == 0, wal.stat().st_size
+    finally:
+        if holder is not None:
+            holder.close()

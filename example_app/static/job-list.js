@@ -1,10 +1,13 @@
-// The job list: refresh the rows of unfinished jobs every two seconds.
+// The job list: follow each unfinished job live with watchTask (flask-tasks.js).
 //
-// A page can keep only about six HTTP/1.1 connections per site open, so a list does not
-// hold one event stream (or long poll) per row: it asks each unfinished job for its
-// status with a plain GET of the same URL, which answers at once.
+// A page can keep only about six HTTP/1.1 connections per site open, and each watch holds
+// one (an event stream, or a long poll). So at most WATCHERS jobs are watched at a time,
+// newest first; when one finishes, the next waiting job takes its place. Finished jobs
+// are shown once and never asked again.
+import { watchTask, TaskFailedError } from "flask-tasks";
 import { describeOutcome } from "./describe.js";
 
+const WATCHERS = 3;
 const rows = [...document.querySelectorAll("tr[data-status-url]")];
 
 function show(row, status) {
@@ -17,27 +20,18 @@ function show(row, status) {
   );
 }
 
-async function refresh(row) {
+async function follow(row) {
   try {
-    const response = await fetch(row.dataset.statusUrl, {
-      headers: { Accept: "application/json" },
-    });
-    if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
-      row.querySelector("[data-field=outcome]").textContent = body.message || "";
-      return true; // expired or unknown: stop asking
-    }
-    const status = await response.json();
-    show(row, status);
-    return status.ready;
-  } catch {
-    return false; // the server is unreachable for now: try again later
+    show(row, await watchTask(row.dataset.statusUrl, { onUpdate: (status) => show(row, status) }));
+  } catch (error) {
+    if (error instanceof TaskFailedError) show(row, error.status);
+    else row.querySelector("[data-field=outcome]").textContent = error.message || "";
   }
+  row.dataset.finished = "true";
 }
 
-let pending = rows;
-while (pending.length) {
-  const done = await Promise.all(pending.map(refresh));
-  pending = pending.filter((_row, index) => !done[index]);
-  if (pending.length) await new Promise((resolve) => setTimeout(resolve, 2000));
+const waiting = [...rows];
+async function watcher() {
+  while (waiting.length) await follow(waiting.shift());
 }
+await Promise.all(Array.from({ length: Math.min(WATCHERS, rows.length) }, watcher));

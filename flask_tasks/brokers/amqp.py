@@ -348,13 +348,13 @@ class AMQPTransport(Transport):
         :data:`~.amqp_dead.DEAD_LETTER_SCAN` in the dead-letter queue. While they are read they are
         invisible to other readers."""
         letters: list[DeadLetter] = []
-        with self._browse() as browse:
+        with Browse(self._main, self._names) as browse:
             for _tag, letter in browse:
                 letters.append(letter)
         return letters[::-1][: max(0, limit)]
 
     def retry_dead_letter(self, message_id: str) -> bool:
-        with self._main.using() as channel, self._browse() as browse:
+        with self._main.using() as channel, Browse(self._main, self._names) as browse:
             for tag, letter in browse:
                 if letter.id != message_id:
                     continue
@@ -364,8 +364,8 @@ class AMQPTransport(Transport):
                 return True
         return False
 
-    def _browse(self) -> Browse:
-        return Browse(self._main, self._names)
+    def delete_dead_letter(self, message_id: str) -> bool:
+        return Browse(self._main, self._names).delete(message_id)
 
     # -- inspection --------------------------------------------------------------------------
 

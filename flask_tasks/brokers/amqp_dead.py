@@ -48,6 +48,16 @@ class Browse:
                 return
             yield method.delivery_tag, _letter(properties, body, self.names)
 
+    def delete(self, message_id: str) -> bool:
+        """Ack (drop) the dead letter ``message_id``; False if none is found."""
+        with self:
+            for tag, letter in self:
+                if letter.id == message_id:
+                    with self.link.using():
+                        self.channel.basic_ack(tag)
+                    return True
+        return False
+
     def __exit__(self, *_exc: object) -> None:
         with self.link.lock:
             if self.channel is not None and self.channel.is_open:

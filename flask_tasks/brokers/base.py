@@ -271,6 +271,10 @@ class Transport(_Connection):
         return None
 
     @abstractmethod
+    def delete_dead_letter(self, message_id: str) -> bool:
+        """Drop a dead letter for good. False if there is none."""
+
+    @abstractmethod
     def queue_length(self, queue: str) -> int:
         """Number of ready messages in ``queue`` (not delayed, not leased)."""
 

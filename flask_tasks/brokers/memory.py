@@ -273,6 +273,10 @@ class MemoryBroker(MemoryStore, Broker):
             self._changed.notify_all()
             return True
 
+    def delete_dead_letter(self, message_id: str) -> bool:
+        with self._lock:
+            return self._dead.pop(message_id, None) is not None
+
     # -- inspection -----------------------------------------------------------------------
 
     def held(self, message_ids: Sequence[str]) -> set[str]:

@@ -250,6 +250,13 @@ class PostgresBroker(PostgresStore, Broker):
             ).fetchone()
         return row is not None and row[0] > 0
 
+    def delete_dead_letter(self, message_id: str) -> bool:
+        with self._pool.connection() as connection:
+            cursor = connection.execute(
+                f"DELETE FROM {self._t['dead']} WHERE id = %s", [message_id]
+            )
+            return cursor.rowcount > 0
+
     # -- inspection -----------------------------------------------------------------------
 
     def queue_length(self, queue: str) -> int:

@@ -281,6 +281,14 @@ class RedisBroker(RedisStore, Broker):
                 return bool(outcome == 1)
         raise OperationalError(f"Dead letter {message_id} kept changing; not retried")
 
+    @_operational
+    def delete_dead_letter(self, message_id: str) -> bool:
+        pipeline = self._client.pipeline(transaction=True)
+        pipeline.hdel(self.keys.dead, message_id)
+        pipeline.zrem(self.keys.dead_index, message_id)
+        deleted, _removed = pipeline.execute()
+        return bool(deleted)
+
     # -- inspection and administration ----------------------------------------------------
 
     @_operational

@@ -283,6 +283,11 @@ class SQLiteBroker(SQLiteStore, Broker):
             self._store(conn, message_id, row[0], row[1], row[2], None, self.now())
             return True
 
+    def delete_dead_letter(self, message_id: str) -> bool:
+        with self._db.write() as conn:
+            cursor = conn.execute(f"DELETE FROM {self._t['dead']} WHERE id = ?", (message_id,))
+            return cursor.rowcount > 0
+
     # -- inspection -----------------------------------------------------------------------
 
     def held(self, message_ids: Sequence[str]) -> set[str]:

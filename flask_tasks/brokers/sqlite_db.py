@@ -264,6 +264,15 @@ class Database:
         for _ref, connection in connections.values():
             connection.close()
 
+    def checkpoint(self) -> bool:
+        """Fold the write-ahead log into the database file and truncate it to zero bytes.
+        False when other connections kept it from finishing (it is done later anyway)."""
+        with self.errors():
+            busy, _pages, _moved = (
+                self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            )
+        return not busy
+
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager

@@ -216,3 +216,9 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         self._db.close()
+
+    def checkpoint(self) -> bool:
+        """Fold the write-ahead log into the database file and truncate it, so no large
+        ``-wal`` file is left while other processes keep the database open (call it at
+        a clean exit). False when readers kept it from finishing."""
+        return self._db.checkpoint()

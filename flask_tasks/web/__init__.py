@@ -6,7 +6,9 @@
 - ``GET <prefix>/<token>``: the task's status as JSON (``?wait=`` long-polls);
 - ``GET <prefix>/<token>/events``: Server-Sent Events until the task is ready;
 - ``POST <prefix>/<token>/revoke``: revoke, when ``TASKS_ALLOW_REVOKE``;
-- ``GET <prefix>/static/flask-tasks.js``: the ES module with ``watchTask``.
+- ``GET <prefix>/static/flask-tasks.js``: the ES module with ``watchTask``;
+- with ``TASKS_DASHBOARD``/``TASKS_METRICS``, the dashboard and ``/metrics`` at
+  ``TASKS_DASHBOARD_URL_PREFIX`` (``web/dashboard.py``).
 
 Templates get ``tasks_status_url(result)`` as a Jinja global.
 """
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from flask import url_for
 
+from .dashboard import dashboard
 from .tokens import make_token
 from .views import blueprint
 
@@ -29,9 +32,16 @@ if TYPE_CHECKING:
 
 
 def register_web(app: Flask, extension: Any, config: TasksConfig) -> None:
-    """Mount the status blueprint on ``app`` and add the ``tasks_status_url`` global."""
+    """Mount the status blueprint (and the dashboard, when turned on) on ``app`` and add
+    the ``tasks_status_url`` global."""
     if blueprint.name not in app.blueprints:
         app.register_blueprint(blueprint, url_prefix=config.url_prefix)
+    if config.metrics:
+        from .metrics import require_prometheus
+
+        require_prometheus()
+    if (config.dashboard or config.metrics) and dashboard.name not in app.blueprints:
+        app.register_blueprint(dashboard, url_prefix=config.dashboard_url_prefix)
 
     def tasks_status_url(result: Union[AsyncResult, str], _external: bool = False) -> str:
         """The signed status URL of ``result`` (an AsyncResult or a task id)."""

@@ -178,11 +178,11 @@ def _event_stream(
 # -- POST <prefix>/<token>/revoke ------------------------------------------------------
 
 
-def _check_csrf() -> None:
+def check_same_origin(action: str = "revoke tasks") -> None:
     """Refuse what a cross-site form or image could send: only scripts of the page's own
     origin can add a custom header or a JSON body (anything else needs CORS)."""
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
-        refuse(403, "csrf", "Cross-site requests cannot revoke tasks.")
+        refuse(403, "csrf", f"Cross-site requests cannot {action}.")
     if request.headers.get("X-Requested-With"):
         return
     if request.is_json and request.get_json(silent=True) is not None:
@@ -203,7 +203,7 @@ def revoke(token: str) -> Response:
     runtime = current_runtime()
     if not runtime.config.allow_revoke:
         refuse(403, "revoke_disabled", "Revoking tasks from the browser is turned off.")
-    _check_csrf()
+    check_same_origin()
     task_id = _task_id(runtime, token)
     payload = _payload(runtime, task_id, _read(runtime, task_id))
     if payload["ready"]:

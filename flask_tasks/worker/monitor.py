@@ -145,6 +145,7 @@ class Monitor:
             "running": running,
             "done": self.tasks_done,
             "at": time.time(),
+            "stats": self.runner.stats.snapshot(),
         }
 
     def _announce(self) -> None:
@@ -198,6 +199,8 @@ class Monitor:
             self._abandoned_threads.add(entry.thread_id)
             self._changed.notify_all()  # a shutdown no longer waits for it
         self.runner.abandoned.add(message_id)
+        elapsed = time.monotonic() - entry.started
+        self.runner.stats.record(entry.task.name, "FAILURE", elapsed, message_id, str(error))
         record = Record.failure(error, entry.task.name, worker=self.hostname)
         try:  # by delivery, fenced: the abandoned thread's lease may have moved on
             self.runner.settle_now(delivery or message_id, record)

@@ -27,6 +27,7 @@ from ..records import Record
 from .intake import Intake
 from .logs import loggable
 from .rate_limit import RateLimiter
+from .stats import TaskStats
 from .workflows import Workflows
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class TaskRunner:
         self.abandoned: set[str] = set()
         #: Decodes and vets what the consumer reserves.
         self.intake = Intake(runtime, hostname)
+        #: Counts and run times of finished tasks, sent with the heartbeat.
+        self.stats = TaskStats()
 
     # -- running --------------------------------------------------------------------------
 
@@ -109,6 +112,7 @@ class TaskRunner:
         expired: bool,
     ) -> None:
         reason = "expired before it started" if expired else "revoked"
+        self.stats.record(message.task, states.REVOKED, None)
         logger.info("Task %s[%s] %s; not run", loggable(message.task), loggable(message.id), reason)
         self._settle_one(delivery, Record.revoked(reason, message.task), acks_late=True)
         if signals.task_revoked.receivers:
@@ -139,6 +143,8 @@ class TaskRunner:
                 outcome.state,
             )
             return
+        error = "" if outcome.state == states.SUCCESS else _summary(outcome.value)
+        self.stats.record(message.task, outcome.state, runtime, message.id, error)
         if outcome.state == states.RETRY:
             self._retry(message, outcome, runtime, acks_late, delivery)
             return
@@ -348,6 +354,17 @@ def _log_refused(message_ids: list[str], what: str) -> None:
         what,
         ", ".join(loggable(message_id, 100) for message_id in message_ids),
     )
+
+
+def _summary(value: object) -> str:
+    """``ExceptionType: message``, short enough for a dashboard row (never raises: an
+    exception's ``__str__`` is user code)."""
+    name = type(value).__name__
+    try:
+        text = str(value) if isinstance(value, BaseException) else repr(value)
+    except Exception:
+        text = "<the error's message could not be read>"
+    return f"{name}: {text}"[:300]
 
 
 __all__ = ["ExceptionInfo", "RunningHook", "TaskRunner"]

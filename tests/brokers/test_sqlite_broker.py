@@ -334,3 +334,22 @@ def test_a_forked_child_opens_its_own_connections(broker: SQLiteBroker) -> None:
     assert child.exitcode == 0
     assert broker._db.connection() is inherited  # the parent's own is untouched
     assert [d.id for d in broker.reserve(["q"], 5, 30)] == ["before", "from-child"]
+
+
+def test_checkpoint_truncates_the_write_ahead_log(tmp_path) -> None:
+    path = tmp_path / "wal.sqlite3"
+    broker = SQLiteBroker(f"sqlite:///{path}")
+    holder = None
+    try:
+        broker.publish([Envelope(f"m{i}", "q", b"x" * 2000) for i in range(300)])
+        holder = sqlite3.connect(path)  # another process keeps the database open
+        holder.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        wal = tmp_path / "wal.sqlite3-wal"
+        assert wal.stat().st_size > 100_000
+        assert broker.checkpoint() is True
+        assert wal.stat().st_size == 0
+        assert broker.queue_length("q") == 300
+    finally:
+        broker.close()
+        if holder is not None:
+            holder.close()

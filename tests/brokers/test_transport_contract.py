@@ -334,6 +334,19 @@ def test_retry_dead_letter_moves_it_to_the_back_of_its_queue(transport: Transpor
     ]
 
 
+def test_delete_dead_letter_drops_it_for_good(transport: Transport) -> None:
+    transport.publish([env("m"), env("n")])
+    deliveries = transport.reserve(["q"], 2, LEASE)
+    for delivery in deliveries:
+        transport.dead_letter(delivery, "unknown task")
+    assert transport.delete_dead_letter("m") is True
+    assert [letter.id for letter in transport.dead_letters()] == ["n"]
+    assert transport.delete_dead_letter("m") is False
+    assert transport.delete_dead_letter("ghost") is False
+    assert transport.retry_dead_letter("m") is False
+    assert transport.reserve(["q"], 10, LEASE) == []
+
+
 @pytest.mark.parametrize("priority", [-1, 10])
 def test_priority_out_of_range_is_refused_before_anything_is_stored(
     transport: Transport, priority: int
