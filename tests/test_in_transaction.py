@@ -69,14 +69,13 @@ def test_refused_with_a_message(app: Flask, postgres_url: str, tmp_path: Path) -
     with pytest.raises(TypeError, match="takes a psycopg 3 connection.*got builtins.object"):
         add.apply_async((1, 1), connection=object())
     sqlite = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
-    with sqlite.connect() as connection:
-        with pytest.raises(TypeError, match="this one is sqlite\\+pysqlite"):
-            add.apply_async((1, 1), connection=connection)
+    with sqlite.connect() as connection, pytest.raises(TypeError, match="sqlite\\+pysqlite"):
+        add.apply_async((1, 1), connection=connection)
     sqlite.dispose()
     other_database = postgres_url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(other_database) as connection:
-        with pytest.raises(ImproperlyConfigured, match="not the broker's"):
-            add.apply_async((1, 1), connection=connection)
+    refused = pytest.raises(ImproperlyConfigured, match="not the broker's")
+    with psycopg.connect(other_database) as connection, refused:
+        add.apply_async((1, 1), connection=connection)
     assert queued(app) == 0
 
 
