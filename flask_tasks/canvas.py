@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from .on_commit import call_on_commit, check_options, send_messages
 from .result import AsyncResult, EagerResult, GroupResult
 from .runtime import Runtime, current_runtime
 
@@ -39,10 +41,15 @@ def send(runtime: Runtime, name: str, args: Any, kwargs: Any, options: Mapping[s
     task = runtime.registry.get(name)
     if task is not None:
         return task.apply_async(args, kwargs, **options)
-    producer = runtime.producer
-    message = producer.message(name, args, kwargs, options, {})
-    producer.publish(
-        [message], retry=options.get("retry", True), retry_policy=options.get("retry_policy")
+    message = runtime.producer.message(name, args, kwargs, options, {})
+    send_messages(
+        runtime,
+        [message],
+        retry=options.get("retry", True),
+        retry_policy=options.get("retry_policy"),
+        on_commit=options.get("on_commit", False),
+        session=options.get("session"),
+        connection=options.get("connection"),
     )
     return AsyncResult(message.id, runtime, name)
 
@@ -230,12 +237,28 @@ class Workflow(Signature):
         """Send the workflow; returns the handle on its final result at once."""
         del kwargs  # a workflow takes positional arguments for its first tasks
         runtime = _runtime_for(self.extension)
+        on_commit, session = options.pop("on_commit", False), options.pop("session", None)
+        check_options(on_commit, session, None)
+        if options.get("connection") is not None:
+            raise TypeError(
+                f"connection= sends one task in your transaction; a {type(self).__name__} "
+                "takes on_commit=True (sent when the session commits)"
+            )
         workflow = self.copy()
         workflow.options.update(options)
         workflow.freeze()
         if runtime.config.always_eager:
+            if on_commit:
+                raise TypeError(
+                    f"on_commit=True is not available for a {type(self).__name__} in eager "
+                    "mode (TASKS_ALWAYS_EAGER): call it after the commit"
+                )
             return workflow.run_eagerly(runtime, tuple(args))
-        workflow.send_frozen(runtime, tuple(args), [])
+        if on_commit:
+            send = partial(workflow.send_frozen, runtime, tuple(args), [])
+            call_on_commit(runtime, send, session=session, label=repr(workflow))
+        else:
+            workflow.send_frozen(runtime, tuple(args), [])
         return workflow.handle(runtime)
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import signals
 from .brokers import Connections, Envelope
@@ -29,6 +30,30 @@ DEFAULT_RETRY_POLICY: Mapping[str, Any] = {
     "interval_step": 0.2,
     "interval_max": 1.0,
 }
+
+
+#: Writes encoded messages and their records somewhere: ``(envelopes, records, ttl)``.
+Write = Callable[[Sequence[Envelope], Mapping[str, bytes], float], None]
+
+
+@dataclass
+class Batch:
+    """Messages encoded for one publish: their envelopes and PENDING records."""
+
+    messages: list[Message] = field(default_factory=list)
+    envelopes: list[Envelope] = field(default_factory=list)
+    records: dict[str, bytes] = field(default_factory=dict)
+
+    def add(self, message: Message, body: bytes) -> None:
+        self.messages.append(message)
+        self.envelopes.append(
+            Envelope(message.id, message.queue, body, message.priority, message.eta)
+        )
+
+    def extend(self, other: Batch) -> None:
+        self.messages += other.messages
+        self.envelopes += other.envelopes
+        self.records.update(other.records)
 
 
 class Producer:
@@ -129,11 +154,30 @@ class Producer:
     ) -> None:
         """Encode every message (raising ``EncodeError`` before anything is sent), then
         publish them in one step, recording PENDING for each unless results are ignored."""
-        envelopes = []
-        records: dict[str, bytes] = {}
+        self.send(self.encode_batch(messages), retry=retry, retry_policy=retry_policy)
+
+    def encode_batch(self, messages: Sequence[Message]) -> Batch:
+        """The messages encoded, with their PENDING records (``EncodeError`` here)."""
+        batch = Batch()
         for message in messages:
-            body = self.encode(message)
-            if signals.before_task_publish.receivers:
+            batch.add(message, self.encode(message))
+            if not message.ignore_result:
+                batch.records[message.id] = self.pending_record(message)
+        return batch
+
+    def send(
+        self,
+        batch: Batch,
+        *,
+        retry: bool = True,
+        retry_policy: Optional[Mapping[str, Any]] = None,
+        write: Optional[Write] = None,
+    ) -> None:
+        """Publish an encoded batch in one step, with the publish signals; through
+        ``write(envelopes, records, ttl)`` instead of the broker when given (no retries:
+        it writes into a caller's transaction)."""
+        if signals.before_task_publish.receivers:
+            for message in batch.messages:
                 signals.before_task_publish.send(
                     message.task,
                     body=message.to_dict(),
@@ -144,14 +188,14 @@ class Producer:
                     declare=[],
                     retry_policy=retry_policy,
                 )
-            envelopes.append(
-                Envelope(message.id, message.queue, body, message.priority, message.eta)
+        if write is None:
+            self.publish_envelopes(
+                batch.envelopes, batch.records, retry=retry, retry_policy=retry_policy
             )
-            if not message.ignore_result:
-                records[message.id] = self.pending_record(message)
-        self.publish_envelopes(envelopes, records, retry=retry, retry_policy=retry_policy)
+        else:
+            write(batch.envelopes, batch.records, self.config.result_expires)
         if signals.after_task_publish.receivers:
-            for message in messages:
+            for message in batch.messages:
                 signals.after_task_publish.send(
                     message.task,
                     body=message.to_dict(),

@@ -228,8 +228,15 @@ class EagerResult(_ResultBase):
     def exists(self) -> bool:
         return True
 
+    def fill(self, other: EagerResult) -> None:
+        """Take the outcome of ``other``: a run that waited for a session's commit."""
+        self._value, self._status = other._value, other._status
+        self.traceback, self.date_done = other.traceback, other.date_done
+
     def get(self, timeout: float | None = None, propagate: bool = True, **_options: Any) -> Any:
         del timeout
+        if self._status == states.PENDING:
+            raise TimeoutError(f"Task {self.id} has not run: it runs when the session commits")
         if propagate and self._status in states.PROPAGATE_STATES:
             if isinstance(self._value, BaseException):
                 raise self._value

@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -28,6 +29,7 @@ from .canvas import Signature
 from .exceptions import MaxRetriesExceededError, Retry
 from .execution import apply_eagerly
 from .message import Request, Seconds, current_request, to_timestamp
+from .on_commit import check_options, eager_on_commit, send_messages
 from .records import Record
 from .result import AsyncResult, EagerResult
 
@@ -146,6 +148,10 @@ class Task(Generic[P, R]):
         """Send the task to the workers: ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult:
+        """``apply_async(args, kwargs, on_commit=True)``: send when the session commits."""
+        return self.apply_async(args, kwargs, on_commit=True)
+
     def apply_async(
         self,
         args: Optional[Sequence[Any]] = None,
@@ -165,13 +171,18 @@ class Task(Generic[P, R]):
         retry_policy: Optional[Mapping[str, Any]] = None,
         serializer: Optional[str] = None,
         compression: Optional[str] = None,
+        on_commit: bool = False,
+        session: Any = None,
+        connection: Any = None,
         **extra: Any,
     ) -> AsyncResult:
         """Send the task to the workers with options; returns its ``AsyncResult``.
 
         Raises ``EncodeError`` before anything is published when the arguments cannot be
         serialized or are too large, and ``OperationalError`` when the broker stays
-        unreachable through ``retry_policy``.
+        unreachable through ``retry_policy``. ``on_commit=True`` sends when ``session``
+        (default: Flask-SQLAlchemy's ``db.session``) commits; ``connection=`` writes the
+        message in that connection's transaction (PostgreSQL broker). See :mod:`.on_commit`.
         """
         options = {
             "countdown": countdown,
@@ -191,20 +202,27 @@ class Task(Generic[P, R]):
             **extra,
         }
         runtime = self.extension.runtime()
-        if runtime.config.always_eager:
-            # Celery returns an EagerResult here too; both have the AsyncResult interface.
-            return apply_eagerly(  # type: ignore[return-value]
-                runtime,
-                self,
-                args,
-                kwargs,
-                task_id=task_id or str(uuid.uuid4()),
-                throw=runtime.config.eager_propagates,
-                options=options,
-            )
-        producer = runtime.producer
-        message = producer.message(self.name, args, kwargs, options, runtime.options_for(self.name))
-        producer.publish([message], retry=retry, retry_policy=retry_policy)
+        check_options(on_commit, session, connection)
+        if runtime.config.always_eager:  # Celery returns an EagerResult too (same interface)
+            task_id = task_id or str(uuid.uuid4())
+            throw = runtime.config.eager_propagates
+            run = partial(apply_eagerly, runtime, self, args, kwargs, options=options)
+            run = partial(run, task_id=task_id, throw=throw)
+            if on_commit:
+                return eager_on_commit(runtime, run, task_id, session)  # type: ignore[return-value]
+            return run()  # type: ignore[return-value]
+        message = runtime.producer.message(
+            self.name, args, kwargs, options, runtime.options_for(self.name)
+        )
+        send_messages(
+            runtime,
+            [message],
+            retry=retry,
+            retry_policy=retry_policy,
+            on_commit=on_commit,
+            session=session,
+            connection=connection,
+        )
         return AsyncResult(message.id, runtime, self.name)
 
     def apply(

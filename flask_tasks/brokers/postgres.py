@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .base import (
     Broker,
@@ -36,6 +36,13 @@ from .postgres_store import PostgresStore
 #: Most envelopes one statement publishes (positions within a sequence block).
 _PUBLISH_CHUNK = 10_000
 
+#: The database a connection is in, told apart from any other on any server: its name,
+#: the schema the tables are in, its oid and the cluster's system identifier.
+IDENTITY_SQL = (
+    "SELECT current_database(), current_schema(), (SELECT oid FROM pg_database "
+    "WHERE datname = current_database()), (SELECT system_identifier FROM pg_control_system())"
+)
+
 
 class PostgresBroker(PostgresStore, Broker):
     """A transport and store in PostgreSQL tables, shared by every process on every host.
@@ -50,6 +57,7 @@ class PostgresBroker(PostgresStore, Broker):
         super().__init__(url, key_prefix, **options)
         self._sql_publish = self._publish_sql()
         self._sql_release = self._release_sql()
+        self._identity: Optional[tuple[Any, ...]] = None
 
     # -- statements ----------------------------------------------------------------------
 
@@ -98,28 +106,66 @@ class PostgresBroker(PostgresStore, Broker):
     def publish_with_records(
         self, envelopes: Sequence[Envelope], records: Mapping[str, bytes], record_ttl: float
     ) -> None:
+        statements = self._publish_params(envelopes, records, record_ttl)
+        if not statements:
+            self.set_results(records, record_ttl)
+            return
+        with self._pool.connection() as connection:
+            with connection.transaction():
+                for params in statements:
+                    connection.execute(self._sql_publish, params)
+            if records:
+                self._sweep(connection)
+
+    def publish_through(
+        self,
+        execute: Callable[[str, Mapping[str, Any]], object],
+        envelopes: Sequence[Envelope],
+        records: Mapping[str, bytes],
+        record_ttl: float,
+    ) -> None:
+        """Publish with ``execute(sql, params)``, a caller's connection to this database:
+        the messages and records become visible when the caller commits, and vanish if
+        it rolls back; workers are woken at the commit (``NOTIFY`` is transactional)."""
+        statements = self._publish_params(envelopes, records, record_ttl)
+        if not statements and records:
+            execute(
+                f"WITH {self._sql_put} SELECT {self._notify_results_sql()}",
+                self._record_params(records, record_ttl),
+            )
+        for params in statements:
+            execute(self._sql_publish, params)
+
+    def database_identity(self) -> tuple[Any, ...]:
+        """What tells this database from any other (:data:`IDENTITY_SQL`); creates the
+        tables if they are missing, as every first use does."""
+        if self._identity is None:
+            with self._pool.connection() as connection:
+                row = connection.execute(IDENTITY_SQL).fetchone()
+            self._identity = tuple(row or ())
+        return self._identity
+
+    def _publish_params(
+        self, envelopes: Sequence[Envelope], records: Mapping[str, bytes], record_ttl: float
+    ) -> list[dict[str, Any]]:
+        """The parameters of each publish statement (the records go with the first)."""
         for envelope in envelopes:
             check_envelope(envelope)
         # One id twice in one statement would be an error: the last one wins.
         latest = list({envelope.id: envelope for envelope in envelopes}.values())
-        if not latest:
-            self.set_results(records, record_ttl)
-            return
-        chunks = [latest[i : i + _PUBLISH_CHUNK] for i in range(0, len(latest), _PUBLISH_CHUNK)]
-        with self._pool.connection() as connection:
-            with connection.transaction():
-                for index, chunk in enumerate(chunks):
-                    params = self._record_params(records if index == 0 else {}, record_ttl)
-                    params.update(
-                        ids=[e.id for e in chunk],
-                        queues=[e.queue for e in chunk],
-                        priorities=[e.priority for e in chunk],
-                        bodies=[bytes(e.body) for e in chunk],
-                        etas=[e.eta or 0.0 for e in chunk],
-                    )
-                    connection.execute(self._sql_publish, params)
-            if records:
-                self._sweep(connection)
+        statements = []
+        for start in range(0, len(latest), _PUBLISH_CHUNK):
+            chunk = latest[start : start + _PUBLISH_CHUNK]
+            params = self._record_params(records if start == 0 else {}, record_ttl)
+            params.update(
+                ids=[e.id for e in chunk],
+                queues=[e.queue for e in chunk],
+                priorities=[e.priority for e in chunk],
+                bodies=[bytes(e.body) for e in chunk],
+                etas=[e.eta or 0.0 for e in chunk],
+            )
+            statements.append(params)
+        return statements
 
     # -- consuming ------------------------------------------------------------------------
 
