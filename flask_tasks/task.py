@@ -205,7 +205,9 @@ class Task(Generic[P, R]):
         producer = runtime.producer
         message = producer.message(self.name, args, kwargs, options, runtime.options_for(self.name))
         producer.publish([message], retry=retry, retry_policy=retry_policy)
-        return AsyncResult(message.id, runtime, self.name)
+        # The PENDING record just written: get() need not read it back before waiting.
+        pending = None if message.ignore_result else producer.pending_record(message)
+        return AsyncResult(message.id, runtime, self.name, pending=pending)
 
     def apply(
         self,
