@@ -34,6 +34,10 @@ class Config:
     max_tasks: int | None = None
     #: Shown beside the results but not used for the targets.
     informational: bool = False
+    #: Flask-Tasks: results in this database of the same Redis server
+    #: (``TASKS_RESULT_BACKEND``), and messages signed (``SECRET_KEY``), as users
+    #: configure it; None: results in the broker's own database, unsigned.
+    results_db: int | None = None
 
 
 def _celery(pool: str) -> list[list[str]]:
@@ -146,6 +150,17 @@ CONFIGS: dict[str, Config] = {
             processes="1 process, 2 pool threads",
             peer=False,
             informational=True,
+        ),
+        Config(
+            name="flask-tasks-users",
+            library="flask-tasks",
+            workers=[FLASK_TASKS_WORKER],
+            description="flask worker -P prefork -c 2 -l WARNING "
+            "(default prefetch: {prefetch} per child), TASKS_RESULT_BACKEND = the same "
+            "server, db 1, SECRET_KEY set (messages signed), as users configure it",
+            processes="1 supervisor + 2 forked children, each reserving and running tasks",
+            peer=False,
+            results_db=1,
         ),
         Config(
             name="flask-tasks-sqlite",

@@ -38,7 +38,9 @@ from redis_server import redis_server  # noqa: E402 - tests/redis_server.py, reu
 POLL_INTERVAL = 0.02
 #: Configurations whose library has a bulk path that the benchmark measures too.
 #: (Celery's group publishes one message at a time, slower than delay(): not repeated here.)
-BULK_CONFIGS = ("flask-tasks", "flask-tasks-sqlite", "rq")
+#: The SECRET_KEY of configurations that sign their messages.
+BENCH_SECRET = "bench-secret-key"
+BULK_CONFIGS = ("flask-tasks", "flask-tasks-users", "flask-tasks-sqlite", "rq")
 
 
 @dataclass
@@ -102,6 +104,8 @@ class Bench:
         self.sqlite_dir = Path(tempfile.mkdtemp(prefix="flask-tasks-bench-"))
         self.create_app = create_app
         self.ft_redis = create_app(redis_url).extensions["tasks"]
+        #: Flask-Tasks states with results in another database (per database number).
+        self.ft_elsewhere: dict[int, Any] = {}
         self.results: dict[str, Any] = {
             "configs": {name: defaultdict(list) for name in options.configs},
             "growth": {},
@@ -150,6 +154,15 @@ class Bench:
     def store(self, config: Config, rep: int, phase: str) -> Any:
         """A fresh, empty store for one phase: (Flask-Tasks state or None, env)."""
         self.redis.flushall()
+        if config.broker != "sqlite" and config.results_db is not None:
+            backend = f"{self.redis_url.rsplit('/', 1)[0]}/{config.results_db}"
+            state = self.ft_elsewhere.get(config.results_db)
+            if state is None:
+                app = self.create_app(self.redis_url, backend_url=backend, secret=BENCH_SECRET)
+                state = self.ft_elsewhere[config.results_db] = app.extensions["tasks"]
+            env = dict(self.env(self.redis_url), BENCH_FT_BACKEND=backend)
+            yield state, dict(env, BENCH_FT_SECRET=BENCH_SECRET)
+            return
         if config.broker != "sqlite":
             yield self.ft_redis, self.env(self.redis_url)
             return
@@ -318,6 +331,8 @@ class Bench:
 
     def close(self) -> None:
         self.ft_redis.close()
+        for state in self.ft_elsewhere.values():
+            state.close()
         self.redis.close()
         shutil.rmtree(self.sqlite_dir, ignore_errors=True)
 

@@ -18,12 +18,14 @@ FT_SQLITE = "flask-tasks-sqlite"
 BULK_PATHS = {
     FT: "group(...).apply_async(): one Broker.publish",
     FT_SQLITE: "group(...).apply_async(): one Broker.publish",
+    "flask-tasks-users": "group(...).apply_async(): one Broker.publish",
     "celery-prefork": "group(...).apply_async()",
     "rq": "Queue.enqueue_many() (one pipeline)",
 }
 ENQUEUE_NAMES = {
     FT: "Flask-Tasks (Redis)",
     FT_SQLITE: "Flask-Tasks (SQLite)",
+    "flask-tasks-users": "Flask-Tasks (Redis, results in db 1, signed)",
     "celery": "Celery",
     "rq": "RQ",
     "dramatiq": "Dramatiq",
@@ -100,6 +102,8 @@ class View:
     def enqueue_group(self, name: str) -> str:
         config = CONFIGS[name]
         if config.library == FT:
+            if config.results_db is not None:  # signs its messages: a producer of its own
+                return name
             return FT_SQLITE if config.broker == "sqlite" else FT
         return config.library
 

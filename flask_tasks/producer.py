@@ -223,7 +223,7 @@ class Producer:
         attempt = 0
         while True:
             try:
-                broker = self.connections.broker
+                broker = self.connections.joint
                 if broker is not None:
                     broker.publish_with_records(envelopes, records, ttl)
                 else:

@@ -66,11 +66,21 @@ class _ResultBase:
 class AsyncResult(_ResultBase):
     """The handle on a task sent to the workers, returned by ``delay``/``apply_async``."""
 
-    def __init__(self, task_id: str, runtime: Runtime, task_name: str | None = None) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        runtime: Runtime,
+        task_name: str | None = None,
+        *,
+        pending: bytes | None = None,
+    ) -> None:
         self.id = task_id
         self.task_name = task_name
         self._runtime = runtime
         self._cache: Record | None = None
+        #: The PENDING record the producer just wrote (the encoded bytes): the first
+        #: get() waits for a change from it at once instead of reading it back first.
+        self._pending = pending
 
     # -- reading the record
 
@@ -153,7 +163,11 @@ class AsyncResult(_ResultBase):
         deadline = None if timeout is None else time.monotonic() + timeout
         runtime = self._runtime
         store = runtime.store
-        raw = store.get_result(self.id)
+        # Assumed: the record written when the task was sent, not read from the store.
+        raw, assumed = self._pending, self._pending is not None
+        self._pending = None
+        if not assumed:
+            raw = store.get_result(self.id)
         while True:
             record = Record.decode(runtime.codec, raw)
             if record is not None and record.ready:
@@ -161,10 +175,13 @@ class AsyncResult(_ResultBase):
                 break
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
+                if assumed:  # out of time before reading it once: read it now
+                    raw, assumed = store.get_result(self.id), False
+                    continue
                 raise TimeoutError(
                     f"Task {self.id} did not finish within {timeout} s (state {self.state})"
                 )
-            raw = store.watch_result(self.id, raw, min(remaining, 5.0))
+            raw, assumed = store.watch_result(self.id, raw, min(remaining, 5.0)), False
         return self._outcome(propagate)
 
     def _outcome(self, propagate: bool) -> Any:

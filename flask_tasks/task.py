@@ -223,7 +223,10 @@ class Task(Generic[P, R]):
             session=session,
             connection=connection,
         )
-        return AsyncResult(message.id, runtime, self.name)
+        # The PENDING record just written: get() need not read it back before waiting.
+        sent_now = not (on_commit or connection is not None or message.ignore_result)
+        pending = runtime.producer.pending_record(message) if sent_now else None
+        return AsyncResult(message.id, runtime, self.name, pending=pending)
 
     def apply(
         self,

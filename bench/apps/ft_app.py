@@ -1,7 +1,8 @@
 """Flask-Tasks: ``flask --app bench.apps.ft_app worker``.
 
 Broker from ``BENCH_FT_BROKER``; key prefix from ``BENCH_FT_PREFIX`` (default ``bench``), so
-that several stores can share one Redis server (figure 6).
+that several stores can share one Redis server (figure 6). ``BENCH_FT_BACKEND`` sets
+``TASKS_RESULT_BACKEND`` and ``BENCH_FT_SECRET`` the ``SECRET_KEY`` (signed messages).
 """
 
 from __future__ import annotations
@@ -20,10 +21,21 @@ def noop() -> None:
     """Does nothing; its (empty) result is stored like any other."""
 
 
-def create_app(broker_url: str | None = None, key_prefix: str | None = None) -> Flask:
+def create_app(
+    broker_url: str | None = None,
+    key_prefix: str | None = None,
+    backend_url: str | None = None,
+    secret: str | None = None,
+) -> Flask:
     app = Flask("bench")
     app.config["TASKS_BROKER_URL"] = broker_url or os.environ["BENCH_FT_BROKER"]
     app.config["TASKS_KEY_PREFIX"] = key_prefix or os.environ.get("BENCH_FT_PREFIX", "bench")
+    backend_url = backend_url or os.environ.get("BENCH_FT_BACKEND")
+    if backend_url:
+        app.config["TASKS_RESULT_BACKEND"] = backend_url
+    secret = secret or os.environ.get("BENCH_FT_SECRET")
+    if secret:
+        app.config["SECRET_KEY"] = secret
     tasks.init_app(app)
     return app
 

@@ -2,8 +2,10 @@
 
 Decides once whether the store is the transport's own server (no ``TASKS_RESULT_BACKEND``,
 or the same URL): then :attr:`Connections.broker` is that server, and the producer and the
-worker use its joint steps (a queue change and result records in one round trip). A
-transport that is no store (RabbitMQ) always has a store of its own, and no joint steps.
+worker use its joint steps (a queue change and result records in one round trip). When
+the store is another database of the same Redis server, the transport's joint steps
+write the records there (:attr:`Connections.joint`). A transport that is no store
+(RabbitMQ) always has a store of its own, and no joint steps.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Optional
 
 from ..exceptions import ImproperlyConfigured
 from .base import Broker, Store, Transport, hide_password
+from .redis_connection import records_database
 from .urls import open_broker, open_transport
 
 
@@ -33,6 +36,12 @@ class Connections:
         self.backend_url = backend_url if backend_url and backend_url != broker_url else None
         self.key_prefix = key_prefix
         self.options = dict(options or {})
+        #: The store's database when it is another database of the transport's Redis.
+        self.records_db = (
+            records_database(broker_url, self.backend_url) if self.backend_url else None
+        )
+        if self.records_db is not None:
+            self.options["records_db"] = self.records_db
         self.publish_timeout = publish_timeout
         self._pid = os.getpid()
         self._transport: Optional[Transport] = None
@@ -89,6 +98,18 @@ class Connections:
         """The transport when it is also the store (joint steps available), else None."""
         transport = self.transport
         if self.backend_url is None and isinstance(transport, Broker):
+            return transport
+        return None
+
+    @property
+    def joint(self) -> Optional[Broker]:
+        """The broker whose ``publish_with_records`` and ``ack_with_records`` write the
+        store's records too: :attr:`broker`, or the Redis transport when the store is
+        another database of its server; None when records go to the store separately."""
+        transport = self.transport
+        if isinstance(transport, Broker) and (
+            self.backend_url is None or self.records_db is not None
+        ):
             return transport
         return None
 

@@ -51,14 +51,25 @@ class RedisBroker(RedisStore, Broker):
 
     The store part (records, revocations, counters, claims, heartbeats) is
     :class:`.RedisStore`. ``options`` are redis-py client arguments (``socket_timeout``,
-    ``ssl_ca_certs``...), plus ``dead_letter_limit`` (default 10,000).
+    ``ssl_ca_certs``...), plus ``dead_letter_limit`` (default 10,000) and
+    ``records_db``: the database of this server holding the records and revocations, when
+    the app keeps them apart (``TASKS_RESULT_BACKEND`` on the same server). Then the joint
+    steps write records there (``SELECT`` inside their script: still one atomic round
+    trip), ``reserve`` flags revocations from there, and this broker's own store methods
+    are not used (:class:`.Connections` opens the store on its database).
     """
 
     kind = "redis"
 
     def __init__(self, url: str, *, key_prefix: str = "flask_tasks", **options: Any) -> None:
         self.dead_letter_limit = int(options.pop("dead_letter_limit", DEAD_LETTER_LIMIT))
+        records_db = options.pop("records_db", None)
         super().__init__(url, key_prefix=key_prefix, **options)
+        own_db = int(self._client.connection_pool.connection_kwargs.get("db") or 0)
+        #: "records_db:own_db" for the scripts, or "" when records live in this database.
+        self._records_db = (
+            "" if records_db is None or int(records_db) == own_db else f"{records_db}:{own_db}"
+        )
         self._waiters = SubscriberPool(self._client, keep_listening=True)
         # id -> queue of messages this broker handed out: a hint, checked by release.lua.
         self._queue_hints: dict[str, str] = {}
@@ -73,7 +84,7 @@ class RedisBroker(RedisStore, Broker):
             return
         now = self.now()
         keys = self.keys.core()
-        args: list[Any] = [len(envelopes), milliseconds(record_ttl)]
+        args: list[Any] = [len(envelopes), milliseconds(record_ttl), self._records_db]
         for envelope in envelopes:
             check_envelope(envelope)
             keys.append(self.keys.ready_list(envelope.queue, envelope.priority))
@@ -132,7 +143,7 @@ class RedisBroker(RedisStore, Broker):
     ) -> tuple[list[Any], list[str]]:
         """Run reserve.lua: flat (id, meta, body, revoked flag, deliveries, token)
         groups, and the queues outside ``queues`` holding due or expired messages."""
-        args: list[Any] = [lease, max(0, count), PROMOTE_BATCH]
+        args: list[Any] = [lease, max(0, count), PROMOTE_BATCH, self._records_db]
         for queue in queues:
             args += [queue, self.keys.queue_channel(queue)]
         keys = self.keys.core() + self.keys.ready_lists_of(queues) + [self.keys.revoked]
@@ -194,7 +205,12 @@ class RedisBroker(RedisStore, Broker):
         args: list[Any] = [message_id, token]
         if record is not None:
             keys.append(self.keys.result(message_id))
-            args += [record, milliseconds(record_ttl), self.keys.result_channel(message_id)]
+            args += [
+                record,
+                milliseconds(record_ttl),
+                self.keys.result_channel(message_id),
+                self._records_db,
+            ]
         return self._scripts.ack, keys, args
 
     @_operational

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 from urllib.parse import unquote
 
 import redis
@@ -125,6 +125,28 @@ def _sentinel_address(text: str) -> tuple[str, int]:
     if not match or not match.group("host"):
         raise ImproperlyConfigured(f"Bad sentinel address {text!r} (use host:port)")
     return match.group("host"), int(match.group("port") or 26379)
+
+
+def records_database(broker_url: str, backend_url: str) -> int | None:
+    """The database number of ``backend_url`` when it names the same Redis server as
+    ``broker_url`` (host, port or socket, credentials, TLS) and only the database
+    differs; else None. Sentinel and unparsable URLs give None (checked no further).
+
+    Then the broker's scripts can write records there themselves (``SELECT`` inside the
+    script), so a message and its record still change in one atomic round trip.
+    """
+    plain = ("redis://", "rediss://", "unix://")
+    if not all(url.lower().startswith(plain) for url in (broker_url, backend_url)):
+        return None
+    parse = cast("Callable[[str], dict[str, Any]]", redis.connection.parse_url)
+    try:
+        broker, backend = parse(broker_url), parse(backend_url)
+    except ValueError:
+        return None
+    broker_db, backend_db = int(broker.pop("db", 0) or 0), int(backend.pop("db", 0) or 0)
+    if broker != backend or broker_db == backend_db:
+        return None
+    return backend_db
 
 
 def parse_version(text: str) -> tuple[int, ...]:

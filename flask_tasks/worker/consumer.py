@@ -214,7 +214,7 @@ class Consumer(Monitor):
     def _revoked_among(self, batch: list[Delivery]) -> set[str]:
         """Ids of ``batch`` marked revoked: a broker flags them as it reserves; with a
         store of its own, one more round trip asks it."""
-        if self.runtime.connections.broker is not None:
+        if self.runtime.connections.joint is not None:
             return {delivery.id for delivery in batch if delivery.revoked}
         return self.runtime.store.revoked([delivery.id for delivery in batch])
 

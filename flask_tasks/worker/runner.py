@@ -331,7 +331,7 @@ class TaskRunner:
         message over after this one lost its lease) are logged and dropped."""
         runtime = self.runtime
         ttl = runtime.config.result_expires
-        broker = runtime.connections.broker
+        broker = runtime.connections.joint
         if broker is not None:
             refused = broker.ack_with_records(settlements, ttl)
         else:

@@ -8,6 +8,7 @@
 -- ARGV[3]     result record (only with KEYS[8])
 -- ARGV[4]     record time to live in milliseconds (0: no expiry)
 -- ARGV[5]     result channel
+-- ARGV[6]     "records_db:messages_db" when records live in another database, else ""
 -- Returns: 1 settled; 0 refused (fencing: the message was reserved again or settled by
 -- someone else since this lease was granted; nothing changed).
 
@@ -15,8 +16,10 @@ local id, token = ARGV[1], ARGV[2]
 if token ~= "" and not (redis.call("HEXISTS", META, id) == 1 and holds(id, token)) then
   return 0
 end
-delete_message(id)
-if KEYS[8] then
+if KEYS[8] then -- the record first: a SELECT that fails stops before any write
+  use_records_db(ARGV[6], true)
   write_record(KEYS[8], ARGV[3], ARGV[4], ARGV[5])
+  use_records_db(ARGV[6], false)
 end
+delete_message(id)
 return 1

@@ -135,6 +135,21 @@ local function write_record(key, record, ttl_ms, channel)
   redis.call("PUBLISH", channel, record)
 end
 
+-- Records (and revocations) kept in another database of this server: ``spec`` is
+-- "records_db:messages_db" ("" when they share the messages' database). SELECT inside a
+-- script changes the script's database only, never the caller's connection.
+local function use_records_db(spec, records)
+  if spec == "" then
+    return
+  end
+  local separator = string.find(spec, ":", 1, true)
+  if records then
+    redis.call("SELECT", string.sub(spec, 1, separator - 1))
+  else
+    redis.call("SELECT", string.sub(spec, separator + 1))
+  end
+end
+
 local function send_wakeups()
   for channel in pairs(wake) do
     redis.call("PUBLISH", channel, "")

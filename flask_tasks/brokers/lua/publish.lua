@@ -6,6 +6,8 @@
 -- KEYS[7+N+j] result key of record j, for j = 1..R
 -- ARGV[1]     N, number of envelopes
 -- ARGV[2]     record time to live in milliseconds (0: no expiry)
+-- ARGV[3]     "records_db:messages_db" when the records live in another database of this
+--   server, else "" (see use_records_db)
 -- then 6 per envelope: id, queue, priority, delay (seconds from now by the server's
 --   clock; "" when ready now), body, queue channel
 -- then 2 per record: record, result channel
@@ -13,18 +15,31 @@
 --
 -- An id already stored is replaced: its old place (lease, delay, ready entry) is dropped.
 -- A ready message goes to the back of its list; a delayed one into the delayed set.
+-- Records are written first: a SELECT that fails stops the script before any write.
 
 local count = tonumber(ARGV[1])
 local record_ttl = ARGV[2]
+
+local records_base = 3 + count * 6
+if #ARGV > records_base then
+  use_records_db(ARGV[3], true)
+  for j = 1, (#ARGV - records_base) / 2 do
+    local at = records_base + (j - 1) * 2
+    write_record(KEYS[7 + count + j], ARGV[at + 1], record_ttl, ARGV[at + 2])
+  end
+  use_records_db(ARGV[3], false)
+end
+
 local first_generation = redis.call("INCRBY", SEQUENCE, count) - count
 
 for i = 1, count do
-  local base = 2 + (i - 1) * 6
+  local base = 3 + (i - 1) * 6
   local id, queue, priority, wait, body, channel =
     ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
   local generation = tostring(first_generation + i)
-  detach(id)
-  redis.call("HDEL", LEASED, id)
+  if detach(id) then -- a fresh id has no place to leave, nor a lease to forget
+    redis.call("HDEL", LEASED, id)
+  end
   redis.call("HSET", META, id, format_meta(generation, priority, queue))
   redis.call("HSET", BODIES, id, body)
   if wait == "" then
@@ -32,12 +47,6 @@ for i = 1, count do
   else
     delay(id, clock_plus(wait), channel)
   end
-end
-
-local records_base = 2 + count * 6
-for j = 1, (#ARGV - records_base) / 2 do
-  local at = records_base + (j - 1) * 2
-  write_record(KEYS[7 + count + j], ARGV[at + 1], record_ttl, ARGV[at + 2])
 end
 
 send_wakeups()

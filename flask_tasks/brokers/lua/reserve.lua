@@ -6,6 +6,8 @@
 -- ARGV[1]     lease, in seconds from now by the server's clock
 -- ARGV[2]     count, most messages to take (0: only promote)
 -- ARGV[3]     batch, most due delayed and most expired leases to look at
+-- ARGV[4]     "records_db:messages_db" when the revoked zset lives with the records in
+--   another database, else ""
 -- then 2 per queue, in precedence order: queue name, queue channel
 -- Returns: { {id, meta, body, revoked (1 or 0), deliveries, token, ...} taken,
 -- {queue, ...} }, the second list naming queues
@@ -20,12 +22,12 @@
 local now = clock()
 local deadline = clock_plus(ARGV[1])
 local count, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
-local queue_count = (#ARGV - 3) / 2
+local queue_count = (#ARGV - 4) / 2
 local REVOKED = KEYS[#KEYS]
 
 local slot = {}
 for index = 1, queue_count do
-  slot[ARGV[2 + index * 2]] = index
+  slot[ARGV[3 + index * 2]] = index
 end
 
 local function list_key(index, priority)
@@ -33,6 +35,10 @@ local function list_key(index, priority)
 end
 
 local foreign, seen = {}, {}
+
+-- A records database the server refuses must fail the script before it changes anything.
+use_records_db(ARGV[4], true)
+use_records_db(ARGV[4], false)
 
 local function promote(source, front)
   local ids = redis.call("ZRANGEBYSCORE", source, "-inf", now, "LIMIT", 0, batch)
@@ -51,7 +57,7 @@ local function promote(source, front)
       local index = slot[queue]
       if index then
         redis.call("ZREM", source, id)
-        enqueue(list_key(index, priority), queue, ARGV[3 + index * 2], id, generation, front)
+        enqueue(list_key(index, priority), queue, ARGV[4 + index * 2], id, generation, front)
       elseif not seen[queue] then
         seen[queue] = true
         foreign[#foreign + 1] = queue
@@ -66,7 +72,7 @@ promote(LEASES, true)
 local taken = {}
 local taken_count = 0
 for index = 1, queue_count do
-  local queue = ARGV[2 + index * 2]
+  local queue = ARGV[3 + index * 2]
   for priority = 0, 9 do
     local key = list_key(index, priority)
     while taken_count < count do
@@ -85,8 +91,7 @@ for index = 1, queue_count do
         taken[#taken + 1] = id
         taken[#taken + 1] = meta
         taken[#taken + 1] = redis.call("HGET", BODIES, id)
-        local revoked_until = redis.call("ZSCORE", REVOKED, id)
-        taken[#taken + 1] = (revoked_until and tonumber(revoked_until) > tonumber(now)) and 1 or 0
+        taken[#taken + 1] = 0 -- revoked: set below
         taken[#taken + 1] = deliveries
         taken[#taken + 1] = token
         taken_count = taken_count + 1
@@ -95,5 +100,12 @@ for index = 1, queue_count do
   end
 end
 
+if taken_count > 0 then
+  use_records_db(ARGV[4], true)
+  for at = 1, #taken, 6 do
+    local revoked_until = redis.call("ZSCORE", REVOKED, taken[at])
+    taken[at + 3] = (revoked_until and tonumber(revoked_until) > tonumber(now)) and 1 or 0
+  end
+end
 send_wakeups()
 return {taken, foreign}

@@ -1,0 +1,176 @@
+"""Redis round trips and commands per operation, counted by the server (``INFO stats``).
+
+No timing: the counts are deterministic, so a change that adds a round trip to
+``delay()``, to a worker's handling of one task, or to ``delay().get()`` fails here. Each
+configuration runs on a redis-server of this module's own, so nothing else is counted:
+results in the broker's own database, and results in another database of the same
+server (``TASKS_RESULT_BACKEND``), both with ``SECRET_KEY`` set (signed messages).
+
+*Round trips* is the server's ``total_reads_processed`` (one per request or pipeline the
+clients sent); *commands* is ``total_commands_processed``, which counts the commands Lua
+scripts call too. The worker's part is the real consumer's reserve, run and settle, with
+its idle wait left out (an idle worker's wake-up is counted on its own).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+import redis
+from flask import Flask
+from redis_server import redis_server
+
+from flask_tasks import Tasks
+from flask_tasks.runtime import Runtime
+from flask_tasks.worker.consumer import Consumer
+
+
+@dataclass(frozen=True)
+class Counts:
+    round_trips: int
+    commands: int
+
+
+class Meter:
+    """Counts what the server did between ``start`` and ``stop`` (its own INFO excluded)."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+
+    def _stats(self) -> tuple[int, int]:
+        info = self.client.info("stats")
+        return int(info["total_reads_processed"]), int(info["total_commands_processed"])
+
+    def count(self, action: Callable[[], Any]) -> Counts:
+        self.client.config_resetstat()
+        reads, commands = self._stats()
+        action()
+        after_reads, after_commands = self._stats()
+        # The second INFO is counted by the server before it answers.
+        return Counts(after_reads - reads - 1, after_commands - commands - 1)
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+def _app(url: str, elsewhere: bool) -> Flask:
+    app = Flask(__name__)
+    app.config.update(TASKS_BROKER_URL=url, SECRET_KEY="round-trip-test")
+    if elsewhere:
+        app.config["TASKS_RESULT_BACKEND"] = f"{url.rsplit('/', 1)[0]}/1"
+    tasks = Tasks(app)
+
+    @tasks.task(name="noop")
+    def noop() -> None:
+        """Does nothing; its result is stored."""
+
+    return app
+
+
+class Setup:
+    """One app, a solo consumer driven step by step, and the meter."""
+
+    def __init__(self, url: str, elsewhere: bool) -> None:
+        self.app = _app(url, elsewhere)
+        self.runtime: Runtime = self.app.extensions["tasks"]
+        self.task = self.runtime.registry["noop"]
+        self.meter = Meter(url)
+        self.consumer = Consumer(self.runtime, ["default"], announce_ready=False)
+        redis.Redis.from_url(url).flushall()
+
+    def work_one(self) -> None:
+        """What a worker does for one waiting task: reserve, run, settle."""
+        assert self.consumer._fetch()
+        delivery, revoked, _reserved_at = self.consumer._pending.popleft()
+        # Started at once (a slow machine must not add the check made for late starts).
+        self.consumer._execute(delivery, revoked, time.monotonic())
+        self.consumer._flush_acks(force=True)
+        assert not self.consumer._held
+
+    def delay_get(self) -> None:
+        """``delay().get()`` with the worker handling the task while ``get`` waits."""
+        result = self.task.delay()
+        outcome: list[Any] = []
+        waiter = threading.Thread(target=lambda: outcome.append(result.get(timeout=10)))
+        waiter.start()
+        listener = self.runtime.store._watchers  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while not any(entry.confirmed.is_set() for entry in list(listener._channels.values())):
+            assert time.monotonic() < deadline, "get() never subscribed"
+            time.sleep(0.001)
+        self.work_one()
+        waiter.join(10)
+        assert outcome == [None]
+        # get() unsubscribes on its way out: wait until the server has seen it.
+        while listener._channels:
+            time.sleep(0.001)
+        time.sleep(0.02)
+
+    def warm_up(self) -> None:
+        """Open every connection and load the scripts, so that only steady work counts."""
+        with self.app.app_context():
+            for _ in range(2):
+                self.task.delay()
+                self.work_one()
+                self.delay_get()
+
+    def close(self) -> None:
+        self.runtime.close()
+        self.meter.client.close()
+
+
+@pytest.fixture(params=["own-db", "other-db"])
+def setup(request: pytest.FixtureRequest, server_url: str) -> Iterator[Setup]:
+    made = Setup(server_url, elsewhere=request.param == "other-db")
+    made.warm_up()
+    yield made
+    made.close()
+
+
+#: Round trips (exactly), and most commands, per operation and configuration. Before
+#: issue 13 (round two): delay 1 and 2, worker 2 and 4, delay().get() 7 and 10.
+#: delay().get() = publish; SUBSCRIBE, GET, UNSUBSCRIBE; reserve, ack.
+EXPECTED = {
+    ("own-db", "delay"): Counts(1, 11),
+    ("own-db", "worker"): Counts(2, 35),
+    ("own-db", "delay_get"): Counts(6, 48),
+    ("other-db", "delay"): Counts(1, 12),
+    ("other-db", "worker"): Counts(2, 40),
+    ("other-db", "delay_get"): Counts(6, 55),
+}
+
+
+def _check(setup: Setup, request: pytest.FixtureRequest, what: str, counts: Counts) -> None:
+    config = request.node.callspec.params["setup"]
+    expected = EXPECTED[config, what]
+    assert counts.round_trips == expected.round_trips, (config, what, counts)
+    assert counts.commands <= expected.commands, (config, what, counts)
+
+
+def test_delay(setup: Setup, request: pytest.FixtureRequest) -> None:
+    with setup.app.app_context():
+        counts = setup.meter.count(setup.task.delay)
+        setup.work_one()
+    _check(setup, request, "delay", counts)
+
+
+def test_one_task_in_a_worker(setup: Setup, request: pytest.FixtureRequest) -> None:
+    with setup.app.app_context():
+        result = setup.task.delay()
+        counts = setup.meter.count(setup.work_one)
+        assert result.get(timeout=10) is None
+    _check(setup, request, "worker", counts)
+
+
+def test_delay_get(setup: Setup, request: pytest.FixtureRequest) -> None:
+    with setup.app.app_context():
+        counts = setup.meter.count(setup.delay_get)
+    _check(setup, request, "delay_get", counts)
