@@ -11,6 +11,7 @@ Needs Redis 5.0 or newer; ``docs/broker-redis.rst`` describes the design.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional, cast
@@ -27,7 +28,6 @@ from .base import (
     check_envelope,
     lease_of,
 )
-from .redis_pubsub import SubscriberPool
 from .redis_scripts import ScriptCall
 from .redis_store import RedisStore, milliseconds
 from .redis_store import operational as _operational
@@ -70,7 +70,8 @@ class RedisBroker(RedisStore, Broker):
         self._records_db = (
             "" if records_db is None or int(records_db) == own_db else f"{records_db}:{own_db}"
         )
-        self._waiters = SubscriberPool(self._client, keep_listening=True)
+        #: Whether BLPOP takes fractions of a second (Redis 6+); asked on first wait.
+        self._fractional_block: Optional[bool] = None
         # id -> queue of messages this broker handed out: a hint, checked by release.lua.
         self._queue_hints: dict[str, str] = {}
 
@@ -84,10 +85,12 @@ class RedisBroker(RedisStore, Broker):
             return
         now = self.now()
         keys = self.keys.core()
+        wake_lists = []
         args: list[Any] = [len(envelopes), milliseconds(record_ttl), self._records_db]
         for envelope in envelopes:
             check_envelope(envelope)
             keys.append(self.keys.ready_list(envelope.queue, envelope.priority))
+            wake_lists.append(self.keys.wake_list(envelope.queue))
             # Due times go to the server as delays: it adds them to its own clock.
             delayed = envelope.eta is not None and envelope.eta > now
             args += [
@@ -96,8 +99,8 @@ class RedisBroker(RedisStore, Broker):
                 envelope.priority,
                 envelope.eta - now if envelope.eta is not None and delayed else "",
                 envelope.body,
-                self.keys.queue_channel(envelope.queue),
             ]
+        keys += wake_lists
         for task_id, record in records.items():
             keys.append(self.keys.result(task_id))
             args += [record, self.keys.result_channel(task_id)]
@@ -143,22 +146,21 @@ class RedisBroker(RedisStore, Broker):
     ) -> tuple[list[Any], list[str]]:
         """Run reserve.lua: flat (id, meta, body, revoked flag, deliveries, token)
         groups, and the queues outside ``queues`` holding due or expired messages."""
-        args: list[Any] = [lease, max(0, count), PROMOTE_BATCH, self._records_db]
-        for queue in queues:
-            args += [queue, self.keys.queue_channel(queue)]
-        keys = self.keys.core() + self.keys.ready_lists_of(queues) + [self.keys.revoked]
+        args: list[Any] = [lease, max(0, count), PROMOTE_BATCH, self._records_db, *queues]
+        keys = self.keys.core() + self.keys.reserve_keys(queues) + [self.keys.revoked]
         taken, foreign = self._scripts.reserve(keys, args)
         return taken, [queue.decode() for queue in foreign]
 
     @_operational
     def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Block in ``BLPOP`` on the wake lists of ``queues``: a message published wakes
+        one waiting consumer, not all of them (see ``lua/lib.lua``)."""
         if not queues:  # nothing could wake us
             time.sleep(max(0.0, timeout))
             return
-        if timeout <= 0:
-            return
-        channels = [self.keys.queue_channel(queue) for queue in queues]
-        with self._waiters.listening(channels) as subscriber:
+        deadline = time.monotonic() + timeout
+        wake_lists = [self.keys.wake_list(queue) for queue in queues]
+        while True:
             pipe = self._client.pipeline(transaction=False)
             pipe.exists(*self.keys.ready_lists_of(queues))
             # A delayed message falling due, or a lease running out, may make work ready.
@@ -169,10 +171,30 @@ class RedisBroker(RedisStore, Broker):
             if ready:
                 return
             now = seconds + microseconds / 1e6
+            timeout = deadline - time.monotonic()
             for first in earliest:
                 if first:
                     timeout = min(timeout, max(0.0, first[0][1] - now))
-            subscriber.wait(timeout)
+            if timeout <= 0:
+                return
+            # A message published since the read above left a token: BLPOP returns.
+            popped = self._client.blpop(wake_lists, self._block_for(timeout))
+            if popped is None or popped[1] != b"d":
+                return
+            # "d": a delayed message is the earliest now; time the wait again.
+
+    def _block_for(self, timeout: float) -> float:
+        """``timeout`` as a BLPOP timeout: within the socket timeout, never 0 (forever);
+        whole seconds on Redis 5, which takes no fractions (its waits end up to 1 s late)."""
+        if self._fractional_block is None:
+            version = str(self._client.info("server").get("redis_version", "0"))
+            self._fractional_block = int(version.split(".", 1)[0] or 0) >= 6
+        socket_timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
+        if socket_timeout:
+            timeout = min(timeout, max(0.001, float(socket_timeout) / 2))
+        if self._fractional_block:
+            return max(0.001, round(timeout, 3))
+        return float(max(1, math.ceil(timeout)))
 
     @_operational
     def extend(self, ids: Iterable[Held], lease: float) -> None:
@@ -227,14 +249,15 @@ class RedisBroker(RedisStore, Broker):
         for _attempt in range(_RACE_ATTEMPTS):
             queue = hint if hint is not None else self._stored_queue(message_id)
             hint = None
-            keys = self.keys.core() + (self.keys.ready_lists(queue) if queue else [])
+            keys = self.keys.core()
+            if queue:
+                keys += [*self.keys.ready_lists(queue), self.keys.wake_list(queue)]
             if record is not None:
                 keys.append(self.keys.result(message_id))
             args: list[Any] = [
                 token,
                 message_id,
                 queue,
-                self.keys.queue_channel(queue),
                 "0" if body is None else "1",
                 body or b"",
                 "" if eta is None else eta - self.now(),  # the server adds its clock
@@ -290,8 +313,9 @@ class RedisBroker(RedisStore, Broker):
                 self.keys.dead,
                 self.keys.dead_index,
                 *self.keys.ready_lists(queue),
+                self.keys.wake_list(queue),
             ]
-            args: list[Any] = [message_id, queue, self.keys.queue_channel(queue)]
+            args: list[Any] = [message_id, queue]
             outcome = self._scripts.retry_dead_letter(keys, args)
             if outcome >= 0:
                 return bool(outcome == 1)
@@ -348,17 +372,13 @@ class RedisBroker(RedisStore, Broker):
 
     @_operational
     def purge(self, queue: str) -> int:
-        keys = self.keys.core() + self.keys.ready_lists(queue)
+        keys = [*self.keys.core(), *self.keys.ready_lists(queue), self.keys.wake_list(queue)]
         total = 0
         while True:
             dropped, done = self._scripts.purge(keys, [queue, PURGE_BATCH])
             total += int(dropped)
             if done:
                 return total
-
-    def close(self) -> None:
-        self._waiters.close()
-        super().close()
 
 
 def _unpack_dead(message_id: str, packed: bytes) -> DeadLetter:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from .base import MAX_PRIORITY, MIN_PRIORITY
 
-#: Core keys, in the order every message script receives them as KEYS[1..6].
-CORE_KEY_COUNT = 7
+#: Core keys, in the order every message script receives them as KEYS[1..8].
+CORE_KEY_COUNT = 8
 
 
 class RedisKeys:
@@ -36,6 +36,8 @@ class RedisKeys:
         self.sequence = f"{self.base}:sequence"
         #: Hash: message id -> "deliveries:token" of its latest lease (``Delivery``).
         self.leased = f"{self.base}:leased"
+        #: Hash: "priority:queue" -> 1 for ready lists known to be empty (reserve skips them).
+        self.empty = f"{self.base}:ready:empty"
         #: Hash: message id -> packed dead letter.
         self.dead = f"{self.base}:dead"
         #: Sorted set: dead letter id, scored by the time it failed.
@@ -51,7 +53,7 @@ class RedisKeys:
         self.workers_expiry = f"{self.base}:workers:expiry"
 
     def core(self) -> list[str]:
-        """The seven keys every message script receives first (see ``lua/lib.lua``)."""
+        """The eight keys every message script receives first (see ``lua/lib.lua``)."""
         return [
             self.meta,
             self.bodies,
@@ -60,6 +62,7 @@ class RedisKeys:
             self.ready,
             self.sequence,
             self.leased,
+            self.empty,
         ]
 
     def ready_list(self, queue: str, priority: int) -> str:
@@ -73,6 +76,15 @@ class RedisKeys:
     def ready_lists_of(self, queues: Sequence[str]) -> list[str]:
         """The ready lists of several queues, queue by queue."""
         return [key for queue in queues for key in self.ready_lists(queue)]
+
+    def wake_list(self, queue: str) -> str:
+        """List of wake tokens of ``queue``: one pushed per message made ready, popped
+        (``BLPOP``) by one idle consumer each."""
+        return f"{self.base}:wake:{queue}"
+
+    def reserve_keys(self, queues: Sequence[str]) -> list[str]:
+        """The ready lists then the wake list of each queue, queue by queue (reserve)."""
+        return [key for q in queues for key in (*self.ready_lists(q), self.wake_list(q))]
 
     def result(self, task_id: str) -> str:
         """String: the result record of ``task_id``."""
@@ -91,10 +103,6 @@ class RedisKeys:
         return f"{self.base}:claim:{name}"
 
     # Pub/sub channels are not keys (Cluster broadcasts them), but share the prefix.
-
-    def queue_channel(self, queue: str) -> str:
-        """Channel published when ``queue`` goes from empty to holding work."""
-        return f"{self.base}:channel:queue:{queue}"
 
     def result_channel(self, task_id: str) -> str:
         """Channel published on every write of ``task_id``'s result record."""

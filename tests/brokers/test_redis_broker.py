@@ -108,7 +108,8 @@ def test_each_script_starts_with_a_header() -> None:
 #: What a script may name as the key of a command: a KEYS entry, a local bound to one, or
 #: (for PUBLISH) a channel from ARGV. Never a name built with "..".
 _KEY_ARGUMENT = re.compile(
-    r"^(KEYS\[[^\]]+\]|META|BODIES|DELAYED|LEASES|LEASED|READY|SEQUENCE|REVOKED|key|list_key|source|channel"
+    r"^(KEYS\[[^\]]+\]|META|BODIES|DELAYED|LEASES|LEASED|READY|SEQUENCE|REVOKED|EMPTY|key|list_key"
+    r"|wake_key|source|channel"
     r"|ARGV\[\d\]|KEYS\[#KEYS\])$"
 )
 
@@ -259,7 +260,7 @@ def test_reserve_cost_does_not_grow_with_the_store(
     broker.reserve(["q"], 2000, LEASE)
     broker.publish([env(f"late{i}", eta=later) for i in range(5000)])
     broker.publish([env(f"big{i}") for i in range(5000)])
-    assert reserve_cost() == small
+    assert reserve_cost() <= small  # the first also marked the empty lists
 
 
 def test_replacing_a_ready_message_keeps_counts_exact(

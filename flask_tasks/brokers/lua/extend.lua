@@ -1,6 +1,6 @@
 -- extend.lua: renew the leases of held messages (Transport.extend).
 --
--- KEYS[1..7]  core keys (see lib.lua)
+-- KEYS[1..8]  core keys (see lib.lua)
 -- ARGV[1]     lease, in seconds from now by the server's clock
 -- then 2 per message: id, lease token ("": renew whatever lease it is under)
 -- Returns: the number of leases renewed.

@@ -9,6 +9,13 @@
 --   KEYS[5] ready     hash    queue -> number of ready messages
 --   KEYS[6] sequence  string  generation (and lease token) counter
 --   KEYS[7] leased    hash    message id -> "deliveries:token" (see Delivery)
+--   KEYS[8] empty     hash    "priority:queue" -> 1 for ready lists known to be empty
+--     (set by reserve when an LPOP finds nothing, removed when the list gets an entry):
+--     reserve skips those lists, so its cost follows the lists that hold something.
+-- Each queue also has a wake list (see RedisKeys.wake_list), passed where a script needs it:
+-- one token is pushed per message made ready (and a "d" when a delayed message becomes the
+-- earliest), and each idle consumer blocks in BLPOP on its queues' wake lists, so a
+-- message wakes one consumer; reserve trims a wake list to its queue's ready count.
 -- ARGV: none of its own.
 -- Returns: nothing; defines locals used by the script that follows.
 --
@@ -25,8 +32,10 @@ if redis.replicate_commands then
   redis.replicate_commands()
 end
 
-local META, BODIES, DELAYED, LEASES, READY, SEQUENCE, LEASED =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local META, BODIES, DELAYED, LEASES, READY, SEQUENCE, LEASED, EMPTY =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+-- Most wake tokens one script pushes to one wake list.
+local WAKE_CAP = 1000
 
 -- The server's time, as a string with microseconds (Lua prints numbers with 14 digits).
 local function clock()
@@ -58,8 +67,10 @@ local function holds(id, token)
   return current == token
 end
 
--- Channels to publish once the script is done (each at most once).
-local wake = {}
+-- Wake list -> tokens to push once the script is done ("1" per message made ready), and
+-- the wake lists to push a "d" to (a delayed message is the earliest now: a waiter times
+-- its wait again, and does not return for it).
+local wake, wake_delay = {}, {}
 
 local function parse_meta(meta)
   local generation, priority, queue = string.match(meta, "^(%d+):(%d):(.*)$")
@@ -79,8 +90,14 @@ local function format_meta(generation, priority, queue)
   return generation .. ":" .. priority .. ":" .. queue
 end
 
--- Push an entry onto a ready list; wake the queue's waiters if the list was empty.
-local function enqueue(list_key, queue, channel, id, generation, front)
+-- The field of a ready list in the empty hash.
+local function empty_field(priority, queue)
+  return priority .. ":" .. queue
+end
+
+-- Push an entry onto a ready list (at ``priority`` of ``queue``); wake one of the queue's
+-- idle consumers.
+local function enqueue(list_key, queue, wake_key, id, generation, front, priority)
   local entry = generation .. ":" .. id
   local length
   if front then
@@ -89,17 +106,19 @@ local function enqueue(list_key, queue, channel, id, generation, front)
     length = redis.call("RPUSH", list_key, entry)
   end
   redis.call("HINCRBY", READY, queue, 1)
-  if length == 1 then
-    wake[channel] = true
+  if length == 1 then -- it may be marked empty
+    redis.call("HDEL", EMPTY, empty_field(priority, queue))
   end
+  wake[wake_key] = (wake[wake_key] or 0) + 1
 end
 
--- Delay a message until eta; wake the queue's waiters if it is now the earliest.
-local function delay(id, eta, channel)
+-- Delay a message until eta; wake one of the queue's idle consumers if it is now the
+-- earliest (waiters time their wait by the earliest).
+local function delay(id, eta, wake_key)
   redis.call("ZADD", DELAYED, eta, id)
   local first = redis.call("ZRANGE", DELAYED, 0, 0)
   if first[1] == id then
-    wake[channel] = true
+    wake_delay[wake_key] = true
   end
 end
 
@@ -151,8 +170,17 @@ local function use_records_db(spec, records)
 end
 
 local function send_wakeups()
-  for channel in pairs(wake) do
-    redis.call("PUBLISH", channel, "")
+  for wake_key in pairs(wake_delay) do
+    if not wake[wake_key] then
+      redis.call("RPUSH", wake_key, "d")
+    end
+  end
+  for wake_key, count in pairs(wake) do
+    local tokens = {}
+    for index = 1, math.min(count, WAKE_CAP) do
+      tokens[index] = "1"
+    end
+    redis.call("RPUSH", wake_key, unpack(tokens))
   end
 end
 

@@ -1,20 +1,20 @@
 -- release.lua: return a held message for delivery again (Broker.release_with_record).
 --
--- KEYS[1..7]  core keys (see lib.lua)
--- KEYS[8..17] the 10 ready lists of the message's queue (none when it was not stored)
--- KEYS[18]    result key (only when a record is given)
+-- KEYS[1..8]  core keys (see lib.lua)
+-- KEYS[9..18] the 10 ready lists of the message's queue (none when it was not stored)
+-- KEYS[19]    the queue's wake list (none when it was not stored)
+-- KEYS[last]  result key (only when a record is given)
 -- ARGV[1]     lease token of the delivery being released ("": whatever is stored)
 -- ARGV[2]     message id
 -- ARGV[3]     the message's queue as the caller read it ("" if it was not stored)
--- ARGV[4]     queue channel
--- ARGV[5]     "1" if ARGV[6] is a new body, else "0"
--- ARGV[6]     new body
--- ARGV[7]     delay in seconds from now by the server's clock ("": back to the front of
+-- ARGV[4]     "1" if ARGV[5] is a new body, else "0"
+-- ARGV[5]     new body
+-- ARGV[6]     delay in seconds from now by the server's clock ("": back to the front of
 --             the queue)
--- ARGV[8]     "1" if ARGV[9] is a result record, else "0"
--- ARGV[9]     result record
--- ARGV[10]    record time to live in milliseconds (0: no expiry)
--- ARGV[11]    result channel
+-- ARGV[7]     "1" if ARGV[8] is a result record, else "0"
+-- ARGV[8]     result record
+-- ARGV[9]     record time to live in milliseconds (0: no expiry)
+-- ARGV[10]    result channel
 -- Returns: 1 done; 0 refused (fencing: the token is not the message's latest lease;
 -- nothing changed); -1 the message is stored under another queue than ARGV[3] (nothing
 -- changed: read it again and retry).
@@ -23,8 +23,9 @@
 -- a message that is not held is only touched when a new body is given, and then gets a
 -- new generation, like a publish. The release undoes the delivery's count.
 
-local token, id, queue, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local has_body, wait = ARGV[5] == "1", ARGV[7]
+local token, id, queue = ARGV[1], ARGV[2], ARGV[3]
+local has_body, wait = ARGV[4] == "1", ARGV[6]
+local wake_key = KEYS[19]
 
 local meta = redis.call("HGET", META, id)
 if token ~= "" and not (meta and holds(id, token)) then
@@ -43,12 +44,12 @@ if meta then
       redis.call("HSET", META, id, format_meta(generation, priority, queue))
     end
     if has_body then
-      redis.call("HSET", BODIES, id, ARGV[6])
+      redis.call("HSET", BODIES, id, ARGV[5])
     end
     if wait ~= "" and tonumber(wait) > 0 then
-      delay(id, clock_plus(wait), channel)
+      delay(id, clock_plus(wait), wake_key)
     else
-      enqueue(KEYS[8 + priority], queue, channel, id, generation, wait == "")
+      enqueue(KEYS[9 + priority], queue, wake_key, id, generation, wait == "", priority)
     end
     local deliveries = lease_info(id)
     if deliveries > 1 then
@@ -61,8 +62,8 @@ elseif queue ~= "" then
   return -1
 end
 
-if ARGV[8] == "1" then
-  write_record(KEYS[#KEYS], ARGV[9], ARGV[10], ARGV[11])
+if ARGV[7] == "1" then
+  write_record(KEYS[#KEYS], ARGV[8], ARGV[9], ARGV[10])
 end
 send_wakeups()
 return 1

@@ -1,14 +1,15 @@
 -- reserve.lua: promote due and expired messages, then lease ready ones (Transport.reserve).
 --
--- KEYS[1..7]  core keys (see lib.lua)
--- KEYS[8..]   the 10 ready lists (priority 0..9) of each queue, queue by queue
+-- KEYS[1..8]  core keys (see lib.lua)
+-- KEYS[9..]   11 per queue, queue by queue: its 10 ready lists (priority 0..9), then its
+--   wake list
 -- KEYS[last]  revoked zset: task id, scored by when its revocation expires
 -- ARGV[1]     lease, in seconds from now by the server's clock
 -- ARGV[2]     count, most messages to take (0: only promote)
 -- ARGV[3]     batch, most due delayed and most expired leases to look at
 -- ARGV[4]     "records_db:messages_db" when the revoked zset lives with the records in
 --   another database, else ""
--- then 2 per queue, in precedence order: queue name, queue channel
+-- then 1 per queue, in precedence order: queue name
 -- Returns: { {id, meta, body, revoked (1 or 0), deliveries, token, ...} taken,
 -- {queue, ...} }, the second list naming queues
 -- outside ARGV that hold due or expired messages: the caller runs this script again with
@@ -16,22 +17,29 @@
 --
 -- Due delayed messages go to the back of their list, in eta order; expired leases to the
 -- front, first expired first. Each message taken gets a fresh lease token and one more
--- delivery; a malformed ready-list entry is dropped.
+-- delivery; a malformed ready-list entry is dropped. Lists marked empty are skipped (one
+-- HMGET reads the marks of every list); a list found empty is marked. The wake list of a
+-- queue messages were taken from is trimmed to its ready count: tokens beyond it would
+-- wake consumers for nothing.
 
 -- Times stay strings: Lua would print a number with 14 digits, rounding microseconds.
 local now = clock()
 local deadline = clock_plus(ARGV[1])
 local count, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
-local queue_count = (#ARGV - 4) / 2
+local queue_count = #ARGV - 4
 local REVOKED = KEYS[#KEYS]
 
 local slot = {}
 for index = 1, queue_count do
-  slot[ARGV[3 + index * 2]] = index
+  slot[ARGV[4 + index]] = index
 end
 
 local function list_key(index, priority)
-  return KEYS[7 + (index - 1) * 10 + priority + 1]
+  return KEYS[8 + (index - 1) * 11 + priority + 1]
+end
+
+local function wake_key(index)
+  return KEYS[8 + index * 11]
 end
 
 local foreign, seen = {}, {}
@@ -57,7 +65,7 @@ local function promote(source, front)
       local index = slot[queue]
       if index then
         redis.call("ZREM", source, id)
-        enqueue(list_key(index, priority), queue, ARGV[4 + index * 2], id, generation, front)
+        enqueue(list_key(index, priority), queue, wake_key(index), id, generation, front, priority)
       elseif not seen[queue] then
         seen[queue] = true
         foreign[#foreign + 1] = queue
@@ -71,32 +79,64 @@ promote(LEASES, true)
 
 local taken = {}
 local taken_count = 0
-for index = 1, queue_count do
-  local queue = ARGV[3 + index * 2]
-  for priority = 0, 9 do
-    local key = list_key(index, priority)
-    while taken_count < count do
-      local entry = redis.call("LPOP", key)
-      if not entry then
+-- Remaining ready count of each queue messages were taken from, by queue index.
+local remaining = {}
+if count > 0 then
+  local fields = {}
+  for index = 1, queue_count do
+    for priority = 0, 9 do
+      fields[#fields + 1] = empty_field(priority, ARGV[4 + index])
+    end
+  end
+  local marked = redis.call("HMGET", EMPTY, unpack(fields))
+  local found_empty = {}
+  for index = 1, queue_count do
+    local queue = ARGV[4 + index]
+    for priority = 0, 9 do
+      if taken_count >= count then
         break
       end
-      local generation, id = parse_entry(entry)
-      local meta = id and redis.call("HGET", META, id)
-      if meta and parse_meta(meta) == generation and not redis.call("ZSCORE", LEASES, id) then
-        redis.call("ZADD", LEASES, deadline, id)
-        redis.call("HINCRBY", READY, queue, -1)
-        local deliveries = lease_info(id) + 1
-        local token = tostring(redis.call("INCR", SEQUENCE))
-        redis.call("HSET", LEASED, id, deliveries .. ":" .. token)
-        taken[#taken + 1] = id
-        taken[#taken + 1] = meta
-        taken[#taken + 1] = redis.call("HGET", BODIES, id)
-        taken[#taken + 1] = 0 -- revoked: set below
-        taken[#taken + 1] = deliveries
-        taken[#taken + 1] = token
-        taken_count = taken_count + 1
+      if not marked[(index - 1) * 10 + priority + 1] then
+        local key = list_key(index, priority)
+        while taken_count < count do
+          local entry = redis.call("LPOP", key)
+          if not entry then
+            found_empty[#found_empty + 1] = empty_field(priority, queue)
+            found_empty[#found_empty + 1] = 1
+            break
+          end
+          local generation, id = parse_entry(entry)
+          local meta = id and redis.call("HGET", META, id)
+          if meta and parse_meta(meta) == generation and not redis.call("ZSCORE", LEASES, id) then
+            redis.call("ZADD", LEASES, deadline, id)
+            remaining[index] = redis.call("HINCRBY", READY, queue, -1)
+            local deliveries = lease_info(id) + 1
+            local token = tostring(redis.call("INCR", SEQUENCE))
+            redis.call("HSET", LEASED, id, deliveries .. ":" .. token)
+            taken[#taken + 1] = id
+            taken[#taken + 1] = meta
+            taken[#taken + 1] = redis.call("HGET", BODIES, id)
+            taken[#taken + 1] = 0 -- revoked: set below
+            taken[#taken + 1] = deliveries
+            taken[#taken + 1] = token
+            taken_count = taken_count + 1
+          end
+        end
       end
     end
+  end
+  if #found_empty > 0 then
+    redis.call("HSET", EMPTY, unpack(found_empty))
+  end
+end
+
+send_wakeups()
+for index, ready in pairs(remaining) do
+  local key = wake_key(index)
+  if ready > 0 then
+    redis.call("LTRIM", key, 0, ready - 1)
+  else
+    redis.call("DEL", key)
   end
 end
 
@@ -107,5 +147,4 @@ if taken_count > 0 then
     taken[at + 3] = (revoked_until and tonumber(revoked_until) > tonumber(now)) and 1 or 0
   end
 end
-send_wakeups()
 return {taken, foreign}

@@ -1,20 +1,20 @@
 -- retry_dead_letter.lua: move a dead letter back to the back of its queue
 -- (Transport.retry_dead_letter).
 --
--- KEYS[1..7]  core keys (see lib.lua)
--- KEYS[8]     dead letters hash
--- KEYS[9]     dead letter index zset
--- KEYS[10..19] the 10 ready lists of the dead letter's queue
+-- KEYS[1..8]  core keys (see lib.lua)
+-- KEYS[9]     dead letters hash
+-- KEYS[10]    dead letter index zset
+-- KEYS[11..20] the 10 ready lists of the dead letter's queue
+-- KEYS[21]    the queue's wake list
 -- ARGV[1]     message id
 -- ARGV[2]     the dead letter's queue as the caller read it
--- ARGV[3]     queue channel
 -- Returns: 1 moved; 0 no such dead letter; -1 it names another queue than ARGV[2]
 -- (nothing changed: read it again and retry).
 --
 -- Packed dead letter: "failed_at:priority:queue_bytes:reason_bytes:" queue reason body.
 
-local id, expected_queue, channel = ARGV[1], ARGV[2], ARGV[3]
-local packed = redis.call("HGET", KEYS[8], id)
+local id, expected_queue = ARGV[1], ARGV[2]
+local packed = redis.call("HGET", KEYS[9], id)
 if not packed then
   return 0
 end
@@ -32,8 +32,8 @@ redis.call("HDEL", LEASED, id)
 local generation = tostring(redis.call("INCR", SEQUENCE))
 redis.call("HSET", META, id, format_meta(generation, priority, queue))
 redis.call("HSET", BODIES, id, body)
-enqueue(KEYS[10 + priority], queue, channel, id, generation, false)
-redis.call("HDEL", KEYS[8], id)
-redis.call("ZREM", KEYS[9], id)
+enqueue(KEYS[11 + priority], queue, KEYS[21], id, generation, false, priority)
+redis.call("HDEL", KEYS[9], id)
+redis.call("ZREM", KEYS[10], id)
 send_wakeups()
 return 1
