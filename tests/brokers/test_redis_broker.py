@@ -263,6 +263,25 @@ def test_reserve_cost_does_not_grow_with_the_store(
     assert reserve_cost() <= small  # the first also marked the empty lists
 
 
+def test_reserve_cost_does_not_grow_with_priority_levels_or_queues(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    queues = [f"q{i}" for i in range(20)]
+    broker.reserve(queues, 10, LEASE)  # finds every list empty, and marks it
+
+    def reserve_cost(consumed: list[str]) -> int:
+        broker.publish([env("m", queue="q7", priority=3)])
+        redis_client.config_resetstat()
+        assert [d.id for d in broker.reserve(consumed, 10, LEASE)] == ["m"]
+        cost = server_commands(redis_client)
+        broker.ack(["m"])
+        return cost
+
+    one = reserve_cost(["q7"])
+    assert reserve_cost(queues) == one
+    assert one <= 20  # one LPOP per list holding something, not per priority level (10)
+
+
 def test_replacing_a_ready_message_keeps_counts_exact(
     broker: RedisBroker, redis_client: redis.Redis
 ) -> None:

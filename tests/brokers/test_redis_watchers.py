@@ -1,5 +1,6 @@
-"""Wake-ups through Redis pub/sub: ``wait`` and ``watch_result`` block on subscriptions,
-reuse them, share one connection among many watchers, and survive ``fork()``."""
+"""Wake-ups: ``wait`` blocks in BLPOP on the queues' wake lists (one idle consumer per
+message), ``watch_result`` on pub/sub subscriptions; both reuse their connections, many
+watchers share one, and both survive ``fork()``."""
 
 from __future__ import annotations
 
@@ -89,6 +90,61 @@ def test_waiting_again_reuses_the_subscription(
     stats = redis_client.info("commandstats")
     assert "cmdstat_subscribe" not in stats
     assert len(redis_client.client_list()) == clients
+
+
+def _blocked(client: redis.Redis, name: str) -> int:
+    """Connections named ``name`` blocked in BLPOP now."""
+    return sum(1 for c in client.client_list() if c["name"] == name and "b" in c["flags"])
+
+
+def test_a_message_wakes_one_idle_consumer_not_all(
+    redis_url: str, redis_client: redis.Redis, prefix: str, other: RedisBroker
+) -> None:
+    name = f"waiters-{uuid.uuid4().hex[:8]}"
+    waiting = RedisBroker(redis_url, key_prefix=prefix, client_name=name)
+    try:
+        waiters = [wait_in_thread(lambda: waiting.wait(["q"], 20)) for _ in range(3)]
+        deadline = time.monotonic() + 10
+        while _blocked(redis_client, name) < 3:
+            assert time.monotonic() < deadline, "the waiters never blocked"
+            time.sleep(0.01)
+        for woken in (1, 2, 3):
+            other.publish([env(f"m{woken}")])
+            while sum(len(returned) for _thread, returned in waiters) < woken:
+                assert time.monotonic() < deadline, "no waiter woke"
+                time.sleep(0.01)
+            # The token was taken by the one that woke; the others still block.
+            assert redis_client.llen(other.keys.wake_list("q")) == 0
+            assert _blocked(redis_client, name) == 3 - woken
+            assert sum(len(returned) for _thread, returned in waiters) == woken
+    finally:
+        waiting.close()
+
+
+def test_a_delayed_message_retimes_a_waiter_instead_of_waking_it(
+    broker: RedisBroker, other: RedisBroker
+) -> None:
+    thread, returned = wait_in_thread(lambda: broker.wait(["q"], 30))
+    time.sleep(0.2)
+    published_at = time.monotonic()
+    other.publish([env("later", eta=time.time() + 0.5)])
+    thread.join(10)
+    assert returned, "wait() kept its 30 s timeout"
+    assert returned[0] - published_at >= 0.3  # woken by the due time, not the publish
+
+
+def test_blocking_timeouts_fit_the_server_and_the_socket(redis_url: str, prefix: str) -> None:
+    broker = RedisBroker(redis_url, key_prefix=prefix, socket_timeout=1.0)
+    try:
+        broker.wait(["q"], 0.01)  # asks the server's version
+        assert broker._fractional_block  # the test server is Redis 6 or newer
+        assert broker._block_for(0.25) == 0.25
+        assert broker._block_for(10) == 0.5  # half the socket timeout: the reply fits
+        broker._fractional_block = False  # Redis 5: whole seconds, never 0 (forever)
+        assert broker._block_for(0.25) == 1.0
+        assert broker._block_for(0.0001) == 1.0
+    finally:
+        broker.close()
 
 
 def test_watch_result_wakes_on_a_write_and_reuses_its_connection(
