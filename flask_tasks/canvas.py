@@ -16,11 +16,11 @@ body, so the body runs once even when a member is delivered twice.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from .message import new_id
 from .on_commit import call_on_commit, check_options, send_messages
 from .result import AsyncResult, EagerResult, GroupResult
 from .runtime import Runtime, current_runtime
@@ -180,7 +180,8 @@ class Signature:
 
     def freeze(self) -> None:
         """Assign the ids of every task to send (idempotent)."""
-        self.options.setdefault("task_id", str(uuid.uuid4()))
+        if "task_id" not in self.options:
+            self.options["task_id"] = new_id()
 
     def final_ids(self) -> list[str]:
         """Ids of the tasks whose results are this workflow's result (after ``freeze``)."""

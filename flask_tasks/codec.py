@@ -33,6 +33,7 @@ import base64
 import bz2
 import datetime as dt
 import hashlib
+import hmac
 import json
 import pickle
 import zlib
@@ -188,6 +189,13 @@ _COMPRESSORS: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]
 }
 
 
+def _signature(mac: hmac.HMAC, value: bytes) -> bytes:
+    """itsdangerous's signature of ``value`` (URL-safe base64 of the HMAC, unpadded)."""
+    copy = mac.copy()
+    copy.update(value)
+    return base64.urlsafe_b64encode(copy.digest()).rstrip(b"=")
+
+
 def _as_bytes(key: str | bytes) -> bytes:
     return key if isinstance(key, bytes) else key.encode()
 
@@ -221,6 +229,17 @@ class Codec:
             if secret_keys
             else None
         )
+        # The signer's HMACs with their keys derived once (itsdangerous derives the key
+        # on every call): the same signatures, a few microseconds less per message.
+        #: Newest key first: the first signs, any verifies.
+        self._macs = (
+            [
+                hmac.new(self._signer.derive_key(key), digestmod=hashlib.sha256)
+                for key in reversed(self._signer.secret_keys)
+            ]
+            if self._signer is not None
+            else []
+        )
 
     @property
     def signs(self) -> bool:
@@ -244,7 +263,7 @@ class Codec:
                 raise EncodeError(f"Unknown compression {compression!r}; use zlib or bz2")
             payload = _COMPRESSORS[compression][0](payload)
         head = b"%s %s" % (serializer.encode(), (compression or "-").encode())
-        signature = self._signer.get_signature(head + b"\n" + payload) if self._signer else b"-"
+        signature = _signature(self._macs[0], head + b"\n" + payload) if self._macs else b"-"
         data = b"%s %s %s\n%s" % (_MAGIC, head, signature, payload)
         if len(data) > self.max_bytes:
             raise EncodeError(
@@ -266,7 +285,10 @@ class Codec:
             if signature == b"-":
                 raise DecodeError("message is not signed, and this app requires signatures")
             head = serializer_raw + b" " + compression_raw
-            if not self._signer.verify_signature(head + b"\n" + payload, signature):
+            signed = head + b"\n" + payload
+            if not any(
+                hmac.compare_digest(_signature(mac, signed), signature) for mac in self._macs
+            ):
                 raise DecodeError("message signature does not match (tampered, or another key)")
         if serializer not in self.accept:
             raise DecodeError(

@@ -9,6 +9,7 @@ invocation's fields from one definition, the message.
 from __future__ import annotations
 
 import contextvars
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
@@ -20,6 +21,16 @@ Seconds = Union[int, float]
 When = Union[datetime, timedelta, int, float, None]
 
 
+def new_id() -> str:
+    """A random UUID (version 4) as a string, like ``str(uuid.uuid4())`` at a third of
+    its cost: ids are made for every message, and a group makes thousands at once."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def to_timestamp(when: When, countdown: Optional[Seconds] = None) -> Optional[float]:
     """Unix time from an aware or naive-UTC datetime, a timedelta or seconds from now,
     or from ``countdown`` seconds from now."""
@@ -27,6 +38,8 @@ def to_timestamp(when: When, countdown: Optional[Seconds] = None) -> Optional[fl
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
         return when.timestamp()
+    if when is None and countdown is None:  # the common case: no clock read
+        return None
     now = datetime.now(timezone.utc).timestamp()
     if isinstance(when, timedelta):
         return now + when.total_seconds()

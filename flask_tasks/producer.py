@@ -8,7 +8,6 @@ the retry policy while the broker is unreachable.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -20,7 +19,7 @@ from .brokers.base import hide_password
 from .codec import Codec
 from .config import TasksConfig
 from .exceptions import OperationalError
-from .message import Message, current_request, to_timestamp
+from .message import Message, current_request, new_id, to_timestamp
 from .records import Record
 
 #: Publishing retry policy when the broker is unreachable (as in Celery).
@@ -108,7 +107,7 @@ class Producer:
         parent = current_request()
         parent_id = parent.id if parent is not None and not parent.called_directly else None
         return Message(
-            id=options.get("task_id") or str(uuid.uuid4()),
+            id=options.get("task_id") or new_id(),
             task=name,
             args=list(args or ()),
             kwargs=dict(kwargs or {}),

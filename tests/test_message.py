@@ -129,3 +129,36 @@ def test_envelope_is_lean_and_validated():
     with pytest.raises(DecodeError, match="field 'id' is missing"):
         Message.from_dict({"task": "t"})
     assert Message.from_dict({"id": "1", "task": "t", "eta": None}).eta is None
+
+
+def test_signatures_are_itsdangerous_signatures():
+    """The codec derives its keys once; its signatures stay those of itsdangerous's
+    Signer (messages signed by earlier versions still verify, and the reverse)."""
+    import hashlib
+
+    from itsdangerous import Signer
+
+    from flask_tasks.codec import _SIGNER_SALT
+
+    signer = Signer([b"old", b"new"], salt=_SIGNER_SALT, digest_method=hashlib.sha256)
+    data = Codec(secret_keys=["old", "new"]).encode({"task": "x", "args": [1, "é"]})
+    header, payload = data.split(b"\n", 1)
+    _magic, serializer, compression, signature = header.split(b" ")
+    signed = serializer + b" " + compression + b"\n" + payload
+    assert signature == signer.get_signature(signed)
+    forged = data.replace(signature, Signer(b"old", salt=_SIGNER_SALT).get_signature(signed))
+    with pytest.raises(DecodeError, match="signature"):
+        Codec(secret_keys=["old", "new"]).decode(forged)  # another digest: refused
+
+
+def test_new_ids_are_random_uuid4_strings():
+    import uuid
+
+    from flask_tasks.message import new_id
+
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for made in ids:
+        parsed = uuid.UUID(made)
+        assert str(parsed) == made
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)

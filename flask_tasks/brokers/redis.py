@@ -11,7 +11,6 @@ Needs Redis 5.0 or newer; ``docs/broker-redis.rst`` describes the design.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional, cast
@@ -31,6 +30,7 @@ from .base import (
 from .redis_scripts import ScriptCall
 from .redis_store import RedisStore, milliseconds
 from .redis_store import operational as _operational
+from .redis_wake import Waker
 
 #: Most due delayed messages, and most expired leases, one ``reserve`` looks at.
 PROMOTE_BATCH = 1000
@@ -70,8 +70,7 @@ class RedisBroker(RedisStore, Broker):
         self._records_db = (
             "" if records_db is None or int(records_db) == own_db else f"{records_db}:{own_db}"
         )
-        #: Whether BLPOP takes fractions of a second (Redis 6+); asked on first wait.
-        self._fractional_block: Optional[bool] = None
+        self._waker = Waker(self._client, self.keys)
         # id -> queue of messages this broker handed out: a hint, checked by release.lua.
         self._queue_hints: dict[str, str] = {}
 
@@ -110,7 +109,9 @@ class RedisBroker(RedisStore, Broker):
 
     @_operational
     def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
-        taken, foreign = self._run_reserve(queues, count, lease)
+        taken, foreign, next_due = self._run_reserve(queues, count, lease)
+        if count > 0:
+            self._waker.reserved(queues, bool(taken), next_due)
         deliveries = []
         for index in range(0, len(taken), 6):
             message_id, meta, body, revoked, count_, token = taken[index : index + 6]
@@ -138,63 +139,29 @@ class RedisBroker(RedisStore, Broker):
             if not pending:
                 break
             seen.update(pending)
-            _taken, foreign = self._run_reserve(pending, 0, 0)
+            _taken, foreign, _due = self._run_reserve(pending, 0, 0)
         return deliveries
 
     def _run_reserve(
         self, queues: Sequence[str], count: int, lease: float
-    ) -> tuple[list[Any], list[str]]:
+    ) -> tuple[list[Any], list[str], bytes]:
         """Run reserve.lua: flat (id, meta, body, revoked flag, deliveries, token)
-        groups, and the queues outside ``queues`` holding due or expired messages."""
+        groups, the queues outside ``queues`` holding due or expired messages, and (when
+        it took nothing) the seconds until the earliest due time."""
         args: list[Any] = [lease, max(0, count), PROMOTE_BATCH, self._records_db, *queues]
         keys = self.keys.core() + self.keys.reserve_keys(queues) + [self.keys.revoked]
-        taken, foreign = self._scripts.reserve(keys, args)
-        return taken, [queue.decode() for queue in foreign]
+        taken, foreign, next_due = self._scripts.reserve(keys, args)
+        return taken, [queue.decode() for queue in foreign], next_due
 
     @_operational
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Block in ``BLPOP`` on the wake lists of ``queues``: a message published wakes
-        one waiting consumer, not all of them (see ``lua/lib.lua``)."""
+        one waiting consumer, not all of them (see :mod:`.redis_wake`)."""
         if not queues:  # nothing could wake us
             time.sleep(max(0.0, timeout))
             return
-        deadline = time.monotonic() + timeout
-        wake_lists = [self.keys.wake_list(queue) for queue in queues]
-        while True:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.exists(*self.keys.ready_lists_of(queues))
-            # A delayed message falling due, or a lease running out, may make work ready.
-            pipe.zrange(self.keys.delayed, 0, 0, withscores=True)
-            pipe.zrange(self.keys.leases, 0, 0, withscores=True)
-            pipe.time()  # due times are the server's: judge them by its clock
-            ready, *earliest, (seconds, microseconds) = pipe.execute()
-            if ready:
-                return
-            now = seconds + microseconds / 1e6
-            timeout = deadline - time.monotonic()
-            for first in earliest:
-                if first:
-                    timeout = min(timeout, max(0.0, first[0][1] - now))
-            if timeout <= 0:
-                return
-            # A message published since the read above left a token: BLPOP returns.
-            popped = self._client.blpop(wake_lists, self._block_for(timeout))
-            if popped is None or popped[1] != b"d":
-                return
-            # "d": a delayed message is the earliest now; time the wait again.
-
-    def _block_for(self, timeout: float) -> float:
-        """``timeout`` as a BLPOP timeout: within the socket timeout, never 0 (forever);
-        whole seconds on Redis 5, which takes no fractions (its waits end up to 1 s late)."""
-        if self._fractional_block is None:
-            version = str(self._client.info("server").get("redis_version", "0"))
-            self._fractional_block = int(version.split(".", 1)[0] or 0) >= 6
-        socket_timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout")
-        if socket_timeout:
-            timeout = min(timeout, max(0.001, float(socket_timeout) / 2))
-        if self._fractional_block:
-            return max(0.001, round(timeout, 3))
-        return float(max(1, math.ceil(timeout)))
+        if timeout > 0:
+            self._waker.wait(queues, timeout)
 
     @_operational
     def extend(self, ids: Iterable[Held], lease: float) -> None:

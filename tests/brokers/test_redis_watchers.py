@@ -133,16 +133,32 @@ def test_a_delayed_message_retimes_a_waiter_instead_of_waking_it(
     assert returned[0] - published_at >= 0.3  # woken by the due time, not the publish
 
 
+def test_after_an_empty_reserve_wait_blocks_at_once(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    broker.wait(["q"], 0.01)  # asks the server's version once
+    broker.publish([env("later", eta=time.time() + 0.4)])
+    assert broker.reserve(["q"], 5, LEASE) == []
+    redis_client.config_resetstat()
+    started = time.monotonic()
+    broker.wait(["q"], 30)  # the reserve said when the delayed message falls due
+    assert time.monotonic() - started < 10
+    commands = {name for name in redis_client.info("commandstats") if "config" not in name}
+    assert commands <= {"cmdstat_blpop", "cmdstat_info"}  # no read before blocking
+    assert "cmdstat_blpop" in commands
+    assert [d.id for d in broker.reserve(["q"], 5, LEASE)] == ["later"]
+
+
 def test_blocking_timeouts_fit_the_server_and_the_socket(redis_url: str, prefix: str) -> None:
     broker = RedisBroker(redis_url, key_prefix=prefix, socket_timeout=1.0)
     try:
         broker.wait(["q"], 0.01)  # asks the server's version
-        assert broker._fractional_block  # the test server is Redis 6 or newer
-        assert broker._block_for(0.25) == 0.25
-        assert broker._block_for(10) == 0.5  # half the socket timeout: the reply fits
-        broker._fractional_block = False  # Redis 5: whole seconds, never 0 (forever)
-        assert broker._block_for(0.25) == 1.0
-        assert broker._block_for(0.0001) == 1.0
+        assert broker._waker.fractional  # the test server is Redis 6 or newer
+        assert broker._waker.block_for(0.25) == 0.25
+        assert broker._waker.block_for(10) == 0.5  # half the socket timeout: the reply fits
+        broker._waker.fractional = False  # Redis 5: whole seconds, never 0 (forever)
+        assert broker._waker.block_for(0.25) == 1.0
+        assert broker._waker.block_for(0.0001) == 1.0
     finally:
         broker.close()
 

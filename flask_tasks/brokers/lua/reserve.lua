@@ -11,9 +11,12 @@
 --   another database, else ""
 -- then 1 per queue, in precedence order: queue name
 -- Returns: { {id, meta, body, revoked (1 or 0), deliveries, token, ...} taken,
--- {queue, ...} }, the second list naming queues
+-- {queue, ...}, next due }, the second list naming queues
 -- outside ARGV that hold due or expired messages: the caller runs this script again with
 -- those queues (and count 0) to promote them, since only keys in KEYS may be touched.
+-- When count > 0 and nothing was taken, next due is the seconds until the earliest
+-- delayed message or lease falls due ("" if none; "" too when something was taken), and
+-- the wake lists of the queues are emptied (nothing is ready: their tokens are stale).
 --
 -- Due delayed messages go to the back of their list, in eta order; expired leases to the
 -- front, first expired first. Each message taken gets a fresh lease token and one more
@@ -147,4 +150,21 @@ if taken_count > 0 then
     taken[at + 3] = (revoked_until and tonumber(revoked_until) > tonumber(now)) and 1 or 0
   end
 end
-return {taken, foreign}
+local next_due = ""
+if count > 0 and taken_count == 0 then
+  local earliest
+  for _, source in ipairs({DELAYED, LEASES}) do
+    local first = redis.call("ZRANGE", source, 0, 0, "WITHSCORES")
+    if first[2] and (not earliest or tonumber(first[2]) < earliest) then
+      earliest = tonumber(first[2])
+    end
+  end
+  if earliest then
+    next_due = string.format("%.6f", earliest - tonumber(now))
+  end
+  for index = 1, queue_count do
+    local key = wake_key(index)
+    redis.call("DEL", key)
+  end
+end
+return {taken, foreign, next_due}
