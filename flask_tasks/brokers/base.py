@@ -100,6 +100,11 @@ class Transport(_Connection):
     with the URL (password hidden) in the message.
     """
 
+    #: True when ``wait`` returns at once for work made ready since this thread's last
+    #: ``reserve``: a consumer whose reserve came back short then waits before reserving
+    #: again (one call fewer per idle spell), instead of reserving to find nothing.
+    wait_sees_earlier_work = False
+
     @abstractmethod
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Store ``envelopes`` in one atomic step (all or none).

@@ -60,6 +60,7 @@ class RedisBroker(RedisStore, Broker):
     """
 
     kind = "redis"
+    wait_sees_earlier_work = True
 
     def __init__(self, url: str, *, key_prefix: str = "flask_tasks", **options: Any) -> None:
         self.dead_letter_limit = int(options.pop("dead_letter_limit", DEAD_LETTER_LIMIT))
@@ -111,7 +112,7 @@ class RedisBroker(RedisStore, Broker):
     def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
         taken, foreign, next_due = self._run_reserve(queues, count, lease)
         if count > 0:
-            self._waker.reserved(queues, bool(taken), next_due)
+            self._waker.reserved(queues, len(taken) < 6 * count, next_due)
         deliveries = []
         for index in range(0, len(taken), 6):
             message_id, meta, body, revoked, count_, token = taken[index : index + 6]

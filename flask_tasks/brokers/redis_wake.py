@@ -6,10 +6,11 @@ Every script that makes a message ready pushes one token onto its queue's wake l
 one. ``reserve.lua`` trims a wake list to its queue's ready count, and empties it when it
 finds nothing ready, so tokens do not outlive their messages.
 
-After a ``reserve`` that came back empty, the same thread's ``wait`` blocks at once: that
-reserve reported when the earliest delayed message or lease falls due, and whatever was
-made ready since left a token. Otherwise ``wait`` first reads whether work is ready and
-when the earliest due time is (one pipelined round trip).
+After a ``reserve`` that came back short (fewer than asked for: nothing is left ready),
+the same thread's ``wait`` blocks at once: that reserve reported when the earliest
+delayed message or lease falls due, and whatever was made ready since left a token.
+Otherwise ``wait`` first reads whether work is ready and when the earliest due time is
+(one pipelined round trip).
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ class Waker:
         self.fractional: Optional[bool] = None
         self._local = threading.local()
 
-    def reserved(self, queues: Sequence[str], took: bool, next_due: bytes) -> None:
-        """Note a reserve by this thread: when it took nothing, ``next_due`` is the
+    def reserved(self, queues: Sequence[str], short: bool, next_due: bytes) -> None:
+        """Note a reserve by this thread: when it came back short, ``next_due`` is the
         seconds until the earliest due time (empty: none)."""
-        if took:
+        if not short:
             self._local.hint = None
         else:
             due = float(next_due) if next_due else math.inf
@@ -50,7 +51,7 @@ class Waker:
         hint = getattr(self._local, "hint", None)
         self._local.hint = None
         if hint is not None and hint[0] == tuple(queues):
-            # Nothing was ready at that reserve: block at once.
+            # Nothing was left ready at that reserve: block at once.
             woken_for_delay = self._block(wake_lists, min(deadline, hint[1]) - time.monotonic())
             if not woken_for_delay:
                 return

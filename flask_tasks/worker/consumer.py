@@ -116,6 +116,8 @@ class Consumer(Monitor):
         self._pending: deque[tuple[Delivery, bool, float]] = deque()
         self._running: dict[str, Running] = {}
         self._stalled = False
+        #: The last reserve came back short: nothing was left ready then.
+        self._drained = False
         self._stopped = threading.Event()
         #: Executor threads to stop (autoscaling down), and threads left to a task that
         #: passed its hard time limit.
@@ -190,7 +192,11 @@ class Consumer(Monitor):
             if room <= 0 or self._stalled or (pending and room < max(1, self.capacity // 2)):
                 self._changed.wait(0.5)
                 return True
+        if self._drained and not self.burst and self.transport.wait_sees_earlier_work:
+            self._drained = False  # wait first: what was published since wakes it at once
+            self.transport.wait(self.queues, _IDLE_WAIT)
         batch = self.transport.reserve(self.queues, room, self.lease)
+        self._drained = 0 < len(batch) < room  # (an empty one waits below)
         if not batch:
             if self._held:
                 with self._changed:

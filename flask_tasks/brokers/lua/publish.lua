@@ -32,22 +32,101 @@ if #ARGV > records_base then
 end
 
 local first_generation = redis.call("INCRBY", SEQUENCE, count) - count
+-- Most arguments one command is given here (Lua's unpack has a limit).
+local CHUNK = 1000
 
-for i = 1, count do
+local function envelope(i)
   local base = 3 + (i - 1) * 5
-  local id, queue, priority, wait, body =
-    ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
-  local wake_key = KEYS[8 + count + i]
-  local generation = tostring(first_generation + i)
-  if detach(id) then -- a fresh id has no place to leave, nor a lease to forget
-    redis.call("HDEL", LEASED, id)
+  return ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
+end
+
+-- Fresh ids, none repeated (the common case, a group above all): their fields and list
+-- entries are written with a few variadic commands. Otherwise one message at a time.
+local fresh, seen = true, {}
+for first = 1, count, CHUNK do
+  local ids = {}
+  for i = first, math.min(count, first + CHUNK - 1) do
+    local id = ARGV[3 + (i - 1) * 5 + 1]
+    if seen[id] then
+      fresh = false
+    end
+    seen[id] = true
+    ids[#ids + 1] = id
   end
-  redis.call("HSET", META, id, format_meta(generation, priority, queue))
-  redis.call("HSET", BODIES, id, body)
-  if wait == "" then
-    enqueue(KEYS[8 + i], queue, wake_key, id, generation, false, priority)
-  else
-    delay(id, clock_plus(wait), wake_key)
+  for _, stored in ipairs(redis.call("HMGET", META, unpack(ids))) do
+    if stored then
+      fresh = false
+    end
+  end
+  if not fresh then
+    break
+  end
+end
+
+if fresh then
+  local metas, bodies = {}, {}
+  local lists, entries, list_info, ready = {}, {}, {}, {}
+  local function flush(key, pairs_)
+    if #pairs_ > 0 then
+      redis.call("HSET", key, unpack(pairs_))
+    end
+  end
+  for i = 1, count do
+    local id, queue, priority, wait, body = envelope(i)
+    local generation = tostring(first_generation + i)
+    metas[#metas + 1], metas[#metas + 2] = id, format_meta(generation, priority, queue)
+    bodies[#bodies + 1], bodies[#bodies + 2] = id, body
+    if #metas >= CHUNK then
+      flush(META, metas)
+      flush(BODIES, bodies)
+      metas, bodies = {}, {}
+    end
+    local wake_key = KEYS[8 + count + i]
+    if wait == "" then
+      local list_key = KEYS[8 + i]
+      if not entries[list_key] then
+        lists[#lists + 1] = list_key
+        entries[list_key] = {}
+        list_info[list_key] = empty_field(priority, queue)
+      end
+      local pending = entries[list_key]
+      pending[#pending + 1] = generation .. ":" .. id
+      ready[queue] = (ready[queue] or 0) + 1
+      wake[wake_key] = (wake[wake_key] or 0) + 1
+    else
+      delay(id, clock_plus(wait), wake_key)
+    end
+  end
+  flush(META, metas)
+  flush(BODIES, bodies)
+  for _, list_key in ipairs(lists) do
+    local pending = entries[list_key]
+    for first = 1, #pending, CHUNK do
+      local last = math.min(#pending, first + CHUNK - 1)
+      local length = redis.call("RPUSH", list_key, unpack(pending, first, last))
+      if first == 1 and length == last then -- the list was empty: it may be marked so
+        redis.call("HDEL", EMPTY, list_info[list_key])
+      end
+    end
+  end
+  for queue, added in pairs(ready) do
+    redis.call("HINCRBY", READY, queue, added)
+  end
+else
+  for i = 1, count do
+    local id, queue, priority, wait, body = envelope(i)
+    local wake_key = KEYS[8 + count + i]
+    local generation = tostring(first_generation + i)
+    if detach(id) then -- a fresh id has no place to leave, nor a lease to forget
+      redis.call("HDEL", LEASED, id)
+    end
+    redis.call("HSET", META, id, format_meta(generation, priority, queue))
+    redis.call("HSET", BODIES, id, body)
+    if wait == "" then
+      enqueue(KEYS[8 + i], queue, wake_key, id, generation, false, priority)
+    else
+      delay(id, clock_plus(wait), wake_key)
+    end
   end
 end
 

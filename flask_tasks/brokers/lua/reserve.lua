@@ -14,9 +14,10 @@
 -- {queue, ...}, next due }, the second list naming queues
 -- outside ARGV that hold due or expired messages: the caller runs this script again with
 -- those queues (and count 0) to promote them, since only keys in KEYS may be touched.
--- When count > 0 and nothing was taken, next due is the seconds until the earliest
--- delayed message or lease falls due ("" if none; "" too when something was taken), and
--- the wake lists of the queues are emptied (nothing is ready: their tokens are stale).
+-- When count > 0 and fewer than count were taken (nothing is left ready in these queues),
+-- next due is the seconds until the earliest delayed message or lease falls due ("" if
+-- none, or when count were taken), and the wake lists of the queues are emptied (their
+-- tokens are stale).
 --
 -- Due delayed messages go to the back of their list, in eta order; expired leases to the
 -- front, first expired first. Each message taken gets a fresh lease token and one more
@@ -151,7 +152,7 @@ if taken_count > 0 then
   end
 end
 local next_due = ""
-if count > 0 and taken_count == 0 then
+if count > 0 and taken_count < count then
   local earliest
   for _, source in ipairs({DELAYED, LEASES}) do
     local first = redis.call("ZRANGE", source, 0, 0, "WITHSCORES")
@@ -162,9 +163,14 @@ if count > 0 and taken_count == 0 then
   if earliest then
     next_due = string.format("%.6f", earliest - tonumber(now))
   end
+  local wake_keys = {}
   for index = 1, queue_count do
-    local key = wake_key(index)
-    redis.call("DEL", key)
+    if not remaining[index] then -- else trimmed to its ready count (0) above
+      wake_keys[#wake_keys + 1] = wake_key(index)
+    end
+  end
+  if #wake_keys > 0 then
+    redis.call("DEL", unpack(wake_keys))
   end
 end
 return {taken, foreign, next_due}
