@@ -195,6 +195,8 @@ class Consumer(Monitor):
         if self._drained and not self.burst and self.transport.wait_sees_earlier_work:
             self._drained = False  # wait first: what was published since wakes it at once
             self.transport.wait(self.queues, _IDLE_WAIT)
+            if self.shutdown.warm.is_set():  # asked to stop while waiting: take nothing
+                return False
         batch = self.transport.reserve(self.queues, room, self.lease)
         self._drained = 0 < len(batch) < room  # (an empty one waits below)
         if not batch:
