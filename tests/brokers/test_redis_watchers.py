@@ -149,6 +149,19 @@ def test_after_an_empty_reserve_wait_blocks_at_once(
     assert [d.id for d in broker.reserve(["q"], 5, LEASE)] == ["later"]
 
 
+def test_wake_tokens_stay_bounded_without_consumers(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    wake_list = broker.keys.wake_list("q")
+    broker.publish([env(f"m{i}") for i in range(1500)])
+    broker.publish([env("one more")])
+    assert redis_client.llen(wake_list) == 1000
+    assert len(broker.reserve(["q"], 1400, LEASE)) == 1400
+    assert redis_client.llen(wake_list) == 101  # trimmed to the ready count
+    assert len(broker.reserve(["q"], 200, LEASE)) == 101
+    assert redis_client.llen(wake_list) == 0
+
+
 def test_blocking_timeouts_fit_the_server_and_the_socket(redis_url: str, prefix: str) -> None:
     broker = RedisBroker(redis_url, key_prefix=prefix, socket_timeout=1.0)
     try:

@@ -34,7 +34,7 @@ end
 
 local META, BODIES, DELAYED, LEASES, READY, SEQUENCE, LEASED, EMPTY =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
--- Most wake tokens one script pushes to one wake list.
+-- Most wake tokens one wake list holds (and one script pushes).
 local WAKE_CAP = 1000
 
 -- The server's time, as a string with microseconds (Lua prints numbers with 14 digits).
@@ -180,7 +180,10 @@ local function send_wakeups()
     for index = 1, math.min(count, WAKE_CAP) do
       tokens[index] = "1"
     end
-    redis.call("RPUSH", wake_key, unpack(tokens))
+    -- Kept within WAKE_CAP when nobody consumes the queue (reserve trims them too).
+    if redis.call("RPUSH", wake_key, unpack(tokens)) > WAKE_CAP then
+      redis.call("LTRIM", wake_key, 0, WAKE_CAP - 1)
+    end
   end
 end
 
