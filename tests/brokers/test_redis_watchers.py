@@ -153,12 +153,17 @@ def test_wake_tokens_stay_bounded_without_consumers(
     broker: RedisBroker, redis_client: redis.Redis
 ) -> None:
     wake_list = broker.keys.wake_list("q")
-    broker.publish([env(f"m{i}") for i in range(1500)])
-    broker.publish([env("one more")])
+    broker.publish([env(f"m{i}") for i in range(1500)])  # 1,000 tokens at most per call
     assert redis_client.llen(wake_list) == 1000
-    assert len(broker.reserve(["q"], 1400, LEASE)) == 1400
-    assert redis_client.llen(wake_list) == 101  # trimmed to the ready count
-    assert len(broker.reserve(["q"], 200, LEASE)) == 101
+    broker.publish([env(f"n{i}") for i in range(1001)])
+    assert redis_client.llen(wake_list) == 2000
+    broker.publish([env("one more")])
+    assert redis_client.llen(wake_list) == 1000  # over 2,000: back to 1,000
+    broker.publish([env("and another")])
+    assert redis_client.llen(wake_list) == 1001
+    assert len(broker.reserve(["q"], 2400, LEASE)) == 2400
+    assert redis_client.llen(wake_list) == 103  # trimmed to the ready count
+    assert len(broker.reserve(["q"], 200, LEASE)) == 103
     assert redis_client.llen(wake_list) == 0
 
 

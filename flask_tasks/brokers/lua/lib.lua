@@ -180,8 +180,9 @@ local function send_wakeups()
     for index = 1, math.min(count, WAKE_CAP) do
       tokens[index] = "1"
     end
-    -- Kept within WAKE_CAP when nobody consumes the queue (reserve trims them too).
-    if redis.call("RPUSH", wake_key, unpack(tokens)) > WAKE_CAP then
+    -- Kept within twice WAKE_CAP when nobody consumes the queue (trimmed once in
+    -- WAKE_CAP pushes, not on each); reserve trims them to the ready count.
+    if redis.call("RPUSH", wake_key, unpack(tokens)) > 2 * WAKE_CAP then
       redis.call("LTRIM", wake_key, 0, WAKE_CAP - 1)
     end
   end
