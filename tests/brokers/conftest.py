@@ -105,7 +105,7 @@ BACKENDS: dict[str, Backend] = {
     "sqlite": Backend(lambda _request, tmp: f"sqlite:///{tmp / 'tasks.sqlite3'}"),
     "redis": Backend(_redis_url),
     "amqp": Backend(_amqp_url, opener=open_plain_transport, differs=AMQP_DIFFERS),
-    "postgresql": Backend(_postgres_url, differs=NO_FENCING),
+    "postgresql": Backend(_postgres_url),
 }
 
 #: Implementations of :class:`flask_tasks.brokers.Transport`.
