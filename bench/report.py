@@ -596,7 +596,9 @@ def brokers_section(view: View) -> list[str]:
         "Same worker command and settings. SQLite: `sqlite:///<tmp>/bench.sqlite3`, a fresh "
         "file per phase. PostgreSQL: messages and results in a fresh database per phase "
         "(tables created before the timed part, as `flask tasks init-db` does). RabbitMQ: a "
-        "vhost of the run's own, a key prefix per phase, results in the run's Redis (db 1).",
+        "vhost of the run's own, a key prefix per phase, results in the run's Redis (db 1). "
+        "The PostgreSQL and RabbitMQ servers are not the benchmark's own processes: their CPU "
+        "counts as other work in the Configurations table.",
         "",
         *table(
             [
