@@ -28,6 +28,7 @@ class Config:
     description: str
     #: What "two worker processes" means here, for the README and RESULTS.md.
     processes: str
+    #: ``redis``, ``sqlite``, ``postgresql`` or ``amqp`` (results in the run's Redis, db 1).
     broker: str = "redis"
     peer: bool = True
     #: Most tasks its enqueue and drain runs use (None: the run's N); for the slowest.
@@ -171,6 +172,30 @@ CONFIGS: dict[str, Config] = {
             "TASKS_BROKER_URL = sqlite:///<tmp>/bench.sqlite3",
             processes="1 supervisor + 2 forked children",
             broker="sqlite",
+            peer=False,
+        ),
+        Config(
+            name="flask-tasks-postgresql",
+            library="flask-tasks",
+            workers=[FLASK_TASKS_WORKER],
+            description="flask worker -P prefork -c 2 -l WARNING "
+            "(default prefetch: {prefetch} per child), "
+            "TASKS_BROKER_URL = postgresql://postgres@<server>/flask_tasks_bench_<random> "
+            "(messages and results)",
+            processes="1 supervisor + 2 forked children",
+            broker="postgresql",
+            peer=False,
+        ),
+        Config(
+            name="flask-tasks-rabbitmq",
+            library="flask-tasks",
+            workers=[FLASK_TASKS_WORKER],
+            description="flask worker -P prefork -c 2 -l WARNING "
+            "(default prefetch: {prefetch} per child), "
+            "TASKS_BROKER_URL = amqp://guest:guest@<server>/<vhost of the run>, "
+            "TASKS_RESULT_BACKEND = the run's Redis, db 1",
+            processes="1 supervisor + 2 forked children",
+            broker="amqp",
             peer=False,
         ),
     ]

@@ -28,6 +28,7 @@ from bench.configs import CONFIGS, Config, detector_for
 from bench.machine import CpuMeter, describe_machine, load_average
 from bench.measure import ClientProcess, RedisStats, percentile
 from bench.procs import WorkerGroup
+from bench.servers import Servers, Unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -40,7 +41,16 @@ POLL_INTERVAL = 0.02
 #: (Celery's group publishes one message at a time, slower than delay(): not repeated here.)
 #: The SECRET_KEY of configurations that sign their messages.
 BENCH_SECRET = "bench-secret-key"
-BULK_CONFIGS = ("flask-tasks", "flask-tasks-users", "flask-tasks-sqlite", "rq")
+BULK_CONFIGS = (
+    "flask-tasks",
+    "flask-tasks-users",
+    "flask-tasks-sqlite",
+    "flask-tasks-postgresql",
+    "flask-tasks-rabbitmq",
+    "rq",
+)
+#: The Redis database that holds results behind RabbitMQ.
+AMQP_RESULTS_DB = 1
 
 
 @dataclass
@@ -89,13 +99,14 @@ def banner_prefetch(log: Path) -> Optional[int]:
 class Bench:
     """One run: a Redis server, the configurations, the results gathered so far."""
 
-    def __init__(self, options: Options, redis_url: str, code: Path) -> None:
+    def __init__(self, options: Options, redis_url: str, code: Path, servers: Servers) -> None:
         import redis
 
         from bench.apps.ft_app import create_app
 
         self.options = options
         self.redis_url = redis_url
+        self.servers = servers
         #: Working directory of every process started: the package snapshot, so that the
         #: directory Python puts first on sys.path holds the copy, not the checkout.
         self.cwd = code
@@ -109,6 +120,7 @@ class Bench:
         self.results: dict[str, Any] = {
             "configs": {name: defaultdict(list) for name in options.configs},
             "growth": {},
+            "skipped": {},
             "cpu": [],
         }
         self.cpu = CpuMeter()
@@ -154,6 +166,10 @@ class Bench:
     def store(self, config: Config, rep: int, phase: str) -> Any:
         """A fresh, empty store for one phase: (Flask-Tasks state or None, env)."""
         self.redis.flushall()
+        if config.broker in ("postgresql", "amqp"):
+            with self.other_store(config, rep, phase) as found:
+                yield found
+            return
         if config.broker != "sqlite" and config.results_db is not None:
             backend = f"{self.redis_url.rsplit('/', 1)[0]}/{config.results_db}"
             state = self.ft_elsewhere.get(config.results_db)
@@ -175,6 +191,32 @@ class Bench:
             state.close()
             for leftover in self.sqlite_dir.glob(path.name + "*"):
                 leftover.unlink()
+
+    @contextlib.contextmanager
+    def other_store(self, config: Config, rep: int, phase: str) -> Any:
+        """:meth:`store` for PostgreSQL (a database per phase) and RabbitMQ (a key prefix
+        per phase in the run's vhost, results in Redis)."""
+        if config.broker == "postgresql":
+            with self.servers.postgres_database() as url:
+                state = self.create_app(url).extensions["tasks"]
+                try:
+                    state.store.create_schema()  # as `flask tasks init-db` does, untimed
+                    yield state, self.env(url)
+                finally:
+                    state.close()
+            return
+        url = self.servers.require("amqp")
+        prefix = f"bench-{rep}-{phase}"
+        backend = f"{self.redis_url.rsplit('/', 1)[0]}/{AMQP_RESULTS_DB}"
+        app = self.create_app(url, key_prefix=prefix, backend_url=backend)
+        state = app.extensions["tasks"]
+        try:
+            yield state, dict(self.env(url), BENCH_FT_PREFIX=prefix, BENCH_FT_BACKEND=backend)
+        finally:
+            try:
+                state.transport.purge(state.config.default_queue)  # what a bulk phase left
+            finally:
+                state.close()
 
     # -- phases -----------------------------------------------------------------------------
 
@@ -301,11 +343,27 @@ class Bench:
             record[f"rt_{key}"].append(trip[key])
         record["rt_redis"].append(trip["redis"])
 
+    def available(self) -> list[str]:
+        """The configurations to measure: those whose server can be reached or started;
+        the others are skipped with the reason (in RESULTS.md), never failing the run."""
+        names = []
+        for name in self.options.configs:
+            try:
+                self.servers.require(CONFIGS[name].broker)
+            except Unavailable as error:
+                print(f"[bench] skipping {name}: {error}", flush=True)
+                self.results["skipped"][name] = str(error)
+                del self.results["configs"][name]
+                continue
+            names.append(name)
+        return names
+
     def run(self) -> None:
         options = self.options
+        names = self.available()
         for rep in range(options.repeat):
             self.results.setdefault("loads", []).append(load_average())
-            for name in options.configs:
+            for name in names:
                 config = CONFIGS[name]
                 started = time.perf_counter()
                 self.cpu.lap()
@@ -392,11 +450,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     snapshot = Path(tempfile.mkdtemp(prefix="flask-tasks-bench-code-"))
     try:
         digest = snapshot_package(snapshot)
-        with redis_server() as url:
-            bench = Bench(options, url, snapshot)
+        with redis_server() as url, contextlib.ExitStack() as servers:
+            bench = Bench(options, url, snapshot, Servers(servers))
             try:
                 bench.results["meta"] = describe_machine(options, url)
                 bench.run()
+                bench.results["meta"]["servers"] = bench.servers.describe()
             finally:
                 bench.close()
     finally:

@@ -15,9 +15,20 @@ DASH = "\u2013"
 TIMES = "\u00d7"
 FT = "flask-tasks"
 FT_SQLITE = "flask-tasks-sqlite"
+FT_POSTGRESQL = "flask-tasks-postgresql"
+FT_RABBITMQ = "flask-tasks-rabbitmq"
+#: Flask-Tasks on each broker, in the order of the brokers section.
+FT_BROKERS = (
+    (FT, "Redis"),
+    (FT_SQLITE, "SQLite (embedded)"),
+    (FT_POSTGRESQL, "PostgreSQL (messages and results)"),
+    (FT_RABBITMQ, "RabbitMQ (results in Redis)"),
+)
 BULK_PATHS = {
     FT: "group(...).apply_async(): one Broker.publish",
     FT_SQLITE: "group(...).apply_async(): one Broker.publish",
+    FT_POSTGRESQL: "group(...).apply_async(): one Broker.publish",
+    FT_RABBITMQ: "group(...).apply_async(): one Broker.publish",
     "flask-tasks-users": "group(...).apply_async(): one Broker.publish",
     "celery-prefork": "group(...).apply_async()",
     "rq": "Queue.enqueue_many() (one pipeline)",
@@ -25,6 +36,8 @@ BULK_PATHS = {
 ENQUEUE_NAMES = {
     FT: "Flask-Tasks (Redis)",
     FT_SQLITE: "Flask-Tasks (SQLite)",
+    FT_POSTGRESQL: "Flask-Tasks (PostgreSQL)",
+    FT_RABBITMQ: "Flask-Tasks (RabbitMQ, results in Redis)",
     "flask-tasks-users": "Flask-Tasks (Redis, results in db 1, signed)",
     "celery": "Celery",
     "rq": "RQ",
@@ -102,9 +115,9 @@ class View:
     def enqueue_group(self, name: str) -> str:
         config = CONFIGS[name]
         if config.library == FT:
-            if config.results_db is not None:  # signs its messages: a producer of its own
-                return name
-            return FT_SQLITE if config.broker == "sqlite" else FT
+            if config.results_db is not None or config.broker != "redis":
+                return name  # signs its messages, or another broker: a producer of its own
+            return FT
         return config.library
 
     def n(self, name: str) -> int:
@@ -174,6 +187,14 @@ def header_section(results: dict[str, Any]) -> list[str]:
             + ")"
             if meta.get("code_digest")
             else ""
+        ),
+        *(
+            [
+                "- Broker servers (the machine's own unless said throwaway): "
+                + "; ".join(meta["servers"].values())
+            ]
+            if meta.get("servers")
+            else []
         ),
         "- Peers: "
         + ", ".join(
@@ -548,11 +569,13 @@ def growth_section(view: View) -> list[str]:
     return lines
 
 
-def sqlite_section(view: View) -> list[str]:
-    if FT_SQLITE not in view.configs:
+def brokers_section(view: View) -> list[str]:
+    names = [name for name, _label in FT_BROKERS[1:] if name in view.configs]
+    skipped = view.results.get("skipped", {})
+    if not names and not any(name in skipped for name, _label in FT_BROKERS):
         return []
     rows = []
-    for name, label in ((FT, "Redis"), (FT_SQLITE, "SQLite (embedded)")):
+    for name, label in FT_BROKERS:
         if name not in view.configs:
             continue
         rows.append(
@@ -567,11 +590,15 @@ def sqlite_section(view: View) -> list[str]:
                 cell(view.values(name, "startup"), 2),
             ]
         )
-    return [
-        "## 7. Flask-Tasks' SQLite embedded broker beside Redis",
+    lines = [
+        "## 7. Flask-Tasks on each broker",
         "",
-        "Same worker command and settings; `TASKS_BROKER_URL = sqlite:///<tmp>/bench.sqlite3`, "
-        "a fresh file per phase.",
+        "Same worker command and settings. SQLite: `sqlite:///<tmp>/bench.sqlite3`, a fresh "
+        "file per phase. PostgreSQL: messages and results in a fresh database per phase "
+        "(tables created before the timed part, as `flask tasks init-db` does). RabbitMQ: a "
+        "vhost of the run's own, a key prefix per phase, results in the run's Redis (db 1). "
+        "The PostgreSQL and RabbitMQ servers are not the benchmark's own processes: their CPU "
+        "counts as other work in the Configurations table.",
         "",
         *table(
             [
@@ -587,6 +614,10 @@ def sqlite_section(view: View) -> list[str]:
             rows,
         ),
     ]
+    for name, label in FT_BROKERS:
+        if name in skipped:
+            lines += ["", f"{label}: not measured ({name} skipped: {skipped[name]})."]
+    return lines
 
 
 def ratios_section(view: View) -> list[str]:
@@ -660,6 +691,11 @@ def settings_section(view: View) -> list[str]:
         "",
         *table(["configuration", "worker command", "other work, cores"], rows),
     ]
+    skipped = view.results.get("skipped", {})
+    if skipped:
+        lines += ["", "## Skipped configurations", ""]
+        lines += [f"- {name}: {reason}" for name, reason in skipped.items()]
+        lines += [""]
     if errors:
         lines += ["## Errors during the run", "", *errors, ""]
     return lines
@@ -677,7 +713,7 @@ def render(results: dict[str, Any]) -> str:
         memory_section(view),
         redis_section(view),
         growth_section(view),
-        sqlite_section(view),
+        brokers_section(view),
         settings_section(view),
     ]
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"

@@ -6,6 +6,8 @@
 # throwaway redis-server on a free loopback port and writes bench/RESULTS.md and
 # bench/results.json. `bench/run.sh --help` lists the harness options.
 # Needs Python 3.9+ and redis-server (installed with apt-get when missing and we may).
+# The PostgreSQL and RabbitMQ configurations use the machine's servers (or throwaway ones,
+# see bench/servers.py) and are skipped, with the reason in RESULTS.md, when neither works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +30,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 install_log=$(mktemp)
 if ! { "$VENV/bin/python" -m pip install -q --upgrade pip &&
-       "$VENV/bin/python" -m pip install -q -r bench/requirements.txt -e .; } >"$install_log" 2>&1; then
+       "$VENV/bin/python" -m pip install -q -r bench/requirements.txt -e '.[amqp,postgresql]'; } >"$install_log" 2>&1; then
   cat "$install_log" >&2
   echo "bench/run.sh: installing into $VENV failed (output above)" >&2
   exit 1

@@ -1,59 +1,74 @@
 """The benchmark harness (bench/) on a tiny N, so that it cannot rot.
 
-Flask-Tasks only (Redis and SQLite brokers), with the interpreter running the tests: it
-never installs the peers' virtual environment. The real run is ``bench/run.sh``.
+Flask-Tasks only (Redis, SQLite, PostgreSQL and RabbitMQ brokers), with the interpreter
+running the tests: it never installs the peers' virtual environment. The real run is
+``bench/run.sh``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+FLASK_TASKS_ON = (
+    "flask-tasks",
+    "flask-tasks-sqlite",
+    "flask-tasks-postgresql",
+    "flask-tasks-rabbitmq",
+)
 
 
-@pytest.mark.slow
-def test_benchmark_runs_on_a_tiny_n(tmp_path: Path) -> None:
-    started = time.monotonic()
-    completed = subprocess.run(
+def run_harness(out: Path, configs: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """The harness at N = 20 (a few seconds per configuration)."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "bench.harness",
             "--configs",
-            "flask-tasks,flask-tasks-sqlite",
+            configs,
             "--n",
             "20",
             "--roundtrips",
             "10",
             "--repeat",
             "1",
-            "--growth",
-            "10,40",
-            "--growth-repeat",
-            "1",
             "--idle-settle",
             "0.2",
             "--out",
-            str(tmp_path),
+            str(out),
             "--logs",
-            str(tmp_path / "logs"),
+            str(out / "logs"),
+            *options,
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=150,
+    )
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_a_tiny_n(tmp_path: Path) -> None:
+    started = time.monotonic()
+    completed = run_harness(
+        tmp_path, ",".join(FLASK_TASKS_ON), "--growth", "10,40", "--growth-repeat", "1"
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 120
 
     results = json.loads((tmp_path / "results.json").read_text())
-    for name in ("flask-tasks", "flask-tasks-sqlite"):
+    assert results["skipped"] == {}
+    for name in FLASK_TASKS_ON:
         record = results["configs"][name]
         assert not record.get("errors"), record["errors"]
         for key in ("enqueue", "bulk", "drain", "startup", "rt_p50", "rt_p95", "rt_p99"):
@@ -79,7 +94,56 @@ def test_benchmark_runs_on_a_tiny_n(tmp_path: Path) -> None:
         "## 4. Worker memory",
         "## 5. Redis work per task",
         "## 6. Cost as work grows",
-        "## 7. Flask-Tasks' SQLite embedded broker beside Redis",
+        "## 7. Flask-Tasks on each broker",
     ):
         assert heading in report
     assert "Python " in report and "redis-server " in report
+    assert "PostgreSQL " in report and "RabbitMQ " in report  # the servers' versions
+    brokers = report.split("## 7.", 1)[1].split("##", 1)[0]
+    for label in ("| Redis |", "| SQLite", "| PostgreSQL", "| RabbitMQ"):
+        assert label in brokers
+
+
+TRIED: list[str] = []
+
+
+@contextlib.contextmanager
+def nowhere() -> Iterator[str]:
+    TRIED.append("postgresql")
+    raise RuntimeError("no PostgreSQL here: start one at 127.0.0.1:5432")
+    yield ""  # pragma: no cover
+
+
+def test_a_broker_without_a_server_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    """The run goes on without the configuration, and RESULTS.md says why."""
+    from bench import report
+    from bench.harness import Bench, parse_options
+    from bench.servers import Servers, Unavailable
+
+    options = parse_options(
+        ["--configs", "flask-tasks-postgresql,flask-tasks-sqlite", "--out", str(tmp_path)]
+    )
+    with contextlib.ExitStack() as stack:
+        servers = Servers(stack, {"postgresql": nowhere})
+        bench: Any = Bench.__new__(Bench)  # the selection alone: no Redis needed
+        bench.options, bench.servers = options, servers
+        bench.results = {"configs": {name: {} for name in options.configs}, "skipped": {}}
+        assert bench.available() == ["flask-tasks-sqlite"]
+        with pytest.raises(Unavailable, match="no PostgreSQL here"):
+            servers.require("postgresql")
+    assert TRIED == ["postgresql"]  # remembered, not tried again
+    reason = bench.results["skipped"]["flask-tasks-postgresql"]
+    assert reason == "postgresql: no PostgreSQL here: start one at 127.0.0.1:5432"
+    assert list(bench.results["configs"]) == ["flask-tasks-sqlite"]
+
+    results = {
+        "meta": {"cores": 2, "settings": {"n": 20, "roundtrips": 10}},
+        "configs": {"flask-tasks-sqlite": {"drain": [100.0], "enqueue": [1000.0]}},
+        "skipped": bench.results["skipped"],
+    }
+    brokers = report.brokers_section(report.View(results))
+    assert (
+        f"PostgreSQL (messages and results): not measured (flask-tasks-postgresql skipped: {reason})."
+        in brokers
+    )
+    assert f"- flask-tasks-postgresql: {reason}" in report.settings_section(report.View(results))

@@ -133,6 +133,8 @@ def test_key_rotation_with_fallbacks(tmp_path: Path) -> None:
     dropped = make_app(SECRET_KEY="new-key", TASKS_BROKER_URL=shared)
     assert dropped.test_client().get(url).status_code == 400
     assert dropped.test_client().get(new_url).status_code == 200
+    for app in (old_app, rotated, dropped):
+        app.extensions["tasks"].close()
 
 
 def scoped_app() -> Flask:

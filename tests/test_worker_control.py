@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,9 +164,12 @@ def test_rate_limit_command_reaches_running_workers(
     for result in results:
         result.get(timeout=RESULT_WAIT)
     times = sorted(line["time"] for line in setup.records("rated"))
-    per_window = Counter(int(moment) for moment in times)  # the limiter's 1 s windows
-    assert max(per_window.values()) <= 2, per_window
-    assert times[-1] - started >= 1.0  # 6 runs at 2 per second span 3 windows
+    # At most 2 start in each of the limiter's 1 s windows, so the 3rd cannot start before
+    # the window after the one the test began in, nor the 5th before the one after that.
+    # (A run records its time a little after it was let through, so counts per window of
+    # recorded times would blur on a busy machine; these bounds do not.)
+    first_window = int(started)
+    assert times[2] >= first_window + 1 and times[4] >= first_window + 2, times
     bad = run_flask("tasks", "rate-limit", "proc.record_run", "fast", env=setup.env(), cwd=tmp_path)
     assert bad.returncode == 2
     assert "'fast' is not a rate" in bad.stderr

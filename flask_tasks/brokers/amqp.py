@@ -19,6 +19,11 @@ leases
     is rejected with requeue, back at its place in the queue, by the next call on this
     transport or by the pump thread within a second. Unlike Redis, nobody else can take
     back a lease while this connection lives.
+fencing and counting
+    Each delivery's token names this transport, its connection and the delivery tag; a
+    :class:`Delivery` whose lease this transport no longer holds is refused. Deliveries
+    are counted as far as this transport can know (see :mod:`.amqp_leases`): a message
+    whose holder died is requeued by RabbitMQ uncounted.
 delays
     A ladder of TTL queues (see :mod:`.amqp_topology`) in the server: nothing is held in
     worker memory, and a message reaches its queue no earlier than its ``eta``. A
@@ -33,10 +38,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Optional
 
 from .amqp_dead import Browse
+from .amqp_leases import DELIVERIES_HEADER, Lease, Leases, carried_deliveries
 from .amqp_link import Link, Pump, connection_parameters, import_pika
 from .amqp_topology import (
     ETA_HEADER,
@@ -70,16 +75,6 @@ logger = logging.getLogger("flask_tasks.amqp")
 PUMP_INTERVAL = 1.0
 
 
-@dataclass
-class _Held:
-    tag: int
-    generation: int
-    deadline: float
-    queue: str
-    priority: int
-    body: bytes
-
-
 class AMQPTransport(Transport):
     """Queues in RabbitMQ (``amqp://user:password@host:5672/vhost``).
 
@@ -97,12 +92,12 @@ class AMQPTransport(Transport):
         parameters = connection_parameters(url, **options)
         self._main = Link(parameters, self.url, confirm=True)
         self._waiter = Link(parameters, self.url, confirm=False)
-        self._held: dict[str, list[_Held]] = {}
+        self._leases = Leases()
         self._pump = Pump(self._tick, PUMP_INTERVAL, "flask-tasks-amqp")
 
     def _tick(self) -> None:
         with self._main.lock:
-            if self._main.connection is not None and self._held:
+            if self._main.connection is not None and self._leases:
                 with self._main.using() as channel:
                     self._expire(channel)
         self._main.pump()
@@ -133,18 +128,30 @@ class AMQPTransport(Transport):
         with self._main.using() as channel:
             for envelope in envelopes:
                 self._send(channel, envelope, envelope.body, envelope.eta)
-                for held in self._held.pop(envelope.id, []):
-                    self._settle(channel, held, ack=True)
+                for lease in self._leases.take(envelope.id) or []:
+                    self._settle(channel, lease, ack=True)
+                self._leases.forget(envelope.id)
         self._pump.start()
 
-    def _send(self, channel: Any, envelope: Envelope, body: bytes, eta: Optional[float]) -> None:
-        """Publish ``body`` for ``envelope``: to its queue, or down the delay ladder."""
+    def _send(
+        self,
+        channel: Any,
+        envelope: Envelope,
+        body: bytes,
+        eta: Optional[float],
+        counted: int = 0,
+    ) -> None:
+        """Publish ``body`` for ``envelope``: to its queue, or down the delay ladder;
+        ``counted``: the deliveries it carries over."""
         delay = delay_ms(eta, self.now()) if eta is not None else 0
+        headers = message_headers(envelope, eta if delay else None)
+        if counted > 0:
+            headers[DELIVERIES_HEADER] = counted
         properties = self.pika.BasicProperties(
             message_id=envelope.id,
             priority=amqp_priority(envelope.priority),
             delivery_mode=2,
-            headers=message_headers(envelope, eta if delay else None),
+            headers=headers,
         )
         if delay:
             self._names.declare_delays(channel, self._main.declared)
@@ -183,42 +190,32 @@ class AMQPTransport(Transport):
         message_id = properties.message_id or ""
         priority = tasks_priority(properties.priority)
         eta = header_float(properties.headers, ETA_HEADER)
+        carried = carried_deliveries(properties.headers)
         if eta is not None and eta > self.now():
             # Came back early: by this host's clock, or a delay longer than the ladder.
             envelope = Envelope(message_id, queue, body, priority, eta)
-            self._send(channel, envelope, body, eta)
+            self._send(channel, envelope, body, eta, carried)
             channel.basic_ack(method.delivery_tag)
             return None
-        held = _Held(
-            method.delivery_tag,
-            self._main.generation,
-            time.monotonic() + lease,
-            queue,
-            priority,
-            body,
+        held = self._leases.add(
+            message_id,
+            tag=method.delivery_tag,
+            generation=self._main.generation,
+            deadline=time.monotonic() + lease,
+            queue=queue,
+            priority=priority,
+            body=body,
+            redelivered=bool(method.redelivered),
+            carried=carried,
         )
-        self._held.setdefault(message_id, []).append(held)
-        return Delivery(message_id, queue, priority, body)
+        return Delivery(message_id, queue, priority, body, False, held.deliveries, held.token)
 
     def _expire(self, channel: Any) -> None:
         """Requeue the deliveries whose lease ran out (back at their place in the queue)."""
-        now = time.monotonic()
-        expired = [
-            (held.tag, message_id)
-            for message_id, entries in self._held.items()
-            for held in entries
-            if held.deadline <= now
-        ]
-        for tag, message_id in sorted(expired):
-            entries = [held for held in self._held[message_id] if held.tag != tag]
-            held = next(held for held in self._held[message_id] if held.tag == tag)
-            if entries:
-                self._held[message_id] = entries
-            else:
-                del self._held[message_id]
-            self._settle(channel, held, ack=False)
+        for lease in self._leases.expired(time.monotonic()):
+            self._settle(channel, lease, ack=False)
 
-    def _settle(self, channel: Any, held: _Held, *, ack: bool) -> None:
+    def _settle(self, channel: Any, held: Lease, *, ack: bool) -> None:
         """Ack, or reject with requeue, a delivery of the current channel. One of an
         older channel was requeued by the server when that channel closed."""
         if held.generation != self._main.generation:
@@ -240,10 +237,10 @@ class AMQPTransport(Transport):
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._main.lock:
-            if self._held and self._main.connection is not None:
+            if self._leases and self._main.connection is not None:
                 with self._main.using() as channel:
                     self._expire(channel)
-            leases = [held.deadline for entries in self._held.values() for held in entries]
+            leases = self._leases.deadlines()
         if leases:
             deadline = min(deadline, min(leases))
         if not queues:
@@ -271,7 +268,7 @@ class AMQPTransport(Transport):
         deadline = time.monotonic() + lease
         with self._main.lock:
             for given in ids:
-                for held in self._held.get(lease_of(given)[0], []):
+                for held in self._leases.find(given):
                     held.deadline = deadline
         self._main.pump()
 
@@ -284,12 +281,14 @@ class AMQPTransport(Transport):
         if not message_ids:
             return refused
         with self._main.using() as channel:
+            generation = self._main.generation
             for given in message_ids:
-                message_id = lease_of(given)[0]
-                entries = self._held.pop(message_id, [])
-                if not entries and isinstance(given, Delivery):
-                    refused.append(message_id)
-                for held in entries:
+                leases = self._leases.take(given)
+                if isinstance(given, Delivery) and not any(
+                    lease.generation == generation for lease in leases or []
+                ):
+                    refused.append(given.id)
+                for held in leases or []:
                     self._settle(channel, held, ack=True)
         return refused
 
@@ -301,20 +300,26 @@ class AMQPTransport(Transport):
         message (published with a confirm, then the old one acked): a new body without
         ``eta`` goes to the back of the queue, as RabbitMQ cannot put a new message in
         front. Not held here (or on a closed connection): nothing happens."""
-        fenced = isinstance(message_id, Delivery)
-        message_id = lease_of(message_id)[0]
         with self._main.using() as channel:
-            entries = self._held.pop(message_id, [])
-            if not entries or entries[0].generation != self._main.generation:
-                return not fenced  # a delivery whose lease is gone is refused
-            held = entries[0]
+            generation = self._main.generation
+            leases = [
+                held
+                for held in self._leases.take(message_id) or []
+                if held.generation == generation
+            ]
+            if not leases:  # on a closed connection: RabbitMQ requeued it
+                return not isinstance(message_id, Delivery)  # a lost lease is refused
+            held, message_id = leases[0], lease_of(message_id)[0]
+            # This delivery ended in a release: it no longer counts.
             if body is None and eta is None:
+                self._leases.count(message_id, held.deliveries - 1)
                 self._settle(channel, held, ack=False)
             else:
                 envelope = Envelope(message_id, held.queue, held.body, held.priority, eta)
-                self._send(channel, envelope, held.body if body is None else body, eta)
+                new_body = held.body if body is None else body
+                self._send(channel, envelope, new_body, eta, held.deliveries - 1)
                 self._settle(channel, held, ack=True)
-            for other in entries[1:]:
+            for other in leases[1:]:
                 self._settle(channel, other, ack=False)
         return True
 
@@ -325,7 +330,8 @@ class AMQPTransport(Transport):
         A delivery of a connection that has closed since is left alone: the server
         requeued it, and it will be dead-lettered when it comes back."""
         with self._main.using() as channel:
-            entries = self._held.pop(delivery.id, [])
+            entries = self._leases.take(delivery.id) or []
+            self._leases.forget(delivery.id)
             if entries and all(held.generation != self._main.generation for held in entries):
                 return
             self._names.declare_dead(channel, self._main.declared)
@@ -377,19 +383,4 @@ class AMQPTransport(Transport):
         return self._probe(queue, purge=True)
 
     def _probe(self, queue: str, *, purge: bool) -> int:
-        amqp_queue = self._names.queue(queue)
-        exceptions = self.pika.exceptions
-        with self._main.using():
-            probe = self._main.connection.channel()
-            try:
-                count = int(probe.queue_declare(amqp_queue, passive=True).method.message_count)
-                if purge:
-                    count = int(probe.queue_purge(amqp_queue).method.message_count)
-            except exceptions.ChannelClosedByBroker as error:
-                if error.reply_code == 404:
-                    return 0
-                raise
-            finally:
-                if probe.is_open:
-                    probe.close()
-        return count
+        return self._main.probe(self._names.queue(queue), purge=purge)

@@ -168,6 +168,25 @@ class Link:
         finally:
             self.lock.release()
 
+    def probe(self, queue: str, *, purge: bool) -> int:
+        """Ready messages in the RabbitMQ queue ``queue`` (0 if there is no such queue),
+        dropping them when ``purge``; on a channel of its own, as a missing queue closes
+        the channel that asks."""
+        with self.using():
+            probe = self.connection.channel()
+            try:
+                count = int(probe.queue_declare(queue, passive=True).method.message_count)
+                if purge:
+                    count = int(probe.queue_purge(queue).method.message_count)
+            except self.pika.exceptions.ChannelClosedByBroker as error:
+                if error.reply_code == 404:
+                    return 0
+                raise
+            finally:
+                if probe.is_open:
+                    probe.close()
+        return count
+
     def drop(self) -> None:
         """Forget the connection (closing it if it is still open)."""
         connection, self._connection, self._channel = self._connection, None, None

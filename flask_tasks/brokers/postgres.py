@@ -58,6 +58,7 @@ class PostgresBroker(PostgresStore, Broker):
         self._sql_publish = self._publish_sql()
         self._sql_release = self._release_sql()
         self._identity: Optional[tuple[Any, ...]] = None
+        self._sql_ack = self._ack_sql()
 
     # -- statements ----------------------------------------------------------------------
 
@@ -81,24 +82,56 @@ class PostgresBroker(PostgresStore, Broker):
             "AS e(id, queue, priority, body, eta, pos), block "
             "ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, "
             "priority = excluded.priority, body = excluded.body, state = excluded.state, "
-            "due = excluded.due, seq = excluded.seq RETURNING m.queue) "
+            "due = excluded.due, seq = excluded.seq, deliveries = 0, token = '' "
+            "RETURNING m.queue) "
             f"SELECT {self._notify_work_sql('stored')} + {self._notify_results_sql()}"
         )
 
     def _release_sql(self) -> str:
-        eta = "%(eta)s::float8"
+        # The fence is the UPDATE's own WHERE, which PostgreSQL checks again on the row's
+        # latest version if a reserve changed it meanwhile: a row that is there but not
+        # held (and no new body) is updated with its own values, so that "not refused"
+        # is "updated". The record is stored only when it was not refused.
+        m, eta = self._t["messages"], "%(eta)s::float8"
+        moves = f"(m.state = {LEASED} OR %(body)s::bytea IS NOT NULL)"
+        refused = "SELECT id FROM refused"
         return (
-            f"WITH {self._sql_put}, moved AS (UPDATE {self._t['messages']} SET "
-            "body = COALESCE(%(body)s::bytea, body), "
-            f"state = CASE WHEN {eta} > {NOW} THEN {DELAYED} ELSE {READY} END, "
-            f"due = CASE WHEN {eta} > {NOW} THEN {eta} ELSE 0 END, "
-            f"seq = CASE WHEN {eta} IS NULL THEN "
+            f"WITH moved AS (UPDATE {m} AS m SET "
+            f"body = CASE WHEN {moves} THEN COALESCE(%(body)s::bytea, m.body) ELSE m.body END, "
+            f"state = CASE WHEN NOT {moves} THEN m.state "
+            f"WHEN {eta} > {NOW} THEN {DELAYED} ELSE {READY} END, "
+            f"due = CASE WHEN NOT {moves} THEN m.due WHEN {eta} > {NOW} THEN {eta} ELSE 0 END, "
+            f"seq = CASE WHEN NOT {moves} THEN m.seq WHEN {eta} IS NULL THEN "
             f"(SELECT nextval('{self._t['front']}')) * {SEQ_BLOCK} "
-            f"WHEN {eta} > {NOW} THEN seq "
-            f"ELSE (SELECT nextval('{self._t['back']}')) * {SEQ_BLOCK} END "
-            f"WHERE id = %(id)s AND (state = {LEASED} OR %(body)s::bytea IS NOT NULL) "
-            "RETURNING queue) "
-            f"SELECT {self._notify_work_sql('moved')} + {self._notify_results_sql()}"
+            f"WHEN {eta} > {NOW} THEN m.seq "
+            f"ELSE (SELECT nextval('{self._t['back']}')) * {SEQ_BLOCK} END, "
+            # This delivery ended in a release: it no longer counts, and its token is void.
+            f"deliveries = CASE WHEN {moves} THEN greatest(m.deliveries - 1, 0) "
+            "ELSE m.deliveries END, "
+            f"token = CASE WHEN {moves} THEN '' ELSE m.token END "
+            "WHERE m.id = %(id)s AND (%(token)s::text = '' OR m.token = %(token)s::text) "
+            "RETURNING m.queue), "
+            "refused AS (SELECT %(id)s::text AS id "
+            "WHERE %(token)s::text <> '' AND NOT EXISTS (SELECT 1 FROM moved)), "
+            f"{self._put_results_sql(refused)} "
+            "SELECT NOT EXISTS (SELECT 1 FROM refused), "
+            f"{self._notify_work_sql('moved')} + {self._notify_results_sql(refused)}"
+        )
+
+    def _ack_sql(self) -> str:
+        """Delete each ``(id, token)`` (token "": any lease) and store the records of
+        those not refused; returns the refused ids in the order given."""
+        refused = "SELECT id FROM refused"
+        return (
+            "WITH settled AS (SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[]) "
+            "WITH ORDINALITY AS s(id, token, n)), "
+            f"acked AS (DELETE FROM {self._t['messages']} AS m USING settled AS s "
+            "WHERE m.id = s.id AND (s.token = '' OR m.token = s.token) RETURNING m.id), "
+            "refused AS (SELECT s.id, s.n FROM settled AS s "
+            "WHERE s.token <> '' AND s.id NOT IN (SELECT id FROM acked)), "
+            f"{self._put_results_sql(refused)} "
+            "SELECT ARRAY(SELECT id FROM refused ORDER BY n), "
+            f"{self._notify_results_sql(refused)}"
         )
 
     # -- publishing -----------------------------------------------------------------------
@@ -180,7 +213,10 @@ class PostgresBroker(PostgresStore, Broker):
             self._sweep(connection)
         position = {queue: index for index, queue in reversed(list(enumerate(queues)))}
         rows.sort(key=lambda row: (position[row[1]], row[2], row[5]))
-        return [Delivery(row[0], row[1], row[2], bytes(row[3]), bool(row[4])) for row in rows]
+        return [
+            Delivery(row[0], row[1], row[2], bytes(row[3]), bool(row[4]), row[6], row[7])
+            for row in rows
+        ]
 
     def _next_wake(self, queues: Sequence[str]) -> Optional[float]:
         """0 if ``queues`` hold ready work, else the seconds until the next delayed
@@ -207,35 +243,31 @@ class PostgresBroker(PostgresStore, Broker):
                 published.wait(remaining if wake_in is None else min(remaining, wake_in))
 
     def extend(self, ids: Iterable[Held], lease: float) -> None:
-        ids = [lease_of(held)[0] for held in ids]  # no lease tokens here: not fenced
-        if not ids:
+        leases = [lease_of(held) for held in ids]
+        if not leases:
             return
         with self._pool.connection() as connection:
             connection.execute(
-                f"UPDATE {self._t['messages']} SET due = {NOW} + %s::float8 "
-                f"WHERE state = {LEASED} AND id = ANY(%s::text[])",
-                [lease, ids],
+                f"UPDATE {self._t['messages']} AS m SET due = {NOW} + %s::float8 "
+                "FROM unnest(%s::text[], %s::text[]) AS s(id, token) "
+                f"WHERE m.state = {LEASED} AND m.id = s.id "
+                "AND (s.token = '' OR m.token = s.token)",
+                [lease, [i for i, _t in leases], [t for _i, t in leases]],
             )
 
     def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> list[str]:
-        """One statement, however many: one round trip, one commit. Not fenced (this
-        broker hands out no lease tokens): nothing is ever refused."""
+        """One statement, however many: one round trip, one commit."""
         if not settlements:
             return []
-        ids = [lease_of(held)[0] for held, _record in settlements]
-        records = {i: r for i, (_held, r) in zip(ids, settlements) if r is not None}
+        leases = [lease_of(held) for held, _record in settlements]
+        records = {i: r for (i, _t), (_held, r) in zip(leases, settlements) if r is not None}
         params = self._record_params(records, record_ttl)
-        params["ids"] = ids
+        params.update(ids=[i for i, _t in leases], tokens=[t for _i, t in leases])
         with self._pool.connection() as connection:
-            connection.execute(
-                f"WITH acked AS (DELETE FROM {self._t['messages']} "
-                f"WHERE id = ANY(%(ids)s::text[])), {self._sql_put} "
-                f"SELECT {self._notify_results_sql()}",
-                params,
-            )
+            row = connection.execute(self._sql_ack, params).fetchone()
             if records:
                 self._sweep(connection)
-        return []
+        return list(row[0]) if row else []
 
     def release_with_record(
         self,
@@ -245,12 +277,12 @@ class PostgresBroker(PostgresStore, Broker):
         record: bytes | None,
         record_ttl: float,
     ) -> bool:
-        task_id = lease_of(message_id)[0]  # not fenced: never refused
+        task_id, token = lease_of(message_id)
         params = self._record_params({} if record is None else {task_id: record}, record_ttl)
-        params.update(id=task_id, body=None if body is None else bytes(body), eta=eta)
+        params.update(id=task_id, token=token, body=None if body is None else bytes(body), eta=eta)
         with self._pool.connection() as connection:
-            connection.execute(self._sql_release, params)
-        return True
+            row = connection.execute(self._sql_release, params).fetchone()
+        return bool(row and row[0])
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._pool.connection() as connection:
@@ -290,7 +322,8 @@ class PostgresBroker(PostgresStore, Broker):
                 f"nextval('{self._t['back']}') * {SEQ_BLOCK} FROM letter "
                 "ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, "
                 "priority = excluded.priority, body = excluded.body, state = excluded.state, "
-                "due = excluded.due, seq = excluded.seq RETURNING m.queue) "
+                "due = excluded.due, seq = excluded.seq, deliveries = 0, token = '' "
+                "RETURNING m.queue) "
                 f"SELECT {self._notify_work_sql('stored')}",
                 [message_id],
             ).fetchone()

@@ -32,7 +32,7 @@ SWEEP_BATCH = 500
 NOW = "extract(epoch FROM now())::float8"
 
 #: Bumped whenever the schema changes; stored as the messages table's comment.
-VERSION = "flask-tasks postgresql schema 2"
+VERSION = "flask-tasks postgresql schema 3"
 
 #: PostgreSQL truncates longer identifiers (NAMEDATALEN - 1 bytes).
 _MAX_NAME = 63
@@ -71,8 +71,13 @@ CREATE TABLE IF NOT EXISTS {messages} (
     body bytea NOT NULL,
     state smallint NOT NULL,
     due float8 NOT NULL,
-    seq bigint NOT NULL
+    seq bigint NOT NULL,
+    deliveries integer NOT NULL DEFAULT 0,
+    token text NOT NULL DEFAULT ''
 );
+-- Schema 3 counts deliveries and fences leases; older tables gain the columns.
+ALTER TABLE {messages} ADD COLUMN IF NOT EXISTS deliveries integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS token text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS {messages_ready} ON {messages} (queue, priority, seq)
     WHERE state = 0;
 CREATE INDEX IF NOT EXISTS {messages_delayed} ON {messages} (due) WHERE state = 1;
@@ -126,10 +131,15 @@ CREATE TABLE IF NOT EXISTS {kept_values} (
 
 -- reserve(queues, wanted, lease): move due delayed messages to the back of their queues
 -- and expired leases to the front (a batch each), then lease up to `wanted` ready
--- messages, queue by queue in the order given. One call, one transaction; each statement
--- sees the ones before it, which one SQL statement's snapshot would not.
-CREATE OR REPLACE FUNCTION {reserve}(queues text[], wanted integer, lease float8)
-RETURNS TABLE (id text, queue text, priority smallint, body bytea, revoked boolean, seq bigint)
+-- messages, queue by queue in the order given, each counted and under a fresh token
+-- (random() and the clock: gen_random_uuid() needs PostgreSQL 13). One call, one
+-- transaction; each statement sees the ones before it, which one SQL statement's
+-- snapshot would not. Schema 2's function returned fewer columns: a function's result
+-- type cannot be replaced, only dropped.
+DROP FUNCTION IF EXISTS {reserve}(text[], integer, float8);
+CREATE FUNCTION {reserve}(queues text[], wanted integer, lease float8)
+RETURNS TABLE (id text, queue text, priority smallint, body bytea, revoked boolean, seq bigint,
+               deliveries integer, token text)
 LANGUAGE plpgsql AS $reserve$
 #variable_conflict use_column
 DECLARE
@@ -162,7 +172,9 @@ BEGIN
     FOREACH queue_name IN ARRAY queues LOOP
         EXIT WHEN taken >= wanted;
         RETURN QUERY
-            UPDATE {messages} AS m SET state = 2, due = now_e + lease
+            UPDATE {messages} AS m SET state = 2, due = now_e + lease,
+                deliveries = m.deliveries + 1,
+                token = md5(random()::text || clock_timestamp()::text || m.id)
             FROM (SELECT x.id FROM {messages} AS x
                   WHERE x.state = 0 AND x.queue = queue_name
                   ORDER BY x.priority, x.seq
@@ -171,7 +183,7 @@ BEGIN
             RETURNING m.id, m.queue, m.priority, m.body,
                 EXISTS (SELECT 1 FROM {revoked} AS r
                         WHERE r.task_id = m.id AND r.expires_at > now_e),
-                m.seq;
+                m.seq, m.deliveries, m.token;
         GET DIAGNOSTICS found_rows = ROW_COUNT;
         taken := taken + found_rows;
     END LOOP;

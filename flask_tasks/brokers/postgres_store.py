@@ -54,22 +54,26 @@ class PostgresStore(Store):
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _put_results_sql(self) -> str:
+    def _put_results_sql(self, unless: str = "") -> str:
         """A CTE storing ``%(rids)s``/``%(recs)s`` for ``%(ttl)s`` seconds (0: forever),
-        and an expression that notifies their watchers."""
+        but for the task ids the query ``unless`` returns (fencing refused them)."""
+        skip = f"WHERE x.task_id NOT IN ({unless}) " if unless else ""
         return (
             f"stored_records AS (INSERT INTO {self._t['results']} AS r "
             "(task_id, record, expires_at) "
             f"SELECT task_id, record, CASE WHEN %(ttl)s::float8 > 0 "
             f"THEN {NOW} + %(ttl)s::float8 END "
             "FROM unnest(%(rids)s::text[], %(recs)s::bytea[]) AS x(task_id, record) "
-            "ON CONFLICT (task_id) DO UPDATE SET record = excluded.record, "
+            f"{skip}ON CONFLICT (task_id) DO UPDATE SET record = excluded.record, "
             "expires_at = excluded.expires_at)"
         )
 
-    def _notify_results_sql(self) -> str:
+    def _notify_results_sql(self, unless: str = "") -> str:
+        """An expression that notifies the watchers of the records stored by
+        :meth:`_put_results_sql` with the same ``unless``."""
         channel = self._channels["results"]
-        return f"(SELECT count(pg_notify('{channel}', t)) FROM unnest(%(rids)s::text[]) AS t)"
+        skip = f" WHERE t NOT IN ({unless})" if unless else ""
+        return f"(SELECT count(pg_notify('{channel}', t)) FROM unnest(%(rids)s::text[]) AS t{skip})"
 
     @staticmethod
     def _record_params(records: Mapping[str, bytes], ttl: float) -> dict[str, Any]:

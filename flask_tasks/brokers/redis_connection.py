@@ -55,7 +55,7 @@ class RedisConnection:
 def client_options(options: dict[str, Any]) -> dict[str, Any]:
     """redis-py keyword arguments: our defaults, then ``options``."""
     merged: dict[str, Any] = dict(CLIENT_DEFAULTS)
-    merged["retry"] = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+    merged["retry"] = Retry(NoBackoff(), 0)  # the producer and the worker loop retry
     if int(redis.__version__.split(".", 1)[0]) >= 5:
         # redis-py 8 speaks RESP3 (HELLO) by default; Redis 5 only knows RESP2.
         merged["protocol"] = 2

@@ -255,6 +255,17 @@ class Database:
             self._pid = os.getpid()
             self.notifier = ChangeNotifier(self._open, self.options.poll_interval)
 
+    def __del__(self) -> None:
+        # A broker dropped without close() (a test's app, a short script): close its files
+        # here rather than leave them to sqlite3, which warns about each one it finalizes.
+        # Never in a forked child: the connections are the parent's (see disown).
+        try:
+            if not self._closed and self._pid == os.getpid():
+                for _ref, connection in self._connections.values():
+                    connection.close()
+        except Exception:  # interpreter shutdown: nothing left to do
+            pass
+
     def close(self) -> None:
         """Close every connection this process opened; later calls fail."""
         self._closed = True

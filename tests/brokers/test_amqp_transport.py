@@ -17,6 +17,7 @@ from redis_server import free_port
 
 from flask_tasks.brokers import Delivery, open_transport
 from flask_tasks.brokers.amqp import AMQPTransport
+from flask_tasks.brokers.amqp_leases import MAX_REMEMBERED, Leases
 from flask_tasks.brokers.amqp_link import connection_parameters
 from flask_tasks.exceptions import ImproperlyConfigured, OperationalError
 
@@ -97,6 +98,97 @@ def test_closing_the_holder_gives_its_messages_back_at_once(
     assert other.reserve(["q"], 10, LEASE) == []
     transport.close()  # as a killed worker's connection closes
     assert ids(eventually(lambda: other.reserve(["q"], 10, LEASE))) == ["a", "b"]
+
+
+# -- delivery counts and fencing ---------------------------------------------------------------
+
+
+def test_a_message_whose_holder_died_comes_back_uncounted(
+    transport: AMQPTransport, amqp_url: str, prefix: str, opened: list[Any]
+) -> None:
+    """RabbitMQ requeues it when the connection closes and tells no count (docs: Limits)."""
+    other = open_transport(amqp_url, key_prefix=prefix)
+    opened.append(other)
+    transport.publish([env("m")])
+    [first] = transport.reserve(["q"], 1, LEASE)
+    transport.close()  # as a worker killed while running it
+    [again] = eventually(lambda: other.reserve(["q"], 1, LEASE))
+    assert (first.deliveries, again.deliveries) == (1, 1)
+    assert again.token != first.token
+
+
+def test_a_lease_that_ran_out_counts_only_where_it_comes_back(
+    transport: AMQPTransport, amqp_url: str, prefix: str, opened: list[Any]
+) -> None:
+    other = open_transport(amqp_url, key_prefix=prefix)
+    opened.append(other)
+    transport.publish([env("m")])
+    transport.reserve(["q"], 1, SHORT)
+    time.sleep(SHORT + 0.05)
+    assert transport.reserve(["elsewhere"], 1, LEASE) == []  # gives m back
+    [taken] = eventually(lambda: other.reserve(["q"], 1, LEASE))
+    assert taken.deliveries == 1  # the other process does not know
+
+
+def test_a_message_published_again_carries_its_count(
+    transport: AMQPTransport, channel: Any, prefix: str
+) -> None:
+    transport.publish([env("m")])
+    transport.reserve(["q"], 1, SHORT)
+    time.sleep(SHORT + 0.05)
+    [live] = eventually(lambda: transport.reserve(["q"], 1, LEASE))
+    assert live.deliveries == 2
+    assert transport.release(live, body=b"retry") is True  # a new message, at the back
+    method, properties, body = channel.basic_get(f"{prefix}.q")
+    assert (body, properties.headers["ft-deliveries"]) == (b"retry", 1)  # less the release
+    channel.basic_reject(method.delivery_tag, requeue=True)
+    [again] = eventually(lambda: transport.reserve(["q"], 1, LEASE))
+    assert (again.body, again.deliveries) == (b"retry", 2)
+
+
+def test_a_delivery_of_a_connection_lost_since_is_refused(transport: AMQPTransport) -> None:
+    transport.publish([env("m")])
+    [lost] = transport.reserve(["q"], 1, LEASE)
+    transport._main.drop()  # as a network cut: RabbitMQ requeues what it delivered
+    [again] = eventually(lambda: transport.reserve(["q"], 1, LEASE))
+    assert again.token != lost.token
+    assert transport.ack([lost]) == ["m"]
+    assert transport.release(lost) is False
+    assert transport.ack([again]) == []
+    assert transport.reserve(["q"], 1, LEASE) == []
+
+
+def test_a_delivery_of_another_transport_is_refused(
+    transport: AMQPTransport, amqp_url: str, prefix: str, opened: list[Any]
+) -> None:
+    other = open_transport(amqp_url, key_prefix=prefix)
+    opened.append(other)
+    transport.publish([env("m")])
+    [delivery] = transport.reserve(["q"], 1, LEASE)
+    assert other.ack([delivery]) == ["m"]
+    assert other.release(delivery) is False
+    assert transport.ack([delivery]) == []
+
+
+def test_counts_of_leases_that_never_came_back_are_bounded() -> None:
+    leases = Leases()
+    for number in range(MAX_REMEMBERED + 1):
+        leases.count(f"m{number}", 1)
+
+    def taken(message_id: str) -> int:
+        return leases.add(
+            message_id,
+            tag=1,
+            generation=1,
+            deadline=0.0,
+            queue="q",
+            priority=5,
+            body=b"",
+            redelivered=True,
+            carried=0,
+        ).deliveries
+
+    assert (taken("m0"), taken("m1"), taken(f"m{MAX_REMEMBERED}")) == (1, 2, 2)
 
 
 # -- the RabbitMQ objects ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import closing
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def test_bad_options_are_refused(db_path: Path, query: str, options: dict[str, A
 
 
 def test_the_file_uses_write_ahead_logging(broker: SQLiteBroker, db_path: Path) -> None:
-    with sqlite3.connect(db_path) as raw:
+    with closing(sqlite3.connect(db_path)) as raw, raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
 
@@ -141,7 +142,7 @@ def test_key_prefixes_keep_apps_apart_in_one_file(db_path: Path) -> None:
         assert [d.body for d in first.reserve(["q"], 5, 30)] == [b"one"]
         assert [d.body for d in second.reserve(["q"], 5, 30)] == [b"two"]
         assert (first.get_result("m"), second.get_result("m")) == (b"first", b"second")
-        with sqlite3.connect(db_path) as raw:
+        with closing(sqlite3.connect(db_path)) as raw, raw:
             tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
         raw.close()
         assert {"app1_messages", 'odd "name":v2_messages'} <= tables
@@ -204,7 +205,7 @@ def test_expired_rows_are_deleted_in_passing(broker: SQLiteBroker) -> None:
     broker._next_sweep = 0.0  # the next write may sweep at once
     broker.reserve(["q"], 1, 30)
     tables = broker._db.tables
-    with sqlite3.connect(broker.path) as raw:
+    with closing(sqlite3.connect(broker.path)) as raw, raw:
         counts = [
             raw.execute(f"SELECT COUNT(*) FROM {tables[name]}").fetchone()[0]
             for name in ("results", "revoked", "counters", "terminate", "claims", "workers")
@@ -215,7 +216,7 @@ def test_expired_rows_are_deleted_in_passing(broker: SQLiteBroker) -> None:
 
 def test_a_file_from_before_claims_and_heartbeats_gains_their_tables(db_path: Path) -> None:
     SQLiteBroker(f"sqlite:///{db_path}").close()
-    with sqlite3.connect(db_path) as raw:
+    with closing(sqlite3.connect(db_path)) as raw, raw:
         for table in ("terminate", "claims", "workers"):
             raw.execute(f"DROP TABLE flask_tasks_{table}")
     raw.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from flask_tasks.brokers import Envelope
@@ -19,7 +20,7 @@ INSERT INTO "old_messages" VALUES ('waiting', 'q', 5, X'6F6C64', 0, 0, 1);
 
 def test_an_old_file_gains_the_new_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.executescript(OLD_MESSAGES)
     broker = SQLiteBroker(f"sqlite:///{path}", key_prefix="old")
     try:
