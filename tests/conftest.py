@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from postgres_server import postgres_server, scratch_database
+from redis_cluster_server import redis_cluster
 from redis_server import redis_server
 
 
@@ -16,6 +17,14 @@ from redis_server import redis_server
 def redis_url() -> Iterator[str]:
     """URL of a private redis-server for this test session (never the machine's own)."""
     with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """``redis+cluster://`` URL of a private three-master Redis Cluster for this test
+    session. Tests keep apart by key prefix (the cluster is never flushed)."""
+    with redis_cluster() as url:
         yield url
 
 

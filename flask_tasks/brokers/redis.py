@@ -267,7 +267,7 @@ class RedisBroker(RedisStore, Broker):
         if not ids:
             return []
         packed = cast("list[bytes | None]", self._client.hmget(self.keys.dead, ids))
-        return [_unpack_dead(i.decode(), p) for i, p in zip(ids, packed) if p is not None]
+        return [unpack_dead(i.decode(), p) for i, p in zip(ids, packed) if p is not None]
 
     @_operational
     def retry_dead_letter(self, message_id: str) -> bool:
@@ -275,7 +275,7 @@ class RedisBroker(RedisStore, Broker):
             packed = cast("bytes | None", self._client.hget(self.keys.dead, message_id))
             if packed is None:
                 return False
-            queue = _unpack_dead(message_id, packed).queue
+            queue = unpack_dead(message_id, packed).queue
             keys = [
                 *self.keys.core(),
                 self.keys.dead,
@@ -349,7 +349,7 @@ class RedisBroker(RedisStore, Broker):
                 return total
 
 
-def _unpack_dead(message_id: str, packed: bytes) -> DeadLetter:
+def unpack_dead(message_id: str, packed: bytes) -> DeadLetter:
     """Read a dead letter packed by ``dead_letter``."""
     failed_at, priority, queue_bytes, reason_bytes, rest = packed.split(b":", 4)
     queue_end = int(queue_bytes)

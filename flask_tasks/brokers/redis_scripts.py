@@ -29,6 +29,8 @@ USES_LIB = (
 )
 STANDALONE = ("set_result", "forget_result", "incr", "revoke", "heartbeat")
 
+_WAKE_OFF = "local WAKE_PUBLISH = false"
+
 #: One script call: the script, its KEYS and its ARGV.
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
@@ -36,8 +38,10 @@ ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 class RedisScripts:
     """The Lua commands, registered once on one client (EVALSHA; reloaded on NOSCRIPT)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, wake_publish: bool = False) -> None:
         library = (LUA / "lib.lua").read_text(encoding="utf-8")
+        if wake_publish:  # wake-ups published on channels too (see lib.lua)
+            library = library.replace(_WAKE_OFF, "local WAKE_PUBLISH = true", 1)
         scripts: dict[str, Script] = {}
         for name in USES_LIB + STANDALONE:
             source = (LUA / f"{name}.lua").read_text(encoding="utf-8")

@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable, TypeVar, cast
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from ..exceptions import OperationalError
 from .base import Store, hide_password
-from .redis_connection import check_version, open_connection
+from .redis_connection import RedisConnection, check_version, open_connection
 from .redis_keys import RedisKeys
 from .redis_pubsub import ResultListener
 from .redis_scripts import RedisScripts, ScriptCall
@@ -43,7 +44,7 @@ def operational(method: F) -> F:
                 f"Cannot reach Redis at {self.url} ({exc}); check the URL and that the "
                 "server is running"
             ) from None
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise OperationalError(f"Redis at {self.url} failed a command: {exc}") from None
 
     return cast(F, wrapper)
@@ -64,13 +65,24 @@ class RedisStore(Store):
 
     def __init__(self, url: str, *, key_prefix: str = "flask_tasks", **options: Any) -> None:
         self.url = hide_password(url)
-        self.keys = RedisKeys(key_prefix)
-        self._connection = open_connection(url, options)
+        self.keys = self._new_keys(key_prefix)
+        self._connection = self._open(url, options)
         self._client = self._connection.client
-        self._scripts = RedisScripts(self._client)
+        self._scripts = self._new_scripts(self._client)
         self._watchers = ResultListener(self._client)
         self._server_checked = False
         self._check_lock = threading.Lock()
+
+    # Hooks the Redis Cluster variant (redis_cluster_store.py) replaces.
+
+    def _new_keys(self, key_prefix: str) -> RedisKeys:
+        return RedisKeys(key_prefix)
+
+    def _open(self, url: str, options: dict[str, Any]) -> RedisConnection:
+        return open_connection(url, options)
+
+    def _new_scripts(self, client: redis.Redis) -> RedisScripts:
+        return RedisScripts(client)
 
     def _check_server(self) -> None:
         """Refuse Redis older than 5.0 (naming the version found); preload the scripts."""

@@ -14,6 +14,7 @@ _SCHEMES = {
     "rediss": "redis",
     "unix": "redis",
     "redis+sentinel": "redis",
+    "redis+cluster": "redis-cluster",
     "sqlite": "sqlite",
     "memory": "memory",
     "postgresql": "postgresql",
@@ -24,9 +25,10 @@ _SCHEMES = {
 
 
 def check_url(url: str, setting: str) -> str:
-    """The implementation kind (``"amqp"``, ``"redis"``, ``"sqlite"``, ``"memory"``,
-    ``"postgresql"``) of ``url``; ``ImproperlyConfigured`` naming ``setting`` and the known
-    schemes if there is none, or naming the extra to install if its driver is missing."""
+    """The implementation kind (``"amqp"``, ``"redis"``, ``"redis-cluster"``, ``"sqlite"``,
+    ``"memory"``, ``"postgresql"``) of ``url``; ``ImproperlyConfigured`` naming ``setting``
+    and the known schemes if there is none, naming what is wrong with a Redis Cluster
+    URL, or naming the extra to install if its driver is missing."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     kind = _SCHEMES.get(scheme)
     if kind is None:
@@ -34,6 +36,13 @@ def check_url(url: str, setting: str) -> str:
         raise ImproperlyConfigured(
             f"{setting} {hide_password(url)!r} has an unknown scheme {scheme!r}; use one of {known}"
         )
+    if kind == "redis-cluster":
+        from .redis_cluster_connection import parse_cluster_url
+
+        try:
+            parse_cluster_url(url)
+        except ImproperlyConfigured as error:
+            raise ImproperlyConfigured(f"{setting}: {error}") from None
     if kind == "postgresql":
         try:
             import psycopg  # noqa: F401
@@ -97,6 +106,10 @@ def open_broker(url: str, *, key_prefix: str = "flask_tasks", **options: Any) ->
         from .redis import RedisBroker
 
         return RedisBroker(url, key_prefix=key_prefix, **options)
+    if kind == "redis-cluster":
+        from .redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(url, key_prefix=key_prefix, **options)
     if kind == "sqlite":
         from .sqlite import SQLiteBroker
 

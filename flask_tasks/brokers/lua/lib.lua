@@ -36,6 +36,10 @@ local META, BODIES, DELAYED, LEASES, READY, SEQUENCE, LEASED, EMPTY =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 -- Most wake tokens one wake list holds (and one script pushes).
 local WAKE_CAP = 1000
+-- Whether a wake-up is also published on a channel named after the wake list: on a
+-- Redis Cluster a consumer of several queues cannot BLPOP lists of several slots, so it
+-- subscribes instead (RedisScripts sets this line to true for redis+cluster://).
+local WAKE_PUBLISH = false
 
 -- The server's time, as a string with microseconds (Lua prints numbers with 14 digits).
 local function clock()
@@ -173,6 +177,9 @@ local function send_wakeups()
   for wake_key in pairs(wake_delay) do
     if not wake[wake_key] then
       redis.call("RPUSH", wake_key, "d")
+      if WAKE_PUBLISH then
+        redis.call("PUBLISH", wake_key, "d")
+      end
     end
   end
   for wake_key, count in pairs(wake) do
@@ -184,6 +191,9 @@ local function send_wakeups()
     -- WAKE_CAP pushes, not on each); reserve trims them to the ready count.
     if redis.call("RPUSH", wake_key, unpack(tokens)) > 2 * WAKE_CAP then
       redis.call("LTRIM", wake_key, 0, WAKE_CAP - 1)
+    end
+    if WAKE_PUBLISH then
+      redis.call("PUBLISH", wake_key, "1")
     end
   end
 end

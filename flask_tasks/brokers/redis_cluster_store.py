@@ -1,0 +1,128 @@
+"""The store half of ``redis+cluster://``: key names that spread over a Redis Cluster.
+
+On one server every key shares the hash tag ``{prefix}`` (:mod:`.redis_keys`). On a
+cluster that would put everything on one shard, so here:
+
+- each queue has a key set of its own under the tag ``{prefix:queue}`` (ready lists,
+  delayed set, leases, message metas and bodies, dead letters, wake list): the queue's
+  scripts touch that one slot, and queues spread over the shards
+  (:meth:`ClusterKeys.queue`);
+- a result record is ``prefix:result:{task_id}``, a counter ``prefix:counter:{name}``, a
+  claim ``prefix:claim:{name}``: each on the slot of its own id or name;
+- revocations, terminate marks, worker heartbeats, shared values and the set of queues
+  ever published to stay on the one slot ``{prefix}``: they are small and read together.
+
+Every store script touches one key or keys of one slot; result channels are plain pub/sub
+channels, which a cluster delivers to subscribers on any node.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis
+from redis.cluster import RedisCluster
+
+from .redis_cluster_connection import open_cluster
+from .redis_connection import RedisConnection, check_version
+from .redis_keys import RedisKeys
+from .redis_scripts import RedisScripts, ScriptCall
+from .redis_store import RedisStore, operational
+
+
+class ClusterKeys(RedisKeys):
+    """Store key names (each on its own slot where it is per task or name), and the
+    per-queue key sets (:meth:`queue`)."""
+
+    def __init__(self, key_prefix: str) -> None:
+        #: The prefix without braces: tags are placed here, not by the caller.
+        self.name = key_prefix.replace("{", "").replace("}", "") or "flask_tasks"
+        super().__init__(self.name)
+        #: Set: every queue published to (read by the operations given a bare id).
+        self.queues = f"{self.base}:queues"
+        self._queues: dict[str, RedisKeys] = {}
+        self._lock = threading.Lock()
+
+    def queue(self, queue: str) -> RedisKeys:
+        """The keys of ``queue``, all on the slot of the tag ``{prefix:queue}``."""
+        keys = self._queues.get(queue)
+        if keys is None:
+            keys = RedisKeys(f"{{{self.name}:{queue}}}")
+            with self._lock:
+                if len(self._queues) > 10_000:
+                    self._queues.clear()
+                self._queues[queue] = keys
+        return keys
+
+    def result(self, task_id: str) -> str:
+        return f"{self.name}:result:{{{task_id}}}"
+
+    def result_channel(self, task_id: str) -> str:
+        return f"{self.name}:channel:result:{{{task_id}}}"
+
+    def counter(self, name: str) -> str:
+        return f"{self.name}:counter:{{{name}}}"
+
+    def claim(self, name: str) -> str:
+        return f"{self.name}:claim:{{{name}}}"
+
+
+class ClusterScripts(RedisScripts):
+    """The Lua commands on a cluster: loaded on every primary, pipelined across nodes
+    (each call goes to the node of its keys' slot), wake-ups published (see lib.lua)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client, wake_publish=True)
+
+    def preload(self, client: redis.Redis) -> None:
+        for script in self.all.values():
+            client.script_load(script.script)  # the cluster client sends it to every primary
+
+    @staticmethod
+    def _send(client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            # The cluster pipeline refuses its evalsha() helper, not the command itself.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return list(pipe.execute(raise_on_error=False))
+
+
+class RedisClusterStore(RedisStore):
+    """A store kept in a Redis Cluster (``redis+cluster://``); see the module docs."""
+
+    kind = "redis-cluster"
+    keys: ClusterKeys
+    _cluster: RedisCluster
+
+    def _new_keys(self, key_prefix: str) -> ClusterKeys:
+        return ClusterKeys(key_prefix)
+
+    def _open(self, url: str, options: dict[str, Any]) -> RedisConnection:
+        connection, self._cluster = open_cluster(url, options)
+        return connection
+
+    def _new_scripts(self, client: redis.Redis) -> RedisScripts:
+        return ClusterScripts(client)
+
+    def _check_server(self) -> None:
+        """Refuse a cluster with a primary older than Redis 5.0; preload the scripts on
+        every primary."""
+        with self._check_lock:
+            if self._server_checked:
+                return
+            infos = self._cluster.info("server", target_nodes=RedisCluster.PRIMARIES)
+            if infos and "redis_version" in infos:  # one primary: redis-py unwraps it
+                infos = {"node": infos}
+            for info in cast("dict[str, dict[str, Any]]", infos).values():
+                check_version(info, self.url)
+            self._scripts.preload(self._client)
+            self._server_checked = True
+
+    @operational
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        if not task_ids:
+            return []
+        keys = [self.keys.result(task_id) for task_id in task_ids]
+        return cast("list[bytes | None]", self._cluster.mget_nonatomic(keys))
