@@ -1,0 +1,189 @@
+"""What ``redis+cluster://`` does beyond the contract suites: its URLs, where its keys
+hash, and waiting on queues of several slots (sharing the session's three-master cluster;
+each test has a key prefix of its own)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from contract_helpers import LEASE, Background, env, ids
+from redis.cluster import RedisCluster
+
+from flask_tasks.brokers import Connections, check_url, check_urls, open_broker
+from flask_tasks.brokers.redis_cluster import RedisClusterBroker
+from flask_tasks.brokers.redis_cluster_connection import parse_cluster_url
+from flask_tasks.exceptions import ImproperlyConfigured, OperationalError
+from redis_server import free_port
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"cl-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def broker(redis_cluster_url: str, prefix: str) -> Iterator[RedisClusterBroker]:
+    opened = open_broker(redis_cluster_url, key_prefix=prefix)
+    assert isinstance(opened, RedisClusterBroker)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def raw(redis_cluster_url: str) -> Iterator[RedisCluster]:
+    host, port = redis_cluster_url.split("://", 1)[1].split(",")[0].split(":")
+    client = RedisCluster(host=host, port=int(port))
+    yield client
+    client.close()
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+def test_a_cluster_url_names_its_nodes_and_credentials() -> None:
+    nodes, credentials = parse_cluster_url("redis+cluster://u:p%40ss@h1:7000,[::1]:7001/0")
+    assert nodes == [("h1", 7000), ("::1", 7001)]
+    assert credentials == {"username": "u", "password": "p@ss"}
+    assert check_url("REDIS+CLUSTER://h1:7000", "TASKS_BROKER_URL") == "redis-cluster"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster://", "bad node address ''"),
+        ("redis+cluster://h1", "bad node address 'h1'"),
+        ("redis+cluster://h1:7000,h2", "bad node address 'h2'"),
+        ("redis+cluster://h1:0", "bad node address 'h1:0'"),
+        ("redis+cluster://h1:99999", "bad node address 'h1:99999'"),
+        ("redis+cluster://h1:7000/2", "names database '2'; a cluster has database 0 only"),
+        ("redis+cluster://h1:7000?ssl=true", "has query options"),
+    ],
+)
+def test_bad_cluster_urls_are_refused_naming_the_problem(url: str, message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=f"TASKS_BROKER_URL: .*{message}"):
+        check_urls(url, None)
+    with pytest.raises(ImproperlyConfigured, match=message):
+        open_broker(url)
+
+
+def test_the_password_is_hidden_in_url_errors() -> None:
+    with pytest.raises(ImproperlyConfigured) as caught:
+        check_url("redis+cluster://:secret@h1:7000/5", "TASKS_BROKER_URL")
+    assert "secret" not in str(caught.value)
+
+
+def test_an_unreachable_cluster_is_an_operational_error() -> None:
+    url = f"redis+cluster://127.0.0.1:{free_port()}"
+    with pytest.raises(OperationalError, match="Cannot reach the Redis Cluster at redis"):
+        open_broker(url, socket_connect_timeout=0.5)
+
+
+def test_a_records_database_is_refused(redis_cluster_url: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="database 0 only"):
+        open_broker(redis_cluster_url, records_db=1)
+
+
+def test_connections_use_the_cluster_broker_for_the_joint_steps(redis_cluster_url: str) -> None:
+    connections = Connections(redis_cluster_url, redis_cluster_url, key_prefix="conn")
+    try:
+        assert isinstance(connections.joint, RedisClusterBroker)
+        assert connections.store is connections.transport
+    finally:
+        connections.close()
+
+
+# -- where keys hash -----------------------------------------------------------------------
+
+
+def test_queues_and_results_hash_apart(broker: RedisClusterBroker, raw: RedisCluster, prefix: str):
+    queues = [f"queue-{index}" for index in range(12)]
+    broker.publish_with_records(
+        [env(f"m{index}", queue) for index, queue in enumerate(queues)],
+        {f"m{index}": b"PENDING" for index in range(12)},
+        60,
+    )
+    queue_slots = {raw.keyslot(f"{{{prefix}:{queue}}}") for queue in queues}
+    assert len(queue_slots) == 12
+    for queue in queues:  # every key of one queue is on its slot
+        keys = broker.keys.queue(queue)
+        slot = raw.keyslot(keys.meta)
+        assert {raw.keyslot(key) for key in [*keys.core(), *keys.reserve_keys([queue])]} == {slot}
+        assert raw.hexists(keys.meta, f"m{queues.index(queue)}")
+    result_slots = {raw.keyslot(broker.keys.result(f"m{index}")) for index in range(12)}
+    assert result_slots == {raw.keyslot(f"m{index}") for index in range(12)}
+    assert raw.get(f"{prefix}:result:{{m3}}") == b"PENDING"
+    assert broker.get_results(["m0", "m11", "none"]) == [b"PENDING", b"PENDING", None]
+    assert raw.smembers(broker.keys.queues) == {queue.encode() for queue in queues}
+
+
+def test_a_prefix_with_braces_is_still_spread(redis_cluster_url: str, raw: RedisCluster) -> None:
+    opened = open_broker(redis_cluster_url, key_prefix="{shop}")
+    try:
+        assert isinstance(opened, RedisClusterBroker)
+        assert opened.keys.queue("a").meta.startswith("{shop:a}:")
+        assert raw.keyslot(opened.keys.result("x")) == raw.keyslot("x")
+    finally:
+        opened.close()
+
+
+# -- waiting on several slots --------------------------------------------------------------
+
+
+def test_waiting_on_two_queues_wakes_on_a_publish_to_either(
+    broker: RedisClusterBroker, redis_cluster_url: str, prefix: str, raw: RedisCluster
+) -> None:
+    assert raw.keyslot(f"{{{prefix}:a}}") != raw.keyslot(f"{{{prefix}:b}}")
+    publisher = open_broker(redis_cluster_url, key_prefix=prefix)
+    try:
+        for queue in ("b", "a"):
+            assert broker.reserve(["a", "b"], 1, LEASE) == []
+
+            def wait() -> float:
+                started = time.monotonic()
+                broker.wait(["a", "b"], 10)
+                return time.monotonic() - started
+
+            waiter = Background(wait)
+            time.sleep(0.3)
+            publisher.publish([env(f"to-{queue}", queue)])
+            assert waiter.result() < 3
+            assert ids(broker.reserve(["a", "b"], 5, LEASE)) == [f"to-{queue}"]
+    finally:
+        publisher.close()
+
+
+def test_waiting_on_two_queues_ends_when_a_delayed_message_is_due(
+    broker: RedisClusterBroker,
+) -> None:
+    broker.publish([env("later", "b", eta=time.time() + 0.6)])
+    assert broker.reserve(["a", "b"], 1, LEASE) == []
+    started = time.monotonic()
+    broker.wait(["a", "b"], 10)
+    assert 0.3 < time.monotonic() - started < 3
+    assert ids(broker.reserve(["a", "b"], 1, LEASE)) == ["later"]
+
+
+def test_waiting_on_two_queues_returns_at_once_when_work_is_ready(
+    broker: RedisClusterBroker,
+) -> None:
+    broker.publish([env("ready", "a")])
+    started = time.monotonic()
+    broker.wait(["b", "a"], 10)
+    assert time.monotonic() - started < 1
+
+
+def test_bare_ids_are_found_in_their_queue(broker: RedisClusterBroker, redis_cluster_url: str):
+    broker.publish([env("x", "a"), env("y", "b")])
+    assert {d.id for d in broker.reserve(["a", "b"], 2, LEASE)} == {"x", "y"}
+    other = open_broker(redis_cluster_url, key_prefix=broker.keys.name)
+    try:  # knows neither id: looks them up in the queues published to
+        assert other.held(["x", "y", "z"]) == {"x", "y"}
+        assert other.release("y") is True
+        assert other.ack(["x", "z"]) == []
+    finally:
+        other.close()
+    assert broker.queue_counts(["a", "b"])["b"].ready == 1
+    assert broker.queue_counts(["a", "b"])["a"].reserved == 0
