@@ -155,7 +155,8 @@ def test_twelve_queues_sigkills_and_every_master_used(
     assert len(per_master) == 3
     assert {name for name, count in per_master.items() if count} == owners
     for kill in range(SOAK_KILLS):
-        wait_until(lambda: len(runs()) >= (kill + 1) * SOAK_TASKS // 8, timeout=60, what="runs")
+        enough = (kill + 1) * SOAK_TASKS // 8
+        wait_until(lambda n=enough: len(runs()) >= n, timeout=60, what=f"{enough} runs")
         victim.kill_group(signal.SIGKILL)
         assert victim.wait() == -signal.SIGKILL
         assert len(runs()) < SOAK_TASKS, "killed too late to matter"

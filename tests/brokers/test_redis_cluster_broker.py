@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import pytest
 from contract_helpers import LEASE, Background, env, ids
 from redis.cluster import RedisCluster
+from redis_server import free_port
 
 from flask_tasks.brokers import Connections, check_url, check_urls, open_broker
 from flask_tasks.brokers.redis_cluster import RedisClusterBroker
 from flask_tasks.brokers.redis_cluster_connection import parse_cluster_url
 from flask_tasks.exceptions import ImproperlyConfigured, OperationalError
-from redis_server import free_port
 
 
 @pytest.fixture
