@@ -25,10 +25,10 @@ from typing import Any, cast
 import redis
 from redis.cluster import RedisCluster
 
-from .redis_cluster_connection import open_cluster
+from .redis_cluster_connection import open_cluster, pipeline
 from .redis_connection import RedisConnection, check_version
 from .redis_keys import RedisKeys
-from .redis_scripts import RedisScripts, ScriptCall
+from .redis_scripts import LUA, RedisScripts, ScriptCall
 from .redis_store import RedisStore, operational
 
 
@@ -75,6 +75,9 @@ class ClusterScripts(RedisScripts):
 
     def __init__(self, client: redis.Redis) -> None:
         super().__init__(client, wake_publish=True)
+        library = (LUA / "lib.lua").read_text(encoding="utf-8")
+        source = (LUA / "probe.lua").read_text(encoding="utf-8")
+        self.probe = self.all["probe"] = client.register_script(library + source)
 
     def preload(self, client: redis.Redis) -> None:
         for script in self.all.values():
@@ -82,10 +85,14 @@ class ClusterScripts(RedisScripts):
 
     @staticmethod
     def _send(client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
+        cluster = cast(RedisCluster, client)
+        pipe = pipeline(cluster)
         for script, keys, args in calls:
-            # The cluster pipeline refuses its evalsha() helper, not the command itself.
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            # The cluster pipeline refuses its evalsha() helper, not the command; and
+            # routed by its own means, it would ask the server for the keys of each call
+            # (COMMAND GETKEYS, a round trip each): the node is named instead.
+            node = cluster.get_node_from_key(keys[0])  # type: ignore[no-untyped-call]
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, target_nodes=node)
         return list(pipe.execute(raise_on_error=False))
 
 

@@ -187,3 +187,32 @@ def test_bare_ids_are_found_in_their_queue(broker: RedisClusterBroker, redis_clu
         other.close()
     assert broker.queue_counts(["a", "b"])["b"].ready == 1
     assert broker.queue_counts(["a", "b"])["a"].reserved == 0
+
+
+# -- reserving from many queues, scripts ----------------------------------------------------
+
+
+def test_reserve_probes_the_queues_after_the_first(broker: RedisClusterBroker) -> None:
+    queues = ["a", "b", "c", "d", "e"]
+    broker.publish([env("leased", "b"), env("due", "c", eta=time.time() + 0.3)])
+    assert ids(broker.reserve(["b"], 1, 0.2)) == ["leased"]  # its lease runs out
+    broker.publish([env("ready-d", "d"), env("ready-a", "a")])
+    assert ids(broker.reserve(queues, 1, LEASE)) == ["ready-a"]  # the first queue suffices
+    time.sleep(0.4)
+    taken = broker.reserve(queues, 10, LEASE)
+    assert ids(taken) == ["leased", "due", "ready-d"]
+    assert [delivery.deliveries for delivery in taken] == [2, 1, 1]
+    assert broker.reserve(queues, 10, LEASE) == []
+
+
+def test_scripts_are_loaded_again_after_a_script_flush(
+    broker: RedisClusterBroker, raw: RedisCluster
+) -> None:
+    broker.publish([env("before", "a")])
+    raw.script_flush()  # every primary
+    broker.publish([env("x", "a"), env("y", "b"), env("z", "c")])  # pipelined: NOSCRIPT
+    taken = broker.reserve(["a", "b", "c"], 10, LEASE)
+    assert ids(taken) == ["before", "x", "y", "z"]
+    raw.script_flush()  # every primary
+    assert broker.ack_with_records([(d, b"SUCCESS") for d in taken], 60) == []
+    assert broker.get_results(["x", "z"]) == [b"SUCCESS", b"SUCCESS"]
