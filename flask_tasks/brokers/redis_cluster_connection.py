@@ -10,12 +10,13 @@ A cluster has database 0 only; redis-py options go in ``TASKS_BROKER_OPTIONS``.
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any, cast
 from urllib.parse import unquote
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import REDIS_ALLOWED_KEYS, ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
 from ..exceptions import ImproperlyConfigured, OperationalError
@@ -24,6 +25,14 @@ from .redis_connection import RedisConnection, client_options
 
 SCHEME = "redis+cluster://"
 _EXAMPLE = "redis+cluster://[:password@]host:port[,host:port...]"
+#: Options a cluster client takes: its own, and those it passes on to each node's client.
+_ACCEPTED = (set(REDIS_ALLOWED_KEYS) | set(inspect.signature(RedisCluster.__init__).parameters)) - {
+    "self",
+    "kwargs",
+    "host",
+    "port",
+    "startup_nodes",
+}
 _ADDRESS = re.compile(r"^\[?(?P<host>[^\]\[]+?)\]?:(?P<port>\d+)$")
 
 
@@ -71,6 +80,13 @@ def open_cluster(url: str, options: dict[str, Any]) -> tuple[RedisConnection, Re
     fails here, with OperationalError.
     """
     nodes, credentials = parse_cluster_url(url)
+    # The cluster client drops arguments it does not know, silently: refuse them here.
+    unknown = sorted(set(options) - _ACCEPTED)
+    if unknown:
+        raise ImproperlyConfigured(
+            "TASKS_BROKER_OPTIONS has options the redis-py cluster client does not take: "
+            + ", ".join(unknown)
+        )
     kwargs = client_options({**credentials, **options})
     kwargs.pop("max_connections", None)
     try:

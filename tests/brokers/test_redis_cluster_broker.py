@@ -81,6 +81,11 @@ def test_an_unreachable_cluster_is_an_operational_error() -> None:
         open_broker(url, socket_connect_timeout=0.5)
 
 
+def test_an_option_the_cluster_client_does_not_take_is_refused(redis_cluster_url: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="does not take: bogus_option, max_conn"):
+        open_broker(redis_cluster_url, bogus_option=1, max_conn=2, socket_timeout=2.0)
+
+
 def test_a_records_database_is_refused(redis_cluster_url: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="database 0 only"):
         open_broker(redis_cluster_url, records_db=1)
