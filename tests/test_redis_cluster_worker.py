@@ -109,7 +109,7 @@ def _produce(app: Flask, results: list, done: threading.Event) -> None:
         for index in range(SOAK_TASKS):
             queue = QUEUES[index % len(QUEUES)]
             results.append(proc_app.counted.apply_async((index,), queue=queue))
-            time.sleep(0.01)
+            time.sleep(0.05)  # a stream of about 15 s, so that every kill lands inside it
     done.set()
 
 
@@ -155,11 +155,11 @@ def test_twelve_queues_sigkills_and_every_master_used(
     assert len(per_master) == 3
     assert {name for name, count in per_master.items() if count} == owners
     for kill in range(SOAK_KILLS):
-        enough = (kill + 1) * SOAK_TASKS // 8
+        enough = (kill + 1) * SOAK_TASKS // 10
         wait_until(lambda n=enough: len(runs()) >= n, timeout=60, what=f"{enough} runs")
         victim.kill_group(signal.SIGKILL)
         assert victim.wait() == -signal.SIGKILL
-        assert len(runs()) < SOAK_TASKS, "killed too late to matter"
+        assert not produced.is_set(), "killed too late to matter"
         victim = workers.start(
             "-P", "solo", "--prefetch", "2", "-Q", queues, "-n", f"victim{kill}@test"
         )
@@ -171,9 +171,11 @@ def test_twelve_queues_sigkills_and_every_master_used(
     assert survivor.returncode() is None, survivor.describe()
     per_task = Counter(line["index"] for line in runs())
     assert set(per_task) == set(range(SOAK_TASKS)), "a task was lost"
+    by_host = Counter(line["hostname"] for line in runs())
+    assert sum(count for host, count in by_host.items() if host.startswith("victim")) > 0
     print(
-        f"keys per master {per_master}; runs {len(runs())}, tasks run twice "
-        f"{sum(1 for count in per_task.values() if count > 1)}"
+        f"keys per master {per_master}; runs {len(runs())} {dict(by_host)}, tasks run "
+        f"twice {sum(1 for count in per_task.values() if count > 1)}"
     )
     with app.app_context():
         broker = app.extensions["tasks"].transport
