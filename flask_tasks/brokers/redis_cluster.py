@@ -65,8 +65,9 @@ class RedisClusterBroker(RedisClusterStore, Broker):
         if options.pop("records_db", None) is not None:
             raise ImproperlyConfigured("A Redis Cluster has database 0 only (records_db)")
         super().__init__(url, key_prefix=key_prefix, **options)
-        self._waker = ClusterWaker(self._cluster, self._client, self.keys)
-        self._scripts_probe = cast(ClusterScripts, self._scripts).probe
+        self._waker = ClusterWaker(
+            self._cluster, self._client, self.keys, lambda: self.sharded_pubsub
+        )
         self._queue_hints: dict[str, str] = {}
         self._registered: set[str] = set()
 
@@ -162,7 +163,8 @@ class RedisClusterBroker(RedisClusterStore, Broker):
         yield queues[0]
         yield _PROBE
         rest = queues[1:]
-        calls = [(self._scripts_probe, self.keys.queue(q).core(), [q]) for q in rest]
+        probe = cast(ClusterScripts, self._scripts).probe
+        calls = [(probe, self.keys.queue(q).core(), [q]) for q in rest]
         yield from (queue for queue, busy in zip(rest, self._run(calls)) if busy)
 
     @_operational

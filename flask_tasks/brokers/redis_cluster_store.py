@@ -26,7 +26,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from .redis_cluster_connection import open_cluster, pipeline
-from .redis_connection import RedisConnection, check_version
+from .redis_connection import RedisConnection, check_version, parse_version
 from .redis_keys import RedisKeys
 from .redis_scripts import LUA, RedisScripts, ScriptCall
 from .redis_store import RedisStore, operational
@@ -71,10 +71,11 @@ class ClusterKeys(RedisKeys):
 
 class ClusterScripts(RedisScripts):
     """The Lua commands on a cluster: loaded on every primary, pipelined across nodes
-    (each call goes to the node of its keys' slot), wake-ups published (see lib.lua)."""
+    (each call goes to the node of its keys' slot), wake-ups published with
+    ``wake_publish`` (``SPUBLISH`` or ``PUBLISH``; see lib.lua)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        super().__init__(client, wake_publish=True)
+    def __init__(self, client: redis.Redis, wake_publish: str = "PUBLISH") -> None:
+        super().__init__(client, wake_publish=wake_publish)
         library = (LUA / "lib.lua").read_text(encoding="utf-8")
         source = (LUA / "probe.lua").read_text(encoding="utf-8")
         self.probe = self.all["probe"] = client.register_script(library + source)
@@ -102,6 +103,8 @@ class RedisClusterStore(RedisStore):
     kind = "redis-cluster"
     keys: ClusterKeys
     _cluster: RedisCluster
+    #: Whether every master is Redis 7+: wake-ups then go on shard channels (SPUBLISH).
+    sharded_pubsub = False
 
     def _new_keys(self, key_prefix: str) -> ClusterKeys:
         return ClusterKeys(key_prefix)
@@ -114,7 +117,8 @@ class RedisClusterStore(RedisStore):
         return ClusterScripts(client)
 
     def _check_server(self) -> None:
-        """Refuse a cluster with a primary older than Redis 5.0; preload the scripts on
+        """Refuse a cluster with a primary older than Redis 5.0; choose how wake-ups are
+        published (shard channels when every primary has them); preload the scripts on
         every primary."""
         with self._check_lock:
             if self._server_checked:
@@ -122,8 +126,13 @@ class RedisClusterStore(RedisStore):
             infos = self._cluster.info("server", target_nodes=RedisCluster.PRIMARIES)
             if infos and "redis_version" in infos:  # one primary: redis-py unwraps it
                 infos = {"node": infos}
+            versions = []
             for info in cast("dict[str, dict[str, Any]]", infos).values():
                 check_version(info, self.url)
+                versions.append(parse_version(str(info.get("redis_version"))))
+            if versions and min(versions) >= (7, 0):
+                self.sharded_pubsub = True
+                self._scripts = ClusterScripts(self._client, "SPUBLISH")
             self._scripts.preload(self._client)
             self._server_checked = True
 

@@ -7,22 +7,25 @@
   message wakes one consumer;
 - a consumer of several queues subscribes to one channel per queue, named after its
   wake list: the cluster's scripts publish a wake-up there too (``WAKE_PUBLISH`` in
-  ``lua/lib.lua``). The subscription stays open between waits; each wait reads whether
-  work is ready (one pipelined round trip over the queues' nodes) after the server
-  confirmed it, so nothing published in between is missed. Plain pub/sub reaches
-  subscribers on any node: every publish costs one message on the cluster bus.
+  ``lua/lib.lua``). On Redis 7+ these are shard channels (``SPUBLISH``/``SSUBSCRIBE``,
+  :mod:`.redis_cluster_shards`): a wake-up stays on the queue's master. On older servers
+  they are plain channels, which reach subscribers on any node, at the cost of one
+  cluster-bus message per publish. The subscriptions stay open between waits; each wait
+  reads whether work is ready (one pipelined round trip over the queues' masters) after
+  the server confirmed them, so nothing published in between is missed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from redis.cluster import RedisCluster
 
 from .redis_cluster_connection import node_client, pipeline
+from .redis_cluster_shards import ShardedWakeups
 from .redis_cluster_store import ClusterKeys
 from .redis_pubsub import SubscriberPool
 from .redis_wake import Waker
@@ -31,11 +34,20 @@ from .redis_wake import Waker
 class ClusterWaker:
     """``Transport.wait`` for the Redis Cluster broker (see the module docs)."""
 
-    def __init__(self, cluster: RedisCluster, client: redis.Redis, keys: ClusterKeys) -> None:
+    def __init__(
+        self,
+        cluster: RedisCluster,
+        client: redis.Redis,
+        keys: ClusterKeys,
+        sharded: Callable[[], bool],
+    ) -> None:
         self._cluster = cluster
         self.keys = keys
         self._single: dict[tuple[str, str], Waker] = {}
         self._subscribers = SubscriberPool(client, keep_listening=True)
+        self._shards = ShardedWakeups(cluster)
+        #: Whether the scripts publish on shard channels (known once the servers are).
+        self.sharded = sharded
 
     def single(self, queue: str) -> Waker:
         """The waker of one queue, on the primary that holds its slot now."""
@@ -59,6 +71,12 @@ class ClusterWaker:
             return
         deadline = time.monotonic() + timeout
         channels = [self.keys.queue(queue).wake_list(queue) for queue in queues]
+        if self.sharded():
+            with self._shards.listening(channels) as woken:
+                due = self._next_due(queues)
+                if due is not None:
+                    woken.wait(max(0.0, min(deadline, time.monotonic() + due) - time.monotonic()))
+            return
         with self._subscribers.listening(channels) as subscriber:
             due = self._next_due(queues)
             if due is None:
@@ -91,3 +109,4 @@ class ClusterWaker:
 
     def close(self) -> None:
         self._subscribers.close()
+        self._shards.close()

@@ -38,10 +38,10 @@ ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 class RedisScripts:
     """The Lua commands, registered once on one client (EVALSHA; reloaded on NOSCRIPT)."""
 
-    def __init__(self, client: redis.Redis, *, wake_publish: bool = False) -> None:
+    def __init__(self, client: redis.Redis, *, wake_publish: str = "") -> None:
         library = (LUA / "lib.lua").read_text(encoding="utf-8")
-        if wake_publish:  # wake-ups published on channels too (see lib.lua)
-            library = library.replace(_WAKE_OFF, "local WAKE_PUBLISH = true", 1)
+        if wake_publish:  # wake-ups published on channels too, with this command (lib.lua)
+            library = library.replace(_WAKE_OFF, f'local WAKE_PUBLISH = "{wake_publish}"', 1)
         scripts: dict[str, Script] = {}
         for name in USES_LIB + STANDALONE:
             source = (LUA / f"{name}.lua").read_text(encoding="utf-8")

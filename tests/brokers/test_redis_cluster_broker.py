@@ -13,7 +13,7 @@ from contract_helpers import LEASE, Background, env, ids
 from redis.cluster import RedisCluster
 from redis_server import free_port
 
-from flask_tasks.brokers import Connections, check_url, check_urls, open_broker
+from flask_tasks.brokers import Connections, check_url, check_urls, open_broker, redis_cluster_store
 from flask_tasks.brokers.redis_cluster import RedisClusterBroker
 from flask_tasks.brokers.redis_cluster_connection import parse_cluster_url
 from flask_tasks.exceptions import ImproperlyConfigured, OperationalError
@@ -137,9 +137,51 @@ def test_a_prefix_with_braces_is_still_spread(redis_cluster_url: str, raw: Redis
 # -- waiting on several slots --------------------------------------------------------------
 
 
-def test_waiting_on_two_queues_wakes_on_a_publish_to_either(
-    broker: RedisClusterBroker, redis_cluster_url: str, prefix: str, raw: RedisCluster
+@pytest.fixture(params=["sharded", "plain"])
+def waiter(
+    request: pytest.FixtureRequest,
+    redis_cluster_url: str,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RedisClusterBroker]:
+    """A cluster broker publishing wake-ups on shard channels (this Redis 7) or, as on
+    Redis 6 and older, on plain channels."""
+    if request.param == "plain":
+        monkeypatch.setattr(redis_cluster_store, "parse_version", lambda _text: (6, 2, 0))
+    opened = open_broker(redis_cluster_url, key_prefix=prefix)
+    assert isinstance(opened, RedisClusterBroker)
+    opened.ping()
+    assert opened.sharded_pubsub is (request.param == "sharded")
+    yield opened
+    opened.close()
+
+
+def test_wake_ups_go_on_the_shard_channel_of_the_queues_master(
+    waiter: RedisClusterBroker, raw: RedisCluster
 ) -> None:
+    channel = waiter.keys.queue("a").wake_list("a")
+    client = raw.get_redis_connection(raw.get_node_from_key(channel))
+    pubsub = client.pubsub()
+    try:
+        pubsub.ssubscribe(channel)
+        pubsub.subscribe(channel)
+        seen = set()
+        waiter.publish([env("m", "a")])
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and "smessage" not in seen and "message" not in seen:
+            message = pubsub.get_message(timeout=0.2)
+            if message and message["type"] in ("smessage", "message"):
+                assert message["data"] == b"1"
+                seen.add(message["type"])
+        assert seen == ({"smessage"} if waiter.sharded_pubsub else {"message"})
+    finally:
+        pubsub.close()
+
+
+def test_waiting_on_two_queues_wakes_on_a_publish_to_either(
+    waiter: RedisClusterBroker, redis_cluster_url: str, prefix: str, raw: RedisCluster
+) -> None:
+    broker = waiter
     assert raw.keyslot(f"{{{prefix}:a}}") != raw.keyslot(f"{{{prefix}:b}}")
     publisher = open_broker(redis_cluster_url, key_prefix=prefix)
     try:
@@ -161,8 +203,9 @@ def test_waiting_on_two_queues_wakes_on_a_publish_to_either(
 
 
 def test_waiting_on_two_queues_ends_when_a_delayed_message_is_due(
-    broker: RedisClusterBroker,
+    waiter: RedisClusterBroker,
 ) -> None:
+    broker = waiter
     broker.publish([env("later", "b", eta=time.time() + 0.6)])
     assert broker.reserve(["a", "b"], 1, LEASE) == []
     started = time.monotonic()
@@ -221,3 +264,19 @@ def test_scripts_are_loaded_again_after_a_script_flush(
     raw.script_flush()  # every primary
     assert broker.ack_with_records([(d, b"SUCCESS") for d in taken], 60) == []
     assert broker.get_results(["x", "z"]) == [b"SUCCESS", b"SUCCESS"]
+
+
+def test_waiting_on_two_queues_of_one_master(
+    waiter: RedisClusterBroker, raw: RedisCluster, prefix: str
+) -> None:
+    """Two slots of one master: subscribed one command each (one SSUBSCRIBE is one slot)."""
+    by_master: dict[str, list[str]] = {}
+    for index in range(50):
+        node = raw.get_node_from_key(f"{{{prefix}:q{index}}}")
+        by_master.setdefault(node.name, []).append(f"q{index}")
+    first, second = next(names for names in by_master.values() if len(names) >= 2)[:2]
+    waiter.publish([env("later", second, eta=time.time() + 0.5)])
+    started = time.monotonic()
+    waiter.wait([first, second], 10)  # wakes when "later" is due
+    assert 0.2 < time.monotonic() - started < 3
+    assert ids(waiter.reserve([first, second], 5, LEASE)) == ["later"]

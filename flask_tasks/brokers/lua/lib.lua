@@ -36,9 +36,10 @@ local META, BODIES, DELAYED, LEASES, READY, SEQUENCE, LEASED, EMPTY =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 -- Most wake tokens one wake list holds (and one script pushes).
 local WAKE_CAP = 1000
--- Whether a wake-up is also published on a channel named after the wake list: on a
--- Redis Cluster a consumer of several queues cannot BLPOP lists of several slots, so it
--- subscribes instead (RedisScripts sets this line to true for redis+cluster://).
+-- The command that also publishes a wake-up on a channel named after the wake list, or
+-- false: on a Redis Cluster a consumer of several queues cannot BLPOP lists of several
+-- slots, so it subscribes instead (RedisScripts sets this line to "SPUBLISH", the shard
+-- channel of the queue's slot, on Redis 7+, else "PUBLISH", for redis+cluster://).
 local WAKE_PUBLISH = false
 
 -- The server's time, as a string with microseconds (Lua prints numbers with 14 digits).
@@ -178,7 +179,7 @@ local function send_wakeups()
     if not wake[wake_key] then
       redis.call("RPUSH", wake_key, "d")
       if WAKE_PUBLISH then
-        redis.call("PUBLISH", wake_key, "d")
+        redis.call(WAKE_PUBLISH, wake_key, "d")
       end
     end
   end
@@ -193,7 +194,7 @@ local function send_wakeups()
       redis.call("LTRIM", wake_key, 0, WAKE_CAP - 1)
     end
     if WAKE_PUBLISH then
-      redis.call("PUBLISH", wake_key, "1")
+      redis.call(WAKE_PUBLISH, wake_key, "1")
     end
   end
 end
