@@ -273,18 +273,10 @@ class RedisClusterBroker(RedisClusterStore, Broker):
         if queue is None:  # stored nowhere: nothing to release
             return not token
         keys = self.keys.queue(queue)
-        args: list[Any] = [
-            token,
-            message_id,
-            queue,
-            "0" if body is None else "1",
-            body or b"",
-            "" if eta is None else eta - self.now(),
-            "0",
-            b"",
-            0,
-            "",
-        ]
+        wait = "" if eta is None else eta - self.now()  # the server adds its clock
+        flag = "0" if body is None else "1"
+        # The record (ARGV[7..10]) was written above, on its own slot.
+        args: list[Any] = [token, message_id, queue, flag, body or b"", wait, "0", b"", 0, ""]
         script_keys = [*keys.core(), *keys.ready_lists(queue), keys.wake_list(queue)]
         outcome = self._scripts.release(script_keys, args)
         if outcome < 0:
@@ -333,13 +325,8 @@ class RedisClusterBroker(RedisClusterStore, Broker):
         if queue is None:
             return False
         keys = self.keys.queue(queue)
-        script_keys = [
-            *keys.core(),
-            keys.dead,
-            keys.dead_index,
-            *keys.ready_lists(queue),
-            keys.wake_list(queue),
-        ]
+        script_keys = [*keys.core(), keys.dead, keys.dead_index]
+        script_keys += [*keys.ready_lists(queue), keys.wake_list(queue)]
         return bool(self._scripts.retry_dead_letter(script_keys, [message_id, queue]) == 1)
 
     @_operational
