@@ -202,11 +202,15 @@ class RedisClusterBroker(RedisClusterStore, Broker):
                         found[message_id] = queue
         return found
 
-    def _queue_of(self, held: Held) -> tuple[str, str, Optional[str]]:
-        message_id, token = lease_of(held)
-        if isinstance(held, Delivery):
-            return message_id, token, held.queue
-        return message_id, token, self._find([message_id]).get(message_id)
+    def _locate(self, held: Iterable[Held]) -> list[tuple[str, str, Optional[str]]]:
+        """(id, lease token, queue or None) of each: a delivery names its queue; bare ids
+        are looked up together (:meth:`_find`)."""
+        pairs = [
+            (*lease_of(each), each.queue if isinstance(each, Delivery) else None) for each in held
+        ]
+        bare = [message_id for message_id, _token, queue in pairs if queue is None]
+        found = self._find(bare) if bare else {}
+        return [(m, t, q if q is not None else found.get(m)) for m, t, q in pairs]
 
     def _holding(self, leases: Sequence[tuple[str, str, str]]) -> list[bool]:
         """Whether each (id, token, queue) still holds its lease (fencing, before a
@@ -224,8 +228,7 @@ class RedisClusterBroker(RedisClusterStore, Broker):
     @_operational
     def extend(self, ids: Iterable[Held], lease: float) -> None:
         by_queue: dict[str, list[Any]] = {}
-        for held in ids:
-            message_id, token, queue = self._queue_of(held)
+        for message_id, token, queue in self._locate(ids):
             if queue is not None:
                 by_queue.setdefault(queue, [lease]).extend((message_id, token))
         calls = [(self._scripts.extend, self.keys.queue(q).core(), a) for q, a in by_queue.items()]
@@ -233,7 +236,8 @@ class RedisClusterBroker(RedisClusterStore, Broker):
 
     @_operational
     def ack_with_records(self, settlements: Sequence[Settlement], record_ttl: float) -> list[str]:
-        located = [(*self._queue_of(held), record) for held, record in settlements]
+        where = self._locate([held for held, _record in settlements])
+        located = [(*at, record) for at, (_held, record) in zip(where, settlements)]
         fenced = [(m, t, q) for m, t, q, r in located if r is not None and t and q is not None]
         holding = dict(zip([m for m, _t, _q in fenced], self._holding(fenced))) if fenced else {}
         refused = [m for m, holds in holding.items() if not holds]
@@ -264,7 +268,7 @@ class RedisClusterBroker(RedisClusterStore, Broker):
         record: bytes | None,
         record_ttl: float,
     ) -> bool:
-        message_id, token, queue = self._queue_of(message_id)
+        [(message_id, token, queue)] = self._locate([message_id])
         self._queue_hints.pop(message_id, None)
         if record is not None:
             if token and (queue is None or not self._holding([(message_id, token, queue)])[0]):
