@@ -109,48 +109,67 @@ def _wait(check: str, deadline: float) -> None:
 
 
 @contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[str]:
-    """Start a ``masters``-node Redis Cluster; yield its ``redis+cluster://`` URL."""
+def redis_cluster(masters: int = 3, attempts: int = 3) -> Iterator[str]:
+    """Start a ``masters``-node Redis Cluster; yield its ``redis+cluster://`` URL.
+
+    A port taken by someone else between the check and the start fails that attempt; the
+    next one picks other ports. RuntimeError after ``attempts``.
+    """
     server, cli = _binary("redis-server"), _binary("redis-cli")
+    for attempt in range(1, attempts + 1):
+        stack = ExitStack()
+        try:
+            url = _start(stack, server, cli, masters)
+        except BaseException:
+            stack.close()
+            if attempt == attempts:
+                raise
+            continue
+        with stack:
+            yield url
+        return
+
+
+def _start(stack: ExitStack, server: str, cli: str, masters: int) -> str:
+    """Start and join the nodes (each stopped by ``stack``); the cluster's URL."""
     ports = free_cluster_ports(masters)
-    with ExitStack() as stack:
-        workdir = tempfile.mkdtemp(prefix="flask-tasks-cluster-")
-        stack.callback(shutil.rmtree, workdir, True)
-        processes = []
-        for port in ports:
-            node_dir = os.path.join(workdir, str(port))
-            os.mkdir(node_dir)
-            processes.append(stack.enter_context(_node(server, port, node_dir)))
-        deadline = time.monotonic() + 20
-        for port, process in zip(ports, processes):
-            while True:
-                try:
-                    if _ask(port, b"PING\r\n").startswith(b"+PONG"):
-                        break
-                except OSError:
-                    pass
-                if process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
-                _wait(f"node {port} start", deadline)
-                time.sleep(0.02)
-        created = subprocess.run(
-            [
-                cli,
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        if created.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout!r}")
-        for port in ports:
-            while b"cluster_state:ok" not in _ask(port, b"CLUSTER INFO\r\n"):
-                _wait(f"cluster_state:ok on {port}", deadline)
-                time.sleep(0.05)
-        yield "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports)
+    workdir = tempfile.mkdtemp(prefix="flask-tasks-cluster-")
+    stack.callback(shutil.rmtree, workdir, True)
+    processes = []
+    for port in ports:
+        node_dir = os.path.join(workdir, str(port))
+        os.mkdir(node_dir)
+        processes.append(stack.enter_context(_node(server, port, node_dir)))
+    deadline = time.monotonic() + 20
+    for port, process in zip(ports, processes):
+        while True:
+            try:
+                if _ask(port, b"PING\r\n").startswith(b"+PONG"):
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {port}")
+            _wait(f"node {port} start", deadline)
+            time.sleep(0.02)
+    created = subprocess.run(
+        [
+            cli,
+            "--cluster",
+            "create",
+            *(f"127.0.0.1:{port}" for port in ports),
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    if created.returncode != 0:
+        raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout!r}")
+    for port in ports:
+        while b"cluster_state:ok" not in _ask(port, b"CLUSTER INFO\r\n"):
+            _wait(f"cluster_state:ok on {port}", deadline)
+            time.sleep(0.05)
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports)

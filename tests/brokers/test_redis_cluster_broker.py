@@ -280,3 +280,31 @@ def test_waiting_on_two_queues_of_one_master(
     waiter.wait([first, second], 10)  # wakes when "later" is due
     assert 0.2 < time.monotonic() - started < 3
     assert ids(waiter.reserve([first, second], 5, LEASE)) == ["later"]
+
+
+# -- the fixture -----------------------------------------------------------------------------
+
+
+def test_the_cluster_fixture_tries_other_ports_when_one_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    import redis_cluster_server
+
+    real = redis_cluster_server.free_cluster_ports
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        offered: list[list[int]] = []
+
+        def first_one_taken(count: int) -> list[int]:
+            ports = real(count) if offered else [port, *real(count - 1)]
+            offered.append(ports)
+            return ports
+
+        monkeypatch.setattr(redis_cluster_server, "free_cluster_ports", first_one_taken)
+        with redis_cluster_server.redis_cluster() as url:
+            assert len(offered) == 2 and f":{port}" not in url
+            assert check_url(url, "URL") == "redis-cluster"
