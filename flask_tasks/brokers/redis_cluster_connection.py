@@ -88,7 +88,6 @@ def open_cluster(url: str, options: dict[str, Any]) -> tuple[RedisConnection, Re
             + ", ".join(unknown)
         )
     kwargs = client_options({**credentials, **options})
-    kwargs.pop("max_connections", None)
     try:
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],  # type: ignore[no-untyped-call]

@@ -86,6 +86,18 @@ def test_an_option_the_cluster_client_does_not_take_is_refused(redis_cluster_url
         open_broker(redis_cluster_url, bogus_option=1, max_conn=2, socket_timeout=2.0)
 
 
+def test_client_options_reach_the_cluster_client(redis_cluster_url: str) -> None:
+    opened = open_broker(redis_cluster_url, key_prefix="opts", max_connections=7)
+    try:
+        assert isinstance(opened, RedisClusterBroker)
+        opened.ping()
+        node = opened._cluster.get_primaries()[0]
+        pool = opened._cluster.get_redis_connection(node).connection_pool
+        assert pool.max_connections == 7
+    finally:
+        opened.close()
+
+
 def test_a_records_database_is_refused(redis_cluster_url: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="database 0 only"):
         open_broker(redis_cluster_url, records_db=1)
