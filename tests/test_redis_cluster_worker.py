@@ -65,7 +65,7 @@ def _cluster(url: str) -> RedisCluster:
 def test_seed_flow_chain_group_chord_and_retries(
     setup: WorkerSetup, app: Flask, workers: WorkerProcesses
 ) -> None:
-    worker = workers.start("-c", "2", "-n", "cluster@test")
+    worker = workers.start("-c", "2", "-n", "cluster@test", "-Q", "default,spare")  # prefork
     assert f"broker:      {setup.broker_url}" in worker.output
     result = proc_app.add.delay(4, 4)
     assert result.get(timeout=RESULT_WAIT) == 8
