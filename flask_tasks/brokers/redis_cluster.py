@@ -66,7 +66,7 @@ class RedisClusterBroker(RedisClusterStore, Broker):
             raise ImproperlyConfigured("A Redis Cluster has database 0 only (records_db)")
         super().__init__(url, key_prefix=key_prefix, **options)
         self._waker = ClusterWaker(
-            self._cluster, self._client, self.keys, lambda: self.sharded_pubsub
+            self._cluster, self._client, self.keys, lambda: self.sharded_pubsub, self._shards
         )
         self._queue_hints: dict[str, str] = {}
         self._registered: set[str] = set()

@@ -1,12 +1,16 @@
-"""Sharded pub/sub wake-ups for consumers of several queues on a Redis 7+ Cluster.
+"""Shard channels (``SSUBSCRIBE``) on a Redis 7+ Cluster: wake-ups and result notifications.
 
-Each queue's scripts ``SPUBLISH`` a wake-up on a channel named after the queue's wake list:
-a shard channel, delivered by the master holding the queue's slot only (no cluster-bus
-broadcast). A consumer of several queues listens on every master that holds one of them:
-one ``SSUBSCRIBE`` connection and one listener thread per master, shared by every waiter of
-the process, which register an event for their channels. Channels stay subscribed
-between waits (a worker waits on the same queues again and again), so a wait costs no
-subscription round trip after the first.
+On a cluster whose masters all run Redis 7 or newer, the scripts ``SPUBLISH`` on shard
+channels in the slot of the keys they change: a queue's wake-ups (a channel named after
+its wake list) and a task's result record (``p:channel:result:{task_id}``). A shard
+message is delivered by the master holding its slot only, with no cluster-bus broadcast.
+
+A process keeps one ``SSUBSCRIBE`` connection and one listener thread per master,
+shared by every waiter (consumers waiting on several queues, ``watch_result`` callers),
+which register a callback per channel. Wake channels stay subscribed between waits (a
+worker waits on the same queues again and again); result channels are unsubscribed when
+their last watcher leaves. Each channel is subscribed with a command of its own (one
+``SSUBSCRIBE`` takes channels of one slot).
 """
 
 from __future__ import annotations
@@ -17,38 +21,40 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Callable
 
 import redis
 from redis.client import PubSub
 from redis.cluster import RedisCluster
 
-from .redis_pubsub import CONFIRM_TIMEOUT
+from .redis_pubsub import CONFIRM_TIMEOUT, Inbox
+
+#: Called with each message's payload (b"" when the connection broke: read again).
+Deliver = Callable[[bytes], None]
 
 
 class _Master:
-    """One master's SSUBSCRIBE connection, its listener thread and the waiters of its
-    channels."""
+    """One master's SSUBSCRIBE connection, its listener thread and its channels' callbacks."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.pubsub: PubSub = client.pubsub()  # type: ignore[no-untyped-call]
         self.lock = threading.Lock()
         self.confirmed: dict[bytes, threading.Event] = {}
-        self.waiters: dict[bytes, set[threading.Event]] = {}
+        self.waiters: dict[bytes, list[Deliver]] = {}
         self.broken = False
-        self.thread = threading.Thread(target=self._listen, name="flask-tasks-wake", daemon=True)
+        self.thread = threading.Thread(target=self._listen, name="flask-tasks-shards", daemon=True)
         self.started = False
 
-    def add(self, channels: Sequence[bytes], event: threading.Event) -> None:
-        """Register ``event`` for ``channels``; returns once the master confirmed them."""
+    def add(self, channels: Sequence[bytes], deliver: Deliver) -> None:
+        """Register ``deliver`` for ``channels``; returns once the master confirmed them."""
         with self.lock:
-            missing = [channel for channel in channels if channel not in self.confirmed]
-            for channel in missing:
-                self.confirmed[channel] = threading.Event()
+            pending = []
             for channel in channels:
-                self.waiters.setdefault(channel, set()).add(event)
-            pending = [self.confirmed[channel] for channel in channels]
-            for channel in missing:  # one command each: one SSUBSCRIBE takes one slot
-                self.pubsub.ssubscribe(channel)
+                if channel not in self.confirmed:
+                    self.confirmed[channel] = threading.Event()
+                    self.pubsub.ssubscribe(channel)
+                self.waiters.setdefault(channel, []).append(deliver)
+                pending.append(self.confirmed[channel])
             if not self.started:
                 self.started = True
                 self.thread.start()
@@ -57,10 +63,18 @@ class _Master:
             if not confirmed.wait(max(0.0, deadline - time.monotonic())) or self.broken:
                 raise redis.ConnectionError("Redis did not confirm an SSUBSCRIBE")
 
-    def remove(self, channels: Sequence[bytes], event: threading.Event) -> None:
+    def remove(self, channels: Sequence[bytes], deliver: Deliver, keep: bool) -> None:
+        """Drop ``deliver``; unless ``keep``, unsubscribe channels nobody waits on."""
         with self.lock:
             for channel in channels:
-                self.waiters.get(channel, set()).discard(event)
+                waiting = self.waiters.get(channel, [])
+                with contextlib.suppress(ValueError):
+                    waiting.remove(deliver)
+                if not waiting and not keep and not self.broken:
+                    self.waiters.pop(channel, None)
+                    self.confirmed.pop(channel, None)
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        self.pubsub.sunsubscribe(channel)  # type: ignore[no-untyped-call]
 
     def _listen(self) -> None:
         while not self.broken:
@@ -76,16 +90,18 @@ class _Master:
                 if message["type"] == "ssubscribe" and channel in self.confirmed:
                     self.confirmed[channel].set()
                 elif message["type"] == "smessage":
-                    for event in self.waiters.get(channel, ()):
-                        event.set()
+                    for deliver in self.waiters.get(channel, ()):
+                        deliver(message["data"] or b"")
 
     def _break(self) -> None:
-        """Wake every waiter (they read the state again) and every unconfirmed
-        subscriber (it fails); the next wait opens a new connection."""
+        """Tell every waiter to read again and fail every unconfirmed subscriber; the
+        next waiter opens a new connection."""
         with self.lock:
             self.broken = True
-            events = [event for waiting in self.waiters.values() for event in waiting]
-            events += list(self.confirmed.values())
+            callbacks = [deliver for waiting in self.waiters.values() for deliver in waiting]
+            events = list(self.confirmed.values())
+        for deliver in callbacks:
+            deliver(b"")
         for event in events:
             event.set()
 
@@ -95,8 +111,8 @@ class _Master:
             self.pubsub.close()
 
 
-class ShardedWakeups:
-    """The shard-channel listeners of one process (see the module docs)."""
+class ShardListeners:
+    """The shard-channel connections of one process (see the module docs)."""
 
     def __init__(self, cluster: RedisCluster) -> None:
         self._cluster = cluster
@@ -105,10 +121,9 @@ class ShardedWakeups:
         self._pid = os.getpid()
 
     @contextmanager
-    def listening(self, channels: Sequence[str]) -> Iterator[threading.Event]:
-        """An event set when a wake-up arrives on any of ``channels``; every channel is
-        subscribed (and confirmed) before this yields."""
-        event = threading.Event()
+    def listening(self, channels: Sequence[str], deliver: Deliver, keep: bool) -> Iterator[None]:
+        """``deliver`` gets what is published on any of ``channels`` until the block
+        ends; every channel is subscribed (and confirmed) before the block starts."""
         by_master: dict[str, tuple[_Master, list[bytes]]] = {}
         for channel in channels:
             node = self._cluster.get_node_from_key(channel)  # type: ignore[no-untyped-call]
@@ -119,11 +134,11 @@ class ShardedWakeups:
         try:
             for master, names in by_master.values():
                 added.append((master, names))
-                master.add(names, event)
-            yield event
+                master.add(names, deliver)
+            yield
         finally:
             for master, names in added:
-                master.remove(names, event)
+                master.remove(names, deliver, keep)
 
     def _master(self, node: object) -> _Master:
         name = str(getattr(node, "name", node))
@@ -142,3 +157,19 @@ class ShardedWakeups:
         if self._pid == os.getpid():
             for master in masters:
                 master.close()
+
+
+class ShardedResults:
+    """``watch_result`` waiting on a task's shard channel (the store's ``_watchers``)."""
+
+    def __init__(self, listeners: ShardListeners) -> None:
+        self._listeners = listeners
+
+    @contextmanager
+    def listening(self, channel: str) -> Iterator[Inbox]:
+        inbox = Inbox()
+        with self._listeners.listening([channel], inbox.deliver, keep=False):
+            yield inbox
+
+    def close(self) -> None:
+        """The listeners belong to the store, which closes them."""

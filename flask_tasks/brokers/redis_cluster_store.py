@@ -26,6 +26,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from .redis_cluster_connection import open_cluster, pipeline
+from .redis_cluster_shards import ShardedResults, ShardListeners
 from .redis_connection import RedisConnection, check_version, parse_version
 from .redis_keys import RedisKeys
 from .redis_scripts import LUA, RedisScripts, ScriptCall
@@ -76,6 +77,12 @@ class ClusterScripts(RedisScripts):
 
     def __init__(self, client: redis.Redis, wake_publish: str = "PUBLISH") -> None:
         super().__init__(client, wake_publish=wake_publish)
+        if wake_publish == "SPUBLISH":  # records notify on their slot's shard channel too
+            for name in ("set_result", "forget_result"):
+                source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
+                sharded = source.replace('redis.call("PUBLISH", ', 'redis.call("SPUBLISH", ')
+                self.all[name] = client.register_script(sharded)
+            self.set_result, self.forget_result = self.all["set_result"], self.all["forget_result"]
         library = (LUA / "lib.lua").read_text(encoding="utf-8")
         source = (LUA / "probe.lua").read_text(encoding="utf-8")
         self.probe = self.all["probe"] = client.register_script(library + source)
@@ -111,6 +118,8 @@ class RedisClusterStore(RedisStore):
 
     def _open(self, url: str, options: dict[str, Any]) -> RedisConnection:
         connection, self._cluster = open_cluster(url, options)
+        #: Shard-channel subscribers (Redis 7+), shared by result watchers and waiters.
+        self._shards = ShardListeners(self._cluster)
         return connection
 
     def _new_scripts(self, client: redis.Redis) -> RedisScripts:
@@ -133,8 +142,14 @@ class RedisClusterStore(RedisStore):
             if versions and min(versions) >= (7, 0):
                 self.sharded_pubsub = True
                 self._scripts = ClusterScripts(self._client, "SPUBLISH")
+                self._watchers.close()  # never used: watch_result checks the servers first
+                self._watchers = ShardedResults(self._shards)
             self._scripts.preload(self._client)
             self._server_checked = True
+
+    def close(self) -> None:
+        super().close()
+        self._shards.close()
 
     @operational
     def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:

@@ -8,7 +8,8 @@
 - a consumer of several queues subscribes to one channel per queue, named after its
   wake list: the cluster's scripts publish a wake-up there too (``WAKE_PUBLISH`` in
   ``lua/lib.lua``). On Redis 7+ these are shard channels (``SPUBLISH``/``SSUBSCRIBE``,
-  :mod:`.redis_cluster_shards`): a wake-up stays on the queue's master. On older servers
+  :mod:`.redis_cluster_shards`, shared with result watchers): a wake-up stays on the
+  queue's master. On older servers
   they are plain channels, which reach subscribers on any node, at the cost of one
   cluster-bus message per publish. The subscriptions stay open between waits; each wait
   reads whether work is ready (one pipelined round trip over the queues' masters) after
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -25,7 +27,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from .redis_cluster_connection import node_client, pipeline
-from .redis_cluster_shards import ShardedWakeups
+from .redis_cluster_shards import ShardListeners
 from .redis_cluster_store import ClusterKeys
 from .redis_pubsub import SubscriberPool
 from .redis_wake import Waker
@@ -40,12 +42,13 @@ class ClusterWaker:
         client: redis.Redis,
         keys: ClusterKeys,
         sharded: Callable[[], bool],
+        shards: ShardListeners,
     ) -> None:
         self._cluster = cluster
         self.keys = keys
         self._single: dict[tuple[str, str], Waker] = {}
         self._subscribers = SubscriberPool(client, keep_listening=True)
-        self._shards = ShardedWakeups(cluster)
+        self._shards = shards
         #: Whether the scripts publish on shard channels (known once the servers are).
         self.sharded = sharded
 
@@ -72,7 +75,8 @@ class ClusterWaker:
         deadline = time.monotonic() + timeout
         channels = [self.keys.queue(queue).wake_list(queue) for queue in queues]
         if self.sharded():
-            with self._shards.listening(channels) as woken:
+            woken = threading.Event()
+            with self._shards.listening(channels, lambda _payload: woken.set(), keep=True):
                 due = self._next_due(queues)
                 if due is not None:
                     woken.wait(max(0.0, min(deadline, time.monotonic() + due) - time.monotonic()))
@@ -108,5 +112,4 @@ class ClusterWaker:
         return max(0.0, earliest[0] - (seconds + microseconds / 1e6))
 
     def close(self) -> None:
-        self._subscribers.close()
-        self._shards.close()
+        self._subscribers.close()  # the shard listeners are the store's

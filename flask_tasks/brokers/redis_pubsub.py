@@ -14,7 +14,8 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 import redis
 from redis.client import PubSub
@@ -149,6 +150,15 @@ class Inbox:
             return None
         self.arrived.clear()
         return self.payload
+
+
+class Watchers(Protocol):
+    """What ``watch_result`` waits with: :class:`ResultListener`, or on a Redis 7+
+    Cluster its shard-channel counterpart (``redis_cluster_shards.py``)."""
+
+    def listening(self, channel: str) -> AbstractContextManager[Inbox]: ...
+
+    def close(self) -> None: ...
 
 
 class _Channel:

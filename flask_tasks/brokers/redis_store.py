@@ -21,7 +21,7 @@ from ..exceptions import OperationalError
 from .base import Store, hide_password
 from .redis_connection import RedisConnection, check_version, open_connection
 from .redis_keys import RedisKeys
-from .redis_pubsub import ResultListener
+from .redis_pubsub import ResultListener, Watchers
 from .redis_scripts import RedisScripts, ScriptCall
 
 #: Most expired workers one heartbeat drops.
@@ -69,7 +69,7 @@ class RedisStore(Store):
         self._connection = self._open(url, options)
         self._client = self._connection.client
         self._scripts = self._new_scripts(self._client)
-        self._watchers = ResultListener(self._client)
+        self._watchers: Watchers = ResultListener(self._client)
         self._server_checked = False
         self._check_lock = threading.Lock()
 

@@ -190,6 +190,47 @@ def test_wake_ups_go_on_the_shard_channel_of_the_queues_master(
         pubsub.close()
 
 
+def test_result_records_notify_on_their_slots_channel(
+    waiter: RedisClusterBroker, raw: RedisCluster
+) -> None:
+    channel = waiter.keys.result_channel("task-1")
+    assert raw.keyslot(channel) == raw.keyslot(waiter.keys.result("task-1"))
+    client = raw.get_redis_connection(raw.get_node_from_key(channel))
+    pubsub = client.pubsub()
+    try:
+        pubsub.ssubscribe(channel)
+        pubsub.subscribe(channel)
+        waiter.set_result("task-1", b"SUCCESS", 60)
+        waiter.forget_result("task-1")
+        seen = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and len(seen) < 2:
+            message = pubsub.get_message(timeout=0.2)
+            if message and message["type"] in ("smessage", "message"):
+                seen.append((message["type"], message["data"]))
+        kind = "smessage" if waiter.sharded_pubsub else "message"
+        assert seen == [(kind, b"SUCCESS"), (kind, b"")]
+    finally:
+        pubsub.close()
+
+
+def test_watching_a_result_wakes_on_its_write(
+    waiter: RedisClusterBroker, redis_cluster_url: str, prefix: str
+) -> None:
+    writer = open_broker(redis_cluster_url, key_prefix=prefix)
+    try:
+        for task_id in ("t1", "t2", "t1"):  # t1 again: subscribed anew after its last watcher
+            watcher = Background(lambda t=task_id: waiter.watch_result(t, None, 10))
+            time.sleep(0.3)
+            started = time.monotonic()
+            writer.set_result(task_id, f"done-{task_id}".encode(), 60)
+            assert watcher.result() == f"done-{task_id}".encode()
+            assert time.monotonic() - started < 3
+            writer.forget_result(task_id)
+    finally:
+        writer.close()
+
+
 def test_waiting_on_two_queues_wakes_on_a_publish_to_either(
     waiter: RedisClusterBroker, redis_cluster_url: str, prefix: str, raw: RedisCluster
 ) -> None:

@@ -3,6 +3,7 @@
 -- KEYS[1]     result key
 -- ARGV[1]     result channel
 -- Publishes: an empty message (no record) on the result channel.
+--   (with SPUBLISH on a Redis 7+ Cluster, redis+cluster://: the channel is in the key's slot)
 -- Returns: 1 if a record was deleted, else 0.
 
 local deleted = redis.call("DEL", KEYS[1])

@@ -5,6 +5,7 @@
 -- ARGV[2]     time to live in milliseconds (0: no expiry)
 -- ARGV[3]     result channel
 -- Publishes: the record on the result channel.
+--   (with SPUBLISH on a Redis 7+ Cluster, redis+cluster://: the channel is in the key's slot)
 -- Returns: 1.
 
 if tonumber(ARGV[2]) > 0 then
