@@ -12,12 +12,16 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import states
-from .exceptions import TaskRevokedError, TimeoutError
+from .exceptions import OperationalError, TaskRevokedError, TimeoutError
 from .message import current_request
 from .records import Record
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+
+#: How long ``get()`` without a timeout keeps reading a result store that cannot be
+#: reached (a restart, a Sentinel failover) before it raises OperationalError.
+STORE_OUTAGE_WAIT = 60.0
 
 
 # -- results ---------------------------------------------------------------------------
@@ -153,26 +157,49 @@ class AsyncResult(_ResultBase):
 
         Waits on the result store's change notifications: no busy polling, so
         ``interval`` (kept for Celery compatibility) is not needed. Raises ``TimeoutError``
-        after ``timeout`` seconds; re-raises the task's exception when ``propagate``.
-        Inside a running task it raises ``RuntimeError``, as Celery does, unless
-        ``disable_sync_subtasks=False``: a task waiting on another can deadlock the pool.
+        after ``timeout`` seconds; re-raises the task's exception when ``propagate``. A
+        store that cannot be reached (a restart, a Sentinel failover) is read again every
+        half second until the timeout (without one, for ``STORE_OUTAGE_WAIT`` seconds),
+        then ``OperationalError`` is raised. Inside a running task it raises
+        ``RuntimeError``, as Celery does, unless ``disable_sync_subtasks=False``: a task
+        waiting on another can deadlock the pool.
         """
         del interval  # accepted for Celery compatibility: nothing polls
         if disable_sync_subtasks:
             _refuse_inside_task()
         deadline = None if timeout is None else time.monotonic() + timeout
-        runtime = self._runtime
-        store = runtime.store
         # Assumed: the record written when the task was sent, not read from the store.
         raw, assumed = self._pending, self._pending is not None
         self._pending = None
+        failing_since = None
+        while True:
+            try:
+                self._wait_ready(raw, assumed, timeout, deadline)
+                break
+            except OperationalError:
+                # The store restarts or fails over (Sentinel): read again shortly.
+                now = time.monotonic()
+                failing_since = failing_since or now
+                limit = failing_since + STORE_OUTAGE_WAIT if deadline is None else deadline
+                if now >= limit:
+                    raise
+                time.sleep(min(0.5, limit - now))
+                raw, assumed = None, False
+        return self._outcome(propagate)  # outside the try: a task may raise OperationalError
+
+    def _wait_ready(
+        self, raw: bytes | None, assumed: bool, timeout: float | None, deadline: float | None
+    ) -> None:
+        """Wait until the record is ready (then cached) or raise TimeoutError."""
+        runtime = self._runtime
+        store = runtime.store
         if not assumed:
             raw = store.get_result(self.id)
         while True:
             record = Record.decode(runtime.codec, raw)
             if record is not None and record.ready:
                 self._cache = record
-                break
+                return
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 if assumed:  # out of time before reading it once: read it now
@@ -182,7 +209,6 @@ class AsyncResult(_ResultBase):
                     f"Task {self.id} did not finish within {timeout} s (state {self.state})"
                 )
             raw, assumed = store.watch_result(self.id, raw, min(remaining, 5.0)), False
-        return self._outcome(propagate)
 
     def _outcome(self, propagate: bool) -> Any:
         value = self.result
