@@ -182,7 +182,8 @@ def _replication_lag(sentinel: SentinelSetup) -> int:
     after the other, so approximate)."""
     master = sentinel.info(sentinel.master_port)
     replica = sentinel.info(sentinel.replica_port)
-    return int(master.get("master_repl_offset", 0)) - int(replica.get("master_repl_offset", 0))
+    lag = int(master.get("master_repl_offset", 0)) - int(replica.get("master_repl_offset", 0))
+    return max(0, lag)  # the replica may have caught up between the two reads
 
 
 def _wall(monotonic: float) -> float:
