@@ -4,8 +4,8 @@ A master, one replica and three Sentinels run on loopback (``redis_sentinel_serv
 Two publishers and two workers use ``redis+sentinel://``; the master is killed with
 SIGKILL mid-run. The publishers must see nothing worse than their bounded retry, the
 workers must follow the promoted replica, and every task acknowledged as published must
-have run, except those the replica had not yet received when the master died: the test
-counts and prints those, and bounds them.
+have run (and have its SUCCESS record on the new master), except those the replica had not
+yet received when the master died: the test counts and prints those, and bounds them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flask import Flask
 from process_helpers import WorkerSetup, proc_app, wait_until, worker_processes
 from redis_sentinel_server import SentinelSetup, redis_sentinel
 
-from flask_tasks import OperationalError
+from flask_tasks import OperationalError, states
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -51,6 +51,7 @@ class Publisher:
     app: Flask
     retry_policy: Optional[dict[str, Any]] = None
     acknowledged: dict[str, float] = field(default_factory=dict)  # label -> time published
+    ids: dict[str, str] = field(default_factory=dict)  # label -> task id, when acknowledged
     refused: dict[str, float] = field(default_factory=dict)  # label -> seconds it tried
     slowest: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -63,13 +64,14 @@ class Publisher:
                 index += 1
                 started = time.monotonic()
                 try:
-                    proc_app.record_run.apply_async(
+                    result = proc_app.record_run.apply_async(
                         (label,), {"log": "done"}, retry_policy=self.retry_policy
                     )
                 except OperationalError:
                     self.refused[label] = time.monotonic() - started
                 else:
                     self.acknowledged[label] = time.monotonic()
+                    self.ids[label] = result.id
                 self.slowest = max(self.slowest, time.monotonic() - started)
                 time.sleep(0.01)
 
@@ -141,6 +143,14 @@ def test_publishers_and_workers_follow_a_failover(sentinel: SentinelSetup, tmp_p
                 wait_until(lambda: not set(acknowledged) - set(ran()), 10, interval=0.2)
             runs = ran()
             waiter.thread.join(30)
+            # A task that ran has its record on the new master (one whose acknowledgement
+            # was lost with the old master has run again by now, and written it again).
+            ids = {**hasty.ids, **patient.ids}
+            wait_until(
+                lambda: _all_succeeded(patient.app, [ids[label] for label in runs]),
+                10,
+                what="the records of the tasks that ran",
+            )
             resumed = {
                 line["pid"] for line in setup.records("done") if line["time"] > _wall(promoted_at)
             }
@@ -175,6 +185,13 @@ def test_publishers_and_workers_follow_a_failover(sentinel: SentinelSetup, tmp_p
     assert len(lost) <= sum(
         killed_at - LAG_WINDOW <= at <= killed_at for at in acknowledged.values()
     )
+
+
+def _all_succeeded(app: Flask, task_ids: list[str]) -> bool:
+    with app.app_context():
+        return all(
+            proc_app.tasks.AsyncResult(task_id).state == states.SUCCESS for task_id in task_ids
+        )
 
 
 def _replication_lag(sentinel: SentinelSetup) -> int:
