@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,7 @@ class Scaling:
     def __init__(self, options: Options, code: Path) -> None:
         self.options = options
         self.cwd = code  # the package snapshot, first on every process's path
-        self.results: dict[str, Any] = {"rows": [], "skipped": {}, "loads": []}
+        self.results: dict[str, Any] = {"rows": [], "skipped": {}, "loads": [], "errors": []}
         self.cpu = CpuMeter()
 
     def env(self, target: Target) -> dict[str, str]:
@@ -248,7 +249,14 @@ class Scaling:
                 self.results["loads"].append(load_average())
                 for target in targets:
                     for count in self.options.workers:
-                        row = self.row(target, count, rep)
+                        try:
+                            row = self.row(target, count, rep)
+                        except Exception as error:  # the other rows still run
+                            traceback.print_exc()
+                            self.results["errors"].append(
+                                f"{target.name}, {count} worker(s), rep {rep + 1}: {error!r}"
+                            )
+                            continue
                         self.results["rows"].append(row)
                         print(
                             f"[scaling] rep {rep + 1}/{self.options.repeat} {target.name} "
@@ -357,7 +365,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     json_file, report_file = write_report(results, options.out)
     print(f"[scaling] wrote {json_file} and {report_file}", flush=True)
-    return 0
+    return 1 if results["errors"] else 0
 
 
 if __name__ == "__main__":

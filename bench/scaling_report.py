@@ -140,6 +140,8 @@ def render(results: dict[str, Any]) -> str:
         saturation(summary),
         "",
     ]
+    if results.get("errors"):
+        lines += ["## Rows that failed", "", *(f"- {error}" for error in results["errors"]), ""]
     for target, title in TITLES.items():
         rows = [row for row in summary if row["target"] == target]
         lines += [f"## {title}", ""]

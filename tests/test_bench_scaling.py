@@ -46,6 +46,7 @@ def test_scaling_benchmark_runs_on_a_tiny_n(tmp_path: Path) -> None:
     assert time.monotonic() - started < 120
 
     results = json.loads((tmp_path / "scaling.json").read_text())
+    assert results["errors"] == []
     targets = ["redis"] + ([] if "cluster" in results["skipped"] else ["cluster"])
     assert [(row["target"], row["workers"]) for row in results["summary"]] == [
         (target, workers) for target in targets for workers in (1, 2)
@@ -82,3 +83,48 @@ def test_bad_options_are_refused_with_the_reason() -> None:
         )
         assert completed.returncode == 2 and message in completed.stderr, completed.stderr
     assert parse_options(["--workers", "4,1"]).workers == [4, 1]
+
+
+def test_a_failing_row_is_reported_and_the_others_still_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import scaling, scaling_report
+
+    FIGURES = {"rate": 1.0, "server_cpu_us": 1.0, "server_busy": 0.1}
+    options = scaling.parse_options(
+        ["--workers", "1,2", "--n", "1", "--repeat", "1", "--targets", "redis"]
+    )
+    run = scaling.Scaling(options, REPO)
+
+    def row(target: scaling.Target, count: int, rep: int) -> dict[str, object]:
+        if count == 2:
+            raise RuntimeError("2 workers did not start")
+        return {"target": target.name, "workers": count, "rep": rep, **FIGURES}
+
+    monkeypatch.setattr(run, "row", row)
+    run.run()
+    assert run.results["rows"] == [{"target": "redis", "workers": 1, "rep": 0, **FIGURES}]
+    assert run.results["errors"] == [
+        "redis, 2 worker(s), rep 1: RuntimeError('2 workers did not start')"
+    ]
+    lines = scaling_report.render(
+        {
+            **run.results,
+            "summary": [],
+            "meta": {
+                "date": "today",
+                "seconds": 1,
+                "cpu": "cpu",
+                "cores": 2,
+                "memory_gib": 1,
+                "platform": "linux",
+                "versions": {},
+                "commit": "abc",
+                "dirty": False,
+                "code_digest": "d",
+                "code_changed_during_run": False,
+                "settings": {"n": 1, "repeat": 1, "workers": [1, 2]},
+            },
+        }
+    )
+    assert "## Rows that failed\n\n- redis, 2 worker(s), rep 1: RuntimeError(" in lines
