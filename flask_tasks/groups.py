@@ -113,7 +113,8 @@ class group(Workflow):
         producer = runtime.producer
         messages = []
         for member in members:
-            call = member.clone(args)
+            # Nothing to prepend: the member itself (message() copies what it takes).
+            call = member.clone(args) if args else member
             options = runtime.options_for(call.task)
             messages.append(
                 producer.message(call.task, call.args, call.kwargs, call.options, options)
