@@ -73,7 +73,8 @@ def current_batch(runtime: Runtime) -> Optional[Batch]:
     (``TASKS_BATCH_PER_REQUEST``) the request's, made on first use; else None."""
     if not has_app_context():
         return None
-    found = _batches().get(id(runtime))
+    batches = g.get(G_KEY)  # a plain delay() adds nothing to g
+    found = batches.get(id(runtime)) if batches else None
     if found is None and runtime.config.batch_per_request and has_request_context():
         found = _batches()[id(runtime)] = Batch(runtime)
     return found
