@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import states
 from .exceptions import OperationalError, TaskRevokedError, TimeoutError
@@ -77,6 +77,7 @@ class AsyncResult(_ResultBase):
         task_name: str | None = None,
         *,
         pending: bytes | None = None,
+        unsent: Callable[[], None] | None = None,
     ) -> None:
         self.id = task_id
         self.task_name = task_name
@@ -85,12 +86,21 @@ class AsyncResult(_ResultBase):
         #: The PENDING record the producer just wrote (the encoded bytes): the first
         #: get() waits for a change from it at once instead of reading it back first.
         self._pending = pending
+        #: Publishes the batch still holding this task's message (``tasks.batch()``).
+        self._unsent = unsent
 
     # -- reading the record
+
+    def _send_held(self) -> None:
+        """A message still held in a batch is published before its result is read."""
+        if self._unsent is not None:
+            send, self._unsent = self._unsent, None
+            send()
 
     def _record(self) -> Record | None:
         if self._cache is not None:
             return self._cache
+        self._send_held()
         record = self._runtime.read(self.id)
         if record is not None and record.ready:
             self._cache = record  # final: never changes again
@@ -167,6 +177,7 @@ class AsyncResult(_ResultBase):
         del interval  # accepted for Celery compatibility: nothing polls
         if disable_sync_subtasks:
             _refuse_inside_task()
+        self._send_held()
         deadline = None if timeout is None else time.monotonic() + timeout
         # Assumed: the record written when the task was sent, not read from the store.
         raw, assumed = self._pending, self._pending is not None
@@ -224,6 +235,7 @@ class AsyncResult(_ResultBase):
 
     def forget(self) -> None:
         """Delete the stored result."""
+        self._send_held()
         self._cache = None
         self._runtime.store.forget_result(self.id)
 

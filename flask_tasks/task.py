@@ -25,11 +25,12 @@ from typing import (
     cast,
 )
 
+from .batching import send_messages
 from .canvas import Signature
 from .exceptions import MaxRetriesExceededError, Retry
 from .execution import apply_eagerly
 from .message import Request, Seconds, current_request, to_timestamp
-from .on_commit import check_options, eager_on_commit, send_messages
+from .on_commit import check_options, eager_on_commit
 from .records import Record
 from .result import AsyncResult, EagerResult
 
@@ -214,7 +215,7 @@ class Task(Generic[P, R]):
         message = runtime.producer.message(
             self.name, args, kwargs, options, runtime.options_for(self.name)
         )
-        send_messages(
+        unsent = send_messages(
             runtime,
             [message],
             retry=retry,
@@ -226,7 +227,7 @@ class Task(Generic[P, R]):
         # The PENDING record just written: get() need not read it back before waiting.
         sent_now = not (on_commit or connection is not None or message.ignore_result)
         pending = runtime.producer.pending_record(message) if sent_now else None
-        return AsyncResult(message.id, runtime, self.name, pending=pending)
+        return AsyncResult(message.id, runtime, self.name, pending=pending, unsent=unsent)
 
     def apply(
         self,

@@ -142,8 +142,12 @@ class RedisStore(Store):
                 published = inbox.take(remaining)
                 if published is None:
                     continue  # timed out: the deadline check returns the current record
-                # A write publishes the record itself; a deletion publishes nothing.
-                current = published or cast("bytes | None", self._client.get(key))
+                if published:  # a write publishes the record itself
+                    current = published
+                    continue
+                # A deletion, or the listener lost its connection (this channel is no
+                # longer subscribed): return what is there now, the caller watches again.
+                return cast("bytes | None", self._client.get(key))
 
     # -- revocation -----------------------------------------------------------------------
 
