@@ -211,8 +211,11 @@ class SQLiteStore(Store):
     # -- connection -----------------------------------------------------------------------
 
     def ping(self) -> None:
+        """Raise OperationalError unless the file can be read and written (a read-only
+        file answers reads, but nothing could be published, reserved or settled)."""
         with self._db.read() as conn:
             conn.execute("PRAGMA schema_version").fetchone()
+        self._db.check_writable()
 
     def close(self) -> None:
         self._db.close()
