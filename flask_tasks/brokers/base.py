@@ -232,6 +232,27 @@ class Store(_Connection):
         already does), or after ``timeout`` seconds whatever it is. Woken by writes,
         not by polling on a fixed interval."""
 
+    # -- fencing of records (a result store apart from the transport) ----------------------
+
+    #: True where :meth:`fence` and :meth:`set_results_fenced` fence; elsewhere records
+    #: are written unconditionally. Needed only when the store is not the transport's own
+    #: server: a :class:`Broker` fences its joint steps itself.
+    fences_records = False
+
+    def fence(self, task_id: str, token: str, ttl: float) -> None:
+        """Mark the lease ``token`` as the one now running the message ``task_id`` (a
+        worker took it over after another's lease ran out): for ``ttl`` seconds (0 =
+        forever) :meth:`set_results_fenced` refuses records of ``task_id`` given another
+        token. Does nothing where :attr:`fences_records` is False."""
+
+    def set_results_fenced(self, records: Mapping[str, tuple[bytes, str]], ttl: float) -> list[str]:
+        """:meth:`set_results` of task id -> ``(record, lease token)``, refusing (not
+        writing) each record whose task id is fenced with another token; returns the
+        refused ids. A record given the token "" (a bare id), and every record where
+        :attr:`fences_records` is False, is written unconditionally."""
+        self.set_results({task_id: record for task_id, (record, _t) in records.items()}, ttl)
+        return []
+
     # -- revocation -----------------------------------------------------------------------
 
     @abstractmethod

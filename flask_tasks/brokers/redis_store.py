@@ -110,6 +110,34 @@ class RedisStore(Store):
         elif calls:
             self._scripts.pipelined(self._client, calls)
 
+    fences_records = True
+
+    @operational
+    def fence(self, task_id: str, token: str, ttl: float) -> None:
+        key = self.keys.fence(task_id)
+        if ttl > 0:
+            self._client.set(key, token.encode(), px=max(1, milliseconds(ttl)))
+        else:
+            self._client.set(key, token.encode())
+
+    @operational
+    def set_results_fenced(self, records: Mapping[str, tuple[bytes, str]], ttl: float) -> list[str]:
+        """One pipelined round trip of ``set_result.lua`` calls, each checking its fence."""
+        calls: list[ScriptCall] = []
+        for task_id, (record, token) in records.items():
+            script, keys, args = self._record_call(task_id, record, ttl)
+            if token:
+                keys, args = [*keys, self.keys.fence(task_id)], [*args, token]
+            calls.append((script, keys, args))
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            results = [script(keys, args)]
+        elif calls:
+            results = self._scripts.pipelined(self._client, calls)
+        else:
+            return []
+        return [task_id for task_id, done in zip(records, results) if done == 0]
+
     @operational
     def get_result(self, task_id: str) -> bytes | None:
         return cast("bytes | None", self._client.get(self.keys.result(task_id)))

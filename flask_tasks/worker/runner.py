@@ -289,8 +289,9 @@ class TaskRunner:
         broker = runtime.connections.broker
         if broker is not None:
             released = broker.release_with_record(delivery, body, again.eta, raw, ttl)
+        elif runtime.store.set_results_fenced({message.id: (raw, delivery.token)}, ttl):
+            released = False  # another worker runs it now: leave its lease alone
         else:
-            runtime.store.set_result(message.id, raw, ttl)
             released = runtime.transport.release(delivery, body=body, eta=again.eta)
         if released is False:
             _log_refused([message.id], "retry")
@@ -335,10 +336,16 @@ class TaskRunner:
         if broker is not None:
             refused = broker.ack_with_records(settlements, ttl)
         else:
-            records = {lease_of(held)[0]: raw for held, raw in settlements if raw is not None}
-            if records:
-                runtime.store.set_results(records, ttl)
+            # Records first (a crash between the two runs the task again, never loses its
+            # outcome); a separate store refuses those of a lease another worker took over.
+            records = {
+                lease_of(held)[0]: (raw, lease_of(held)[1])
+                for held, raw in settlements
+                if raw is not None
+            }
+            fenced = runtime.store.set_results_fenced(records, ttl) if records else []
             refused = runtime.transport.ack([held for held, _raw in settlements])
+            refused += [message_id for message_id in fenced if message_id not in refused]
         if refused:
             _log_refused(refused, "outcome")
 
