@@ -105,6 +105,12 @@ class Transport(_Connection):
     #: again (one call fewer per idle spell), instead of reserving to find nothing.
     wait_sees_earlier_work = False
 
+    #: False where a message whose consumer died (its connection closed) comes back
+    #: uncounted in :attr:`Delivery.deliveries` (RabbitMQ): workers then count the
+    #: deliveries of each message in the result store, so that a message that kills its
+    #: process is still dead-lettered after ``TASKS_MAX_DELIVERIES``.
+    counts_lost_deliveries = True
+
     @abstractmethod
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Store ``envelopes`` in one atomic step (all or none).

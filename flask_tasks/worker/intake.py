@@ -3,7 +3,8 @@
 A message that cannot be decoded, fails its signature, names an unknown task, or was
 delivered more than ``TASKS_MAX_DELIVERIES`` times is dead-lettered with the reason, and a
 FAILURE is stored under its id so that a caller's ``get()`` raises instead of waiting.
-A message
+Where the transport cannot count deliveries to consumers that died, the starts of each
+message are counted in the result store instead (:meth:`Intake.may_start`). A message
 delivered again after a lease ran out is fenced in a separate result store.
 """
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
 
 logger = logging.getLogger("flask_tasks.worker")
+
+#: Seconds the count of a message's starts is kept when results never expire.
+START_COUNT_TTL = 7 * 86400
 
 
 class Intake:
@@ -66,6 +70,26 @@ class Intake:
         if delivery.deliveries > 1:
             self._fence(delivery)
         return message
+
+    def may_start(self, delivery: Delivery, message: Message) -> bool:
+        """False, after dead-lettering it, when the message's body was started more than
+        ``TASKS_MAX_DELIVERIES`` times, counted in the result store. Only where the
+        transport cannot count the deliveries of consumers that died (RabbitMQ): starts,
+        not deliveries, are counted there, so that rate-limit deferrals and prefetched
+        messages given back count for nothing. Keyed by message id and retry number."""
+        runtime = self.runtime
+        if runtime.transport.counts_lost_deliveries:
+            return True
+        key = f"starts:{message.id}:{message.retries}"
+        try:
+            starts = runtime.store.incr(key, runtime.config.result_expires or START_COUNT_TTL)
+        except OperationalError as error:  # the transport's own count still applies
+            logger.warning("Could not count the start of %s: %s", loggable(message.id), error)
+            return True
+        if starts <= runtime.config.max_deliveries:
+            return True
+        self._dead_letter_lost(delivery, message, starts, "started")
+        return False
 
     def _dead_letter_lost(
         self, delivery: Delivery, message: Message, count: int, counted: str

@@ -85,6 +85,8 @@ class TaskRunner:
         if delay:
             runtime.transport.release(delivery, eta=time.time() + delay)
             return
+        if not self.intake.may_start(delivery, message):
+            return
         acks_late = options.get("acks_late")
         if acks_late is None:
             acks_late = runtime.config.acks_late
