@@ -5,6 +5,7 @@ C code on the threads pool, a read-only SQLite file, and the kill loop of
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -134,12 +135,21 @@ def test_a_worker_with_a_fast_clock_neither_runs_early_nor_steals(
                     "-P", "solo", "-n", "skewed@%h", FT_CLOCK_SKEW="300", PYTHONPATH=skewed_path
                 )
                 later = proc_app.record_run.apply_async(("later",), countdown=60)
+                # Only the skewed worker is free: 300 s fast, it must not judge this expired.
+                fresh = proc_app.record_run.apply_async(("fresh", "fresh"), expires=60)
+                assert fresh.get(timeout=15) == "fresh"
                 assert running.get(timeout=15) == "once"
                 time.sleep(1.0)
                 starts = [r for r in setup.records("sleepers") if r["event"] == "start"]
                 assert len(starts) == 1  # nobody stole the running task
                 assert setup.records("runs") == []  # the countdown was not cut short
                 assert later.state == states.PENDING
+                # Its heartbeat is stamped and expires by the broker's clock too.
+                infos = [
+                    json.loads(info)
+                    for info in setup.app().extensions["tasks"].store.workers().values()
+                ]
+                assert infos and all(abs(info["at"] - time.time()) < 30 for info in infos)
             assert honest.returncode() is None
     finally:
         setup.close()

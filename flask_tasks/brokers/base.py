@@ -90,6 +90,12 @@ class _Connection(ABC):
         """Current Unix time; the single clock every implementation uses."""
         return time.time()
 
+    def server_time(self) -> Optional[float]:
+        """Unix time by the server's own clock (one round trip), to judge times other
+        processes set; None where the server keeps no clock apart from this host's
+        (SQLite, memory) or this implementation does not ask it (RabbitMQ, PostgreSQL)."""
+        return None
+
 
 class Transport(_Connection):
     """Queues of messages for one app, with leases.

@@ -221,21 +221,32 @@ class RedisStore(Store):
         return bool(claimed)
 
     @operational
+    def server_time(self) -> float:
+        seconds, microseconds = self._client.time()
+        return seconds + microseconds / 1e6
+
+    @operational
     def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
-        now = self.now()
+        """Expiry by the server's clock (``TIME`` in the script), not the worker's."""
         self._scripts.heartbeat(
             [self.keys.workers, self.keys.workers_expiry],
-            [worker, info, now + ttl, now, EXPIRED_WORKERS_BATCH],
+            [worker, info, ttl, EXPIRED_WORKERS_BATCH],
         )
 
     @operational
     def workers(self) -> dict[str, bytes]:
         pipe = self._client.pipeline(transaction=False)
-        pipe.zrangebyscore(self.keys.workers_expiry, f"({self.now()!r}", "+inf")
+        pipe.zrange(self.keys.workers_expiry, 0, -1, withscores=True)
         pipe.hgetall(self.keys.workers)
-        live, infos = cast("tuple[list[bytes], dict[bytes, bytes]]", tuple(pipe.execute()))
-        # A worker dropped as expired between the two reads is left out.
-        return {name.decode(): infos[name] for name in live if name in infos}
+        pipe.time()
+        expiries, infos, (seconds, microseconds) = pipe.execute()
+        now = seconds + microseconds / 1e6
+        # A worker dropped as expired between the reads is left out.
+        return {
+            name.decode(): infos[name]
+            for name, expires_at in cast("list[tuple[bytes, float]]", expiries)
+            if expires_at > now and name in infos
+        }
 
     @operational
     def set_value(self, namespace: str, key: str, value: bytes | None) -> None:

@@ -24,6 +24,7 @@ from ..exceptions import (
 from ..execution import ExceptionInfo, Outcome, execute, is_expected
 from ..message import Message, Request, to_timestamp
 from ..records import Record
+from .clock import BrokerClock
 from .intake import Intake
 from .logs import loggable
 from .rate_limit import RateLimiter
@@ -47,6 +48,8 @@ class TaskRunner:
         self.runtime = runtime
         self.hostname = hostname
         self.rate_limiter = RateLimiter(runtime.store)
+        #: Judges ``expires`` (set by the publisher) by the broker's clock.
+        self.clock = BrokerClock(runtime)
         self.workflows = Workflows(runtime, runtime.owner)
         #: When a list, settlements are collected here for the consumer to send in one
         #: batch (:meth:`settle`) instead of one by one.
@@ -78,7 +81,7 @@ class TaskRunner:
         if signals.task_received.receivers:
             signals.task_received.send(self, request=request)
         logger.info("Task %s[%s] received", loggable(message.task), loggable(message.id))
-        if revoked or (message.expires is not None and message.expires < time.time()):
+        if revoked or (message.expires is not None and message.expires < self.clock.now()):
             self._skip_revoked(task, message, request, delivery, expired=not revoked)
             return
         delay = self.rate_limiter.delay_for(task.name, options.get("rate_limit"))
