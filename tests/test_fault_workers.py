@@ -174,6 +174,25 @@ def test_threads_pool_abandons_a_task_stuck_in_c_and_still_shuts_down(
     assert worker.wait(timeout=10) == 0
 
 
+def test_the_same_task_id_sent_while_it_runs_runs_twice(
+    short_lease: WorkerSetup, workers: WorkerProcesses
+) -> None:
+    """Documented (docs/tasks.rst, ``apply_async``): ``task_id`` is not a lock."""
+    app = short_lease.app()
+    workers.start("-P", "threads", "-c", "2")
+    with app.app_context():
+        proc_app.sleep_then_return.apply_async((1.5, "first"), task_id="same-id")
+        wait_until(lambda: short_lease.records("sleepers"), what="the first run to start")
+        again = proc_app.sleep_then_return.apply_async((0.1, "second"), task_id="same-id")
+
+        def ends() -> list[str]:
+            return [r["value"] for r in short_lease.records("sleepers") if r["event"] == "end"]
+
+        wait_until(lambda: len(ends()) == 2, timeout=15, what="both runs to end")
+        assert sorted(ends()) == ["first", "second"]
+        assert again.get(timeout=5) in ("first", "second")
+
+
 @contextmanager
 def _read_only(path: Path) -> Iterator[None]:
     """Make ``path`` read-only for this user: a mode of 0444 stops anyone but root; root
