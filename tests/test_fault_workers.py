@@ -78,7 +78,7 @@ def test_a_task_that_kills_its_process_ends_in_failure(
     assert worker.returncode() is None  # the worker itself lives on
 
 
-@pytest.mark.parametrize("results", ["broker", "sqlite-apart", "redis-apart"])
+@pytest.mark.parametrize("results", ["broker", "sqlite-apart", "redis-apart", "postgres-apart"])
 def test_a_paused_worker_cannot_overwrite_the_outcome_of_the_one_that_took_over(
     request: pytest.FixtureRequest,
     short_lease: WorkerSetup,
@@ -87,11 +87,14 @@ def test_a_paused_worker_cannot_overwrite_the_outcome_of_the_one_that_took_over(
     results: str,
 ) -> None:
     """``*-apart``: the records live in a store of their own (TASKS_RESULT_BACKEND: a
-    SQLite file beside a Redis broker, or Redis beside a SQLite broker), where the worker
-    that took over fences them."""
+    SQLite file or PostgreSQL beside a Redis broker, or Redis beside a SQLite broker),
+    where the worker that took over fences them."""
     if results == "sqlite-apart":
         short_lease.broker_url = request.getfixturevalue("redis_url")
         short_lease.result_backend = f"sqlite:///{tmp_path / 'results.sqlite3'}"
+    elif results == "postgres-apart":
+        short_lease.broker_url = request.getfixturevalue("redis_url")
+        short_lease.result_backend = request.getfixturevalue("postgres_url")
     elif results == "redis-apart":
         short_lease.broker_url = f"sqlite:///{tmp_path / 'broker.sqlite3'}"
         short_lease.result_backend = request.getfixturevalue("redis_url")
