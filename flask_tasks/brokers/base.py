@@ -260,8 +260,9 @@ class Store(_Connection):
     def set_results_fenced(self, records: Mapping[str, tuple[bytes, str]], ttl: float) -> list[str]:
         """:meth:`set_results` of task id -> ``(record, lease token)``, refusing (not
         writing) each record whose task id is fenced with another token; returns the
-        refused ids. A record given the token "" (a bare id), and every record where
-        :attr:`fences_records` is False, is written unconditionally."""
+        refused ids. A record given the token "" is written unconditionally and clears
+        the fence of its id (a new message under that id: publishers write its PENDING
+        record so); where :attr:`fences_records` is False, every record is written."""
         self.set_results({task_id: record for task_id, (record, _t) in records.items()}, ttl)
         return []
 

@@ -125,8 +125,10 @@ class MemoryStore(Store):
                 fence = self._fences.get(task_id)
                 if token and fence and fence[0] != token and (fence[1] is None or fence[1] > now):
                     refused.append(task_id)
-                else:
-                    self._write_result(task_id, record, ttl, now)
+                    continue
+                if not token:
+                    self._fences.pop(task_id, None)
+                self._write_result(task_id, record, ttl, now)
         return refused
 
     def get_result(self, task_id: str) -> bytes | None:

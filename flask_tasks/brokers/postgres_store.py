@@ -144,7 +144,10 @@ class PostgresStore(Store):
         unless = "SELECT task_id FROM refused"
         with self._pool.connection() as connection:
             row = connection.execute(
-                f"WITH refused AS ({refused}), {self._put_results_sql(unless)} "
+                f"WITH refused AS ({refused}), cleared AS (DELETE FROM {self._t['fences']} "
+                "WHERE task_id = ANY(ARRAY(SELECT task_id FROM unnest(%(rids)s::text[], "
+                "%(tokens)s::text[]) AS c(task_id, token) WHERE token = ''))), "
+                f"{self._put_results_sql(unless)} "
                 f"SELECT ARRAY({unless}), {self._notify_results_sql(unless)}",
                 params,
             ).fetchone()

@@ -126,9 +126,7 @@ class RedisStore(Store):
         calls: list[ScriptCall] = []
         for task_id, (record, token) in records.items():
             script, keys, args = self._record_call(task_id, record, ttl)
-            if token:
-                keys, args = [*keys, self.keys.fence(task_id)], [*args, token]
-            calls.append((script, keys, args))
+            calls.append((script, [*keys, self.keys.fence(task_id)], [*args, token]))
         if len(calls) == 1:
             script, keys, args = calls[0]
             results = [script(keys, args)]

@@ -109,6 +109,10 @@ class SQLiteStore(Store):
                     (task_id, token, now),
                 ).fetchone()
             ]
+            conn.executemany(
+                f"DELETE FROM {self._t['fences']} WHERE task_id = ?",
+                [(task_id,) for task_id, (_record, token) in records.items() if not token],
+            )
             kept = {task_id: rt[0] for task_id, rt in records.items() if task_id not in refused}
             if kept:
                 self._put_results(conn, kept, ttl, now)

@@ -315,8 +315,11 @@ def test_a_fenced_record_is_refused_unless_its_lease_holds_the_fence(store: Stor
     assert store.get_results(["t", "u"]) == [b"first", b"U"]
     assert store.set_results_fenced({"t": (b"taken over", "lease-2")}, 60) == []
     assert store.get_result("t") == b"taken over"
-    assert store.set_results_fenced({"t": (b"bare id", "")}, 60) == []  # unconditional
-    assert store.get_result("t") == b"bare id"
+    # "" (a new message under the id, its PENDING record): written, and the fence is gone.
+    assert store.set_results_fenced({"t": (b"PENDING", "")}, 60) == []
+    assert store.get_result("t") == b"PENDING"
+    assert store.set_results_fenced({"t": (b"new lease", "lease-3")}, 60) == []
+    assert store.get_result("t") == b"new lease"
     store.fence("short", "lease-2", SHORT)
     time.sleep(SHORT + 0.1)  # a fence expires with its time to live
     assert store.set_results_fenced({"short": (b"late", "lease-1")}, 60) == []

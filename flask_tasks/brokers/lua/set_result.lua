@@ -6,14 +6,19 @@
 -- ARGV[1]     record
 -- ARGV[2]     time to live in milliseconds (0: no expiry)
 -- ARGV[3]     result channel
--- ARGV[4]     (with KEYS[2]) the writer's lease token
+-- ARGV[4]     (with KEYS[2]) the writer's lease token; "": write and drop the fence (a
+--             new message under this id)
 -- Publishes: the record on the result channel.
 -- Returns: 1 stored; 0 refused (the task is fenced with another lease token).
 
 if KEYS[2] then
-  local fence = redis.call("GET", KEYS[2])
-  if fence and fence ~= ARGV[4] then
-    return 0
+  if ARGV[4] == "" then
+    redis.call("DEL", KEYS[2])
+  else
+    local fence = redis.call("GET", KEYS[2])
+    if fence and fence ~= ARGV[4] then
+      return 0
+    end
   end
 end
 if tonumber(ARGV[2]) > 0 then
