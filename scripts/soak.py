@@ -10,7 +10,7 @@ Every ``--interval`` seconds (on average) it SIGKILLs one worker (its whole proc
 and starts another, ``--kills`` times. Then it lets the survivors finish and prints:
 
 lost
-    tasks that never ran.
+    tasks that never ran (and were not dead-lettered).
 not_success
     tasks whose result is not SUCCESS, less the dead-lettered ones.
 dead_lettered
@@ -132,13 +132,18 @@ def main() -> int:
                 except AssertionError as error:  # counted below as lost or not SUCCESS
                     print(f"{error}: {len(unfinished)} unfinished")
                 states = Counter(r.state for r in results)
-                dead = [r for r in results if "WorkerLostError" in type(r.result).__name__]
+                dead = {
+                    index
+                    for index, r in enumerate(results)
+                    if "WorkerLostError" in type(r.result).__name__
+                }
                 for result in [r for r in results if r.state != "SUCCESS"][:5]:
                     print(f"not SUCCESS: {result.id} {result.state} {result.result!r}")
         runs: dict[int, list[str]] = {}
         for line in setup.records("counted"):
             runs.setdefault(line["index"], []).append(line["hostname"])
-        lost = sum(1 for index in range(args.tasks) if index not in runs)
+        # Dead-lettered before any run (held by victims only) is the poison rule's, not lost.
+        lost = sum(1 for index in range(args.tasks) if index not in runs and index not in dead)
         not_success = args.tasks - states.get("SUCCESS", 0) - len(dead)
         duplicated = [hosts for hosts in runs.values() if len(hosts) > 1]
         extra_runs = sum(len(hosts) - 1 for hosts in duplicated)
