@@ -237,8 +237,9 @@ class Producer:
                 if broker is not None:
                     broker.publish_with_records(envelopes, records, ttl)
                 else:
-                    if records:
-                        self.connections.store.set_results(records, ttl)
+                    if records:  # a new message: its id is no longer fenced (Store.fence)
+                        store = self.connections.store
+                        store.set_results_fenced({k: (v, "") for k, v in records.items()}, ttl)
                     self.connections.transport.publish(envelopes)
                 return
             except OperationalError as error:

@@ -184,6 +184,11 @@ class Task(Generic[P, R]):
         unreachable through ``retry_policy``. ``on_commit=True`` sends when ``session``
         (default: Flask-SQLAlchemy's ``db.session``) commits; ``connection=`` writes the
         message in that connection's transaction (PostgreSQL broker). See :mod:`.on_commit`.
+
+        ``task_id`` names the message and its result. Sending an id that is still waiting
+        replaces the waiting message; sending it while a worker runs it queues another
+        message under that id, which runs as well: two runs, and the record shows one of
+        their outcomes.
         """
         options = {
             "countdown": countdown,

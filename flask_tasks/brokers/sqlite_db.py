@@ -294,6 +294,25 @@ class Database:
         except sqlite3.Error as exc:
             raise OperationalError(f"SQLite broker {self.path!r}: {exc}") from exc
 
+    def check_writable(self) -> None:
+        """Raise OperationalError saying so when the file cannot be written (a read-only
+        file, directory or mount): retrying cannot help. A write lock held by another
+        process for longer than a moment passes: the file is writable, just busy."""
+        try:
+            with self.write(busy_timeout=0.5) as conn:  # deletes nothing, but must write
+                conn.execute(f"DELETE FROM {self.tables['claims']} WHERE key = ''")
+        except OperationalError as error:
+            text = str(error).lower()
+            if "locked" in text or "busy" in text:
+                return
+            if "readonly" in text or "read-only" in text:
+                raise OperationalError(
+                    f"SQLite broker {self.path!r} is read-only for this process "
+                    f"({error.__cause__}): make the file, its -wal and -shm files and their "
+                    "directory writable"
+                ) from error
+            raise
+
     @contextmanager
     def write(self, busy_timeout: Optional[float] = None) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: all or nothing, one writer at a time.

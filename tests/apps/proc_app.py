@@ -3,8 +3,9 @@
 ``flask --app proc_app worker`` calls ``create_app()`` with no arguments: the settings come
 from environment variables the test sets (``PROC_BROKER_URL``, ``PROC_RESULT_BACKEND``,
 ``PROC_KEY_PREFIX``, ``PROC_VISIBILITY_TIMEOUT``, ``PROC_RECORD_DIR``, ``PROC_SECRET_KEY``,
-``PROC_FAIL_IN_CHILD`` to make spawned children fail to load it, and ``PROC_BEAT_EVERY`` for
-a periodic task recording into ``beat.jsonl``). The test process
+``PROC_FAIL_IN_CHILD`` to make spawned children fail to load it, ``PROC_BROKER_OPTIONS``
+(JSON) and ``PROC_MAX_DELIVERIES``, and ``PROC_BEAT_EVERY`` for a periodic task recording
+into ``beat.jsonl``). The test process
 builds the same app with ``create_app(overrides)`` to send tasks and read results.
 
 Tasks record what happened as JSON lines appended to files in the record directory
@@ -41,6 +42,8 @@ def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
     app.config["TASKS_KEY_PREFIX"] = os.environ.get("PROC_KEY_PREFIX", "flask_tasks")
     app.config["TASKS_VISIBILITY_TIMEOUT"] = float(os.environ.get("PROC_VISIBILITY_TIMEOUT", "30"))
     app.config["PROC_RECORD_DIR"] = os.environ.get("PROC_RECORD_DIR")
+    if os.environ.get("PROC_BROKER_OPTIONS"):  # JSON, e.g. a short socket timeout
+        app.config["TASKS_BROKER_OPTIONS"] = json.loads(os.environ["PROC_BROKER_OPTIONS"])
     if os.environ.get("PROC_MAX_DELIVERIES"):
         app.config["TASKS_MAX_DELIVERIES"] = int(os.environ["PROC_MAX_DELIVERIES"])
     app.config["PROC_GREETING"] = "hello from the app config"
