@@ -268,6 +268,7 @@ class Database:
             if not self._closed and self._pid == os.getpid():
                 for _ref, connection in self._connections.values():
                     connection.close()
+                self.notifier.close_sender()
         except Exception:  # interpreter shutdown: nothing left to do
             pass
 

@@ -121,6 +121,10 @@ class ChangeNotifier:
             listener.interrupt()
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
+        self.close_sender()
+
+    def close_sender(self) -> None:
+        """Close the socket that sends wake-ups (the next commit opens another)."""
         if self._sender is not None:
             self._sender.close()
 
@@ -129,8 +133,7 @@ class ChangeNotifier:
         parent's socket file in place (the database connection is the caller's)."""
         if self._listener is not None:
             self._listener.close()
-        if self._sender is not None:
-            self._sender.close()
+        self.close_sender()
 
     def _read_version(self) -> Optional[int]:
         try:

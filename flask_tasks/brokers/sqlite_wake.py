@@ -47,11 +47,13 @@ SUPPORTED = hasattr(socket, "AF_UNIX")
 
 
 def wake_directory(db_path: str) -> str:
-    """The directory of the wake-up sockets of the database at ``db_path``."""
+    """The directory of the wake-up sockets of the database at ``db_path`` (the same for
+    every path to the file, symbolic links resolved)."""
+    db_path = os.path.realpath(db_path)
     beside = db_path + "-wake"
     if len(os.fsencode(os.path.join(beside, "0" * 24))) <= _MAX_PATH:
         return beside
-    digest = hashlib.sha256(os.fsencode(os.path.realpath(db_path))).hexdigest()[:24]
+    digest = hashlib.sha256(os.fsencode(db_path)).hexdigest()[:24]
     return os.path.join(tempfile.gettempdir(), f"flask-tasks-wake-{digest}")
 
 

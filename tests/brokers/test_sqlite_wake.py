@@ -6,6 +6,7 @@ seconds was woken by a socket.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import socket
@@ -173,10 +174,24 @@ def test_without_a_wake_directory_waiters_poll(db_path: Path) -> None:
 
 
 def test_a_path_too_long_for_a_socket_uses_the_temporary_directory(tmp_path: Path) -> None:
-    short = str(tmp_path / "t.db")
+    short = os.path.realpath(tmp_path / "t.db")
     assert wake_directory(short) == short + "-wake"
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert wake_directory(str(tmp_path / "link" / "t.db")) == short + "-wake"
     long = str(tmp_path / ("d" * 120) / "tasks.sqlite3")
     directory = wake_directory(long)
     assert os.path.dirname(directory) == tempfile.gettempdir()
     assert directory == wake_directory(long)  # every process finds the same one
     assert directory != wake_directory(long + "2")
+
+
+def test_a_broker_dropped_without_close_leaves_no_socket_open(waiter: SQLiteBroker) -> None:
+    waiter.wait(["q"], 0.01)  # someone listens, so the writer opens a socket to send
+    writer = SQLiteBroker(waiter.url)
+    writer.publish([Envelope("m", "q", b"x")])
+    assert writer._db.notifier._sender is not None
+    assert writer._db.notifier._sender._socket is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        del writer
+        gc.collect()
