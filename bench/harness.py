@@ -191,7 +191,7 @@ class Bench:
         finally:
             state.close()
             for leftover in self.sqlite_dir.glob(path.name + "*"):
-                leftover.unlink()
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
     @contextlib.contextmanager
     def other_store(self, config: Config, rep: int, phase: str) -> Any:

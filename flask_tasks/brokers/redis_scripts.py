@@ -7,7 +7,8 @@ helpers, prepended; Lua line numbers in their errors count from the top of ``lib
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,23 @@ STANDALONE = ("set_result", "forget_result", "incr", "revoke", "heartbeat")
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 
+@functools.cache
+def sources() -> Mapping[str, str]:
+    """Each command's Lua source, ``lib.lua`` prepended where it is used. Read once per
+    process: a forked worker child uses its parent's copy instead of writing its own."""
+    library = (LUA / "lib.lua").read_text(encoding="utf-8")
+    found: dict[str, str] = {}
+    for name in USES_LIB + STANDALONE:
+        source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
+        found[name] = library + source if name in USES_LIB else source
+    return found
+
+
 class RedisScripts:
     """The Lua commands, registered once on one client (EVALSHA; reloaded on NOSCRIPT)."""
 
     def __init__(self, client: redis.Redis) -> None:
-        library = (LUA / "lib.lua").read_text(encoding="utf-8")
-        scripts: dict[str, Script] = {}
-        for name in USES_LIB + STANDALONE:
-            source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
-            scripts[name] = client.register_script(library + source if name in USES_LIB else source)
+        scripts = {name: client.register_script(source) for name, source in sources().items()}
         self.all = scripts
         self.publish = scripts["publish"]
         self.reserve = scripts["reserve"]

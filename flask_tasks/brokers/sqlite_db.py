@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 from ..exceptions import ImproperlyConfigured, OperationalError
 from .sqlite_notify import ChangeNotifier
 from .sqlite_schema import DELAYED, LEASED, READY, SCHEMA, add_missing_columns, table_names
+from .sqlite_wake import wake_directory
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Most delayed (and, separately, expired) messages one ``reserve`` moves back to queues.
@@ -169,7 +170,7 @@ class Database:
         self._connections = {}
         self._pid = os.getpid()
         self._closed = False
-        self.notifier = ChangeNotifier(self._open, options.poll_interval)
+        self.notifier = self._notifier()
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, exist_ok=True)
@@ -185,6 +186,9 @@ class Database:
             self.close()
             raise
         _DATABASES.add(self)
+
+    def _notifier(self) -> ChangeNotifier:
+        return ChangeNotifier(self._open, self.options.poll_interval, wake_directory(self.path))
 
     # -- connections ----------------------------------------------------------------------
 
@@ -251,9 +255,10 @@ class Database:
             _INHERITED.extend(connection for _ref, connection in self._connections.values())
             if self.notifier.connection is not None:
                 _INHERITED.append(self.notifier.connection)
+            self.notifier.disown()
             self._connections = {}
             self._pid = os.getpid()
-            self.notifier = ChangeNotifier(self._open, self.options.poll_interval)
+            self.notifier = self._notifier()
 
     def __del__(self) -> None:
         # A broker dropped without close() (a test's app, a short script): close its files
@@ -263,6 +268,7 @@ class Database:
             if not self._closed and self._pid == os.getpid():
                 for _ref, connection in self._connections.values():
                     connection.close()
+                self.notifier.close_sender()
         except Exception:  # interpreter shutdown: nothing left to do
             pass
 
@@ -344,7 +350,7 @@ class Database:
                     connection.execute("ROLLBACK")
                 raise
         if connection.total_changes != changes:
-            self.notifier.changed()
+            self.notifier.committed()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -30,6 +30,8 @@ from flask_tasks.exceptions import SoftTimeLimitExceeded
 tasks = Tasks()
 
 APP_NAME = "proc_app"
+#: The process that imported this module: prefork children share their parent's.
+IMPORTED_IN = os.getpid()
 
 
 def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
@@ -167,6 +169,20 @@ def app_context(self: Any) -> dict[str, Any]:
 @tasks.task(name="proc.pid")
 def pid() -> int:
     return os.getpid()
+
+
+@tasks.task(name="proc.process_info")
+def process_info() -> dict[str, int]:
+    """Where it runs, which process imported the app, and how many objects the garbage
+    collector leaves alone (``gc.freeze``)."""
+    import gc
+
+    return {
+        "pid": os.getpid(),
+        "parent": os.getppid(),
+        "imported_in": IMPORTED_IN,
+        "frozen": gc.get_freeze_count(),
+    }
 
 
 @tasks.task(name="proc.soft_limited", bind=True, soft_time_limit=0.3)
