@@ -52,13 +52,22 @@ class Producer:
 
 class FlaskTasksProducer(Producer):
     def __init__(self) -> None:
-        from bench.apps.ft_app import app, noop
+        from bench.apps.ft_app import app, noop, queues
 
         self.noop = noop
         self.context = app.app_context()
         self.context.push()
+        #: BENCH_FT_QUEUES > 1: the tasks go to the queues in turn (q0, q1, ...).
+        self.queues = queues()
+        self.sent = 0
+
+    def _queue(self) -> str:
+        self.sent += 1
+        return self.queues[self.sent % len(self.queues)]
 
     def send(self) -> Any:
+        if self.queues:
+            return self.noop.apply_async(queue=self._queue())
         return self.noop.delay()
 
     def wait(self, handle: Any) -> None:
@@ -67,7 +76,11 @@ class FlaskTasksProducer(Producer):
     def bulk(self, count: int) -> list[Any]:
         from flask_tasks import group
 
-        return list(group(self.noop.s() for _ in range(count)).apply_async().results)
+        if self.queues:
+            signatures = (self.noop.s().set(queue=self._queue()) for _ in range(count))
+        else:
+            signatures = (self.noop.s() for _ in range(count))
+        return list(group(signatures).apply_async().results)
 
     def close(self) -> None:
         self.context.pop()

@@ -39,6 +39,9 @@ class Config:
     #: (``TASKS_RESULT_BACKEND``), and messages signed (``SECRET_KEY``), as users
     #: configure it; None: results in the broker's own database, unsigned.
     results_db: int | None = None
+    #: Extra environment of its worker and producer processes (``BENCH_*`` switches read
+    #: by ``bench/apps``: Huey's mode, Flask-Tasks' queues).
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def _celery(pool: str) -> list[list[str]]:
@@ -63,6 +66,9 @@ FLASK_TASKS_WORKER = (
     f"flask --app bench.apps.ft_app worker -P prefork -c {CONCURRENCY} -l WARNING".split()
 )
 HUEY_WORKER = f"huey.bin.huey_consumer bench.apps.huey_app.huey -w {CONCURRENCY} -k process -q"
+#: Queues of the many-queues configuration: its worker consumes them all, and its
+#: producer spreads the tasks over them in turn.
+MANY_QUEUES = 20
 
 CONFIGS: dict[str, Config] = {
     config.name: config
@@ -129,8 +135,17 @@ CONFIGS: dict[str, Config] = {
             library="huey",
             workers=[HUEY_WORKER.split()],
             description="huey_consumer bench.apps.huey_app.huey -w 2 -k process -q "
-            "(store_none, notify_result)",
+            "(store_none; Huey's default mode: result.get() polls with back-off)",
             processes="1 consumer/scheduler process + 2 worker processes",
+        ),
+        Config(
+            name="huey-notify",
+            library="huey",
+            workers=[HUEY_WORKER.split()],
+            description="huey_consumer bench.apps.huey_app.huey -w 2 -k process -q "
+            "(store_none, notify_result: result.get() wakes on a BLPOP)",
+            processes="1 consumer/scheduler process + 2 worker processes",
+            env=(("BENCH_HUEY_NOTIFY", "1"),),
         ),
         Config(
             name="flask-tasks-prefetch4",
@@ -162,6 +177,17 @@ CONFIGS: dict[str, Config] = {
             processes="1 supervisor + 2 forked children, each reserving and running tasks",
             peer=False,
             results_db=1,
+        ),
+        Config(
+            name="flask-tasks-20-queues",
+            library="flask-tasks",
+            workers=[[*FLASK_TASKS_WORKER, "-Q", ",".join(f"q{n}" for n in range(MANY_QUEUES))]],
+            description="flask worker -P prefork -c 2 -l WARNING -Q q0,...,q19 "
+            "(default prefetch: {prefetch} per child), the tasks spread over the 20 queues "
+            "in turn; otherwise as flask-tasks",
+            processes="1 supervisor + 2 forked children, each reserving from all 20 queues",
+            peer=False,
+            env=(("BENCH_FT_QUEUES", str(MANY_QUEUES)),),
         ),
         Config(
             name="flask-tasks-sqlite",

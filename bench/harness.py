@@ -44,6 +44,7 @@ BENCH_SECRET = "bench-secret-key"
 BULK_CONFIGS = (
     "flask-tasks",
     "flask-tasks-users",
+    "flask-tasks-20-queues",
     "flask-tasks-sqlite",
     "flask-tasks-postgresql",
     "flask-tasks-rabbitmq",
@@ -190,7 +191,7 @@ class Bench:
         finally:
             state.close()
             for leftover in self.sqlite_dir.glob(path.name + "*"):
-                leftover.unlink()
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
     @contextlib.contextmanager
     def other_store(self, config: Config, rep: int, phase: str) -> Any:
@@ -315,6 +316,7 @@ class Bench:
         record = self.results["configs"][config.name]
         ids_file = self.options.logs / f"{config.name}-ids.json"
         with self.store(config, rep, "drain") as (state, env):
+            env = {**env, **dict(config.env)}
             enqueued, redis_work = self.produce(
                 config, "enqueue", env, self.log(config, "enqueue", rep), ids_file
             )
@@ -332,10 +334,12 @@ class Bench:
                 record["prefetch"].append(banner_prefetch(self.log(config, "drain", rep)))
         if config.name in BULK_CONFIGS:
             with self.store(config, rep, "bulk") as (_state, env):
+                env = {**env, **dict(config.env)}
                 bulk, redis_work = self.produce(config, "bulk", env, self.log(config, "bulk", rep))
                 record["bulk"].append(bulk["rate"])
                 record["bulk_redis"].append(redis_work)
         with self.store(config, rep, "roundtrip") as (_state, env):
+            env = {**env, **dict(config.env)}
             trip = self.roundtrip(config, env, self.log(config, "roundtrip", rep))
         record["startup"].append(trip["startup"])
         record["memory_idle"].append(trip["memory"])

@@ -73,6 +73,19 @@ def _git(*args: str) -> str:
         return ""
 
 
+def describe_host() -> dict[str, Any]:
+    """The machine and the checkout: date, platform, CPU, cores, memory, commit."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--", "flask_tasks")),
+    }
+
+
 def describe_machine(options: Any, redis_url: str) -> dict[str, Any]:
     import redis
 
@@ -88,15 +101,9 @@ def describe_machine(options: Any, redis_url: str) -> dict[str, Any]:
     server = client.info("server")
     client.close()
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "memory_gib": _memory_gib(),
+        **describe_host(),
         "versions": versions,
         "redis_server": server.get("redis_version"),
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--", "flask_tasks")),
         "settings": {
             "n": options.n,
             "repeat": options.repeat,

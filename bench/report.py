@@ -30,6 +30,7 @@ BULK_PATHS = {
     FT_POSTGRESQL: "group(...).apply_async(): one Broker.publish",
     FT_RABBITMQ: "group(...).apply_async(): one Broker.publish",
     "flask-tasks-users": "group(...).apply_async(): one Broker.publish",
+    "flask-tasks-20-queues": "group(...).apply_async(): one Broker.publish",
     "celery-prefork": "group(...).apply_async()",
     "rq": "Queue.enqueue_many() (one pipeline)",
 }
@@ -39,6 +40,7 @@ ENQUEUE_NAMES = {
     FT_POSTGRESQL: "Flask-Tasks (PostgreSQL)",
     FT_RABBITMQ: "Flask-Tasks (RabbitMQ, results in Redis)",
     "flask-tasks-users": "Flask-Tasks (Redis, results in db 1, signed)",
+    "flask-tasks-20-queues": "Flask-Tasks (Redis, 20 queues in turn)",
     "celery": "Celery",
     "rq": "RQ",
     "dramatiq": "Dramatiq",
@@ -115,8 +117,9 @@ class View:
     def enqueue_group(self, name: str) -> str:
         config = CONFIGS[name]
         if config.library == FT:
-            if config.results_db is not None or config.broker != "redis":
-                return name  # signs its messages, or another broker: a producer of its own
+            if config.results_db is not None or config.broker != "redis" or config.env:
+                # Signs its messages, another broker, or other queues: a producer of its own.
+                return name
             return FT
         return config.library
 
@@ -324,7 +327,7 @@ def targets_section(view: View) -> list[str]:
             measured += paired_note
         rows.append([label, measured, met])
     return [
-        "## Targets (Flask-Tasks on Redis; ratios of medians from this run)",
+        "## Earlier targets (round one: Flask-Tasks on Redis, defaults; ratios of medians)",
         "",
         *table(["target", "Flask-Tasks ÷ reference", "met"], rows),
     ]
@@ -460,7 +463,10 @@ def redis_section(view: View) -> list[str]:
                 cell(view.field(name, "drain_redis", "scripts"), 2),
                 cell(view.field(name, "enqueue_redis", "cpu_us"), 0),
                 cell(view.field(name, "drain_redis", "cpu_us"), 0),
+                cell(view.field(name, "bulk_redis", "commands"), 1),
+                cell(view.field(name, "bulk_redis", "round_trips"), 3),
                 cell(view.field(name, "rt_redis", "commands"), 1),
+                f"**{cell(view.field(name, 'rt_redis', 'round_trips'), 2)}**",
             ]
         )
     lines = [
@@ -471,7 +477,11 @@ def redis_section(view: View) -> list[str]:
         "ran, including those called inside Lua scripts; *round trips* is "
         "`total_reads_processed` (socket reads, one per request or pipeline); *scripts* "
         "counts EVALSHA/EVAL calls; *CPU* is the server's user+system CPU time. The drain "
-        "includes the workers' start-up and idle polling during the run.",
+        "includes the workers' start-up and idle polling during the run. The "
+        "`delay().get()` columns divide the round-trip phase (the timed calls and the 20 "
+        "warm-up calls before them) by its calls: the producer's publish and wait, and the "
+        "workers' wake-up, reserve and settle, idle waits included. A bulk request larger "
+        "than the server's read buffer (16 KiB) counts one read per buffer.",
         "",
         *table(
             [
@@ -483,7 +493,10 @@ def redis_section(view: View) -> list[str]:
                 "drain scripts",
                 "enqueue CPU µs",
                 "drain CPU µs",
-                "cmds per round-trip call",
+                "bulk cmds",
+                "bulk round trips",
+                "cmds per delay().get()",
+                "round trips per delay().get()",
             ],
             rows,
         ),
@@ -703,8 +716,11 @@ def settings_section(view: View) -> list[str]:
 
 def render(results: dict[str, Any]) -> str:
     view = View(results)
+    from bench.targets import issue_targets_section
+
     sections = [
         header_section(results),
+        issue_targets_section(view) if FT in view.configs else [],
         targets_section(view) if FT in view.configs else [],
         ratios_section(view),
         enqueue_section(view),

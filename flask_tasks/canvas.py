@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from .batching import send_messages
 from .message import new_id
-from .on_commit import call_on_commit, check_options, send_messages
+from .on_commit import call_on_commit, check_options
 from .result import AsyncResult, EagerResult, GroupResult
 from .runtime import Runtime, current_runtime
 
@@ -42,7 +43,7 @@ def send(runtime: Runtime, name: str, args: Any, kwargs: Any, options: Mapping[s
     if task is not None:
         return task.apply_async(args, kwargs, **options)
     message = runtime.producer.message(name, args, kwargs, options, {})
-    send_messages(
+    unsent = send_messages(
         runtime,
         [message],
         retry=options.get("retry", True),
@@ -51,7 +52,7 @@ def send(runtime: Runtime, name: str, args: Any, kwargs: Any, options: Mapping[s
         session=options.get("session"),
         connection=options.get("connection"),
     )
-    return AsyncResult(message.id, runtime, name)
+    return AsyncResult(message.id, runtime, name, unsent=unsent)
 
 
 class Signature:

@@ -90,7 +90,7 @@ def known_queues(runtime: Runtime, workers: Optional[list[dict[str, Any]]] = Non
 def live_workers(runtime: Runtime) -> list[dict[str, Any]]:
     """Live workers, one entry per worker process group (prefork children together)."""
     grouped: dict[tuple[str, Any], dict[str, Any]] = {}
-    now = time.time()
+    now = runtime.store.server_time() or time.time()  # the clock heartbeats are stamped by
     for raw in runtime.store.workers().values():
         try:
             info = json.loads(raw)

@@ -138,13 +138,15 @@ class _Serializer:
         self.loads = loads
 
 
+#: One encoder for every call: ``json.dumps`` with options builds a new one each time,
+#: which costs as much as encoding a small message. NaN and Infinity are refused: they
+#: are not JSON, and a browser reading a result would fail on them.
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _json_dumps(value: Any) -> bytes:
-    # NaN and Infinity are refused: they are not JSON, and a browser reading a result
-    # would fail on them.
     try:
-        text = json.dumps(
-            to_tagged(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = _JSON_ENCODER.encode(to_tagged(value))
     except ValueError as error:
         if "JSON compliant" not in str(error):
             raise
@@ -241,9 +243,22 @@ class Codec:
             else []
         )
 
+        #: (serializer, compression) -> the header up to the signature, and the signing
+        #: HMAC already fed the signed header line (None when nothing is signed).
+        self._heads: dict[tuple[str, str | None], tuple[bytes, hmac.HMAC | None]] = {}
+
     @property
     def signs(self) -> bool:
         return self._signer is not None
+
+    def _head(self, serializer: str, compression: str | None) -> tuple[bytes, hmac.HMAC | None]:
+        head = b"%s %s" % (serializer.encode(), (compression or "-").encode())
+        mac = None
+        if self._macs:
+            mac = self._macs[0].copy()
+            mac.update(head + b"\n")
+        made = self._heads[serializer, compression] = (b"%s %s " % (_MAGIC, head), mac)
+        return made
 
     def encode(
         self, value: Any, serializer: str | None = None, compression: str | None = None
@@ -262,9 +277,16 @@ class Codec:
             if compression not in _COMPRESSORS:
                 raise EncodeError(f"Unknown compression {compression!r}; use zlib or bz2")
             payload = _COMPRESSORS[compression][0](payload)
-        head = b"%s %s" % (serializer.encode(), (compression or "-").encode())
-        signature = _signature(self._macs[0], head + b"\n" + payload) if self._macs else b"-"
-        data = b"%s %s %s\n%s" % (_MAGIC, head, signature, payload)
+        prefix, mac = self._heads.get((serializer, compression)) or self._head(
+            serializer, compression
+        )
+        if mac is None:
+            data = prefix + b"-\n" + payload
+        else:
+            signing = mac.copy()
+            signing.update(payload)
+            signature = base64.urlsafe_b64encode(signing.digest()).rstrip(b"=")
+            data = b"".join((prefix, signature, b"\n", payload))
         if len(data) > self.max_bytes:
             raise EncodeError(
                 f"Message is {len(data)} bytes, over TASKS_MESSAGE_MAX_BYTES ({self.max_bytes}); "

@@ -98,6 +98,7 @@ class TasksConfig:
         "a whole number of deliveries, 1 or more",
     )
     publish_timeout: float = _setting(5.0, _positive, "a positive number of seconds")
+    batch_per_request: bool = _setting(False, _flag, "True or False")
     result_expires: float = _setting(86400, _nonnegative, "a number of seconds (0 = never)")
     beat_schedule: Mapping[str, Any] = _setting({}, _mapping, "a dict of entry name -> entry")
     timezone: str = _setting("UTC", _text, "a time zone name such as 'UTC'")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import MappingProxyType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from flask import Flask
 
+from .batching import Batch, batching, register_request_batching
 from .brokers import check_urls
 from .canvas import Signature, Workflow, send
 from .cli import register_commands
@@ -79,6 +81,8 @@ class Tasks:
             # delay()); Redis connects lazily, SQLite opens its file.
             runtime.connections.transport  # noqa: B018
         app.extensions[EXTENSION_KEY] = runtime
+        if config.batch_per_request:
+            register_request_batching(app, runtime)
         register_commands(app)
         register_web(app, self, config)
 
@@ -132,6 +136,12 @@ class Tasks:
     ) -> AsyncResult:
         """Send a task by name, without importing it (options as ``apply_async``)."""
         return send(self.runtime(), name, args, kwargs, options)  # type: ignore[no-any-return]
+
+    def batch(self) -> AbstractContextManager[Batch]:
+        """``with tasks.batch():`` holds the tasks sent inside the block and publishes them
+        together at its end: one round trip on Redis. A result read inside the block
+        publishes the batch first. See :mod:`flask_tasks.batching`."""
+        return batching(self.runtime())
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:
         """The handle on the task ``task_id`` (sent from anywhere)."""

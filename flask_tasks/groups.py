@@ -6,10 +6,11 @@ See :mod:`flask_tasks.canvas` for how workflows nest and travel.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 from .canvas import Result, Signature, Workflow, chain, entry_of, signatures
+from .message import Message
 from .result import GroupResult
 
 if TYPE_CHECKING:
@@ -109,18 +110,23 @@ class group(Workflow):
     def _publish_together(
         runtime: Runtime, args: Sequence[Any], members: Sequence[Signature]
     ) -> list[str]:
-        """The plain members in one publish (one round trip for the whole group)."""
+        """The plain members in one publish (one round trip for the whole group); each
+        message is built as it is encoded, and not kept after."""
         producer = runtime.producer
-        messages = []
-        for member in members:
-            call = member.clone(args)
-            options = runtime.options_for(call.task)
-            messages.append(
-                producer.message(call.task, call.args, call.kwargs, call.options, options)
-            )
-        if messages:
-            producer.publish(messages)
-        return [message.id for message in messages]
+        ids: list[str] = []
+
+        def messages() -> Iterator[Message]:
+            for member in members:
+                # Nothing to prepend: the member itself (message() copies what it takes).
+                call = member.clone(args) if args else member
+                options = runtime.options_for(call.task)
+                message = producer.message(call.task, call.args, call.kwargs, call.options, options)
+                ids.append(message.id)
+                yield message
+
+        if members:
+            producer.publish(messages())
+        return ids
 
     def run_eagerly(self, runtime: Runtime, args: Sequence[Any]) -> GroupResult:
         results: list[_ResultBase] = [m.run_eagerly(runtime, args) for m in self.tasks]

@@ -259,9 +259,10 @@ def _log_dropped(dropped: Sequence[Held], rolled_back: bool) -> None:
         )
 
 
-def flush(held: Sequence[Held]) -> None:
+def flush(held: Sequence[Held], ended: str = "The session committed") -> None:
     """Publish the held messages (one publish per app and retry policy), then make the
-    held calls; every one is tried, and the first error raised after."""
+    held calls; every one is tried, and the first error raised after (an
+    ``OperationalError`` names what was not sent, after ``ended``: what made it send)."""
     batches: dict[Any, Held] = {}
     calls = []
     for item in held:
@@ -288,7 +289,6 @@ def flush(held: Sequence[Held]) -> None:
         if isinstance(first, OperationalError):
             lost = "; ".join(failed.describe() for failed, _error in errors)
             raise OperationalError(
-                f"The session committed, but sending what it held failed: {first} "
-                f"(not sent: {lost})"
+                f"{ended}, but sending what it held failed: {first} (not sent: {lost})"
             ) from first
         raise first

@@ -8,7 +8,7 @@ the retry policy while the broker is unreachable.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Optional
@@ -42,9 +42,14 @@ class Batch:
     messages: list[Message] = field(default_factory=list)
     envelopes: list[Envelope] = field(default_factory=list)
     records: dict[str, bytes] = field(default_factory=dict)
+    #: False: the messages are not kept once encoded (the publish signals have no
+    #: receivers, and nothing names them): a large group then leaves no garbage for the
+    #: collector to walk through while it is encoded.
+    keep_messages: bool = True
 
     def add(self, message: Message, body: bytes) -> None:
-        self.messages.append(message)
+        if self.keep_messages:
+            self.messages.append(message)
         self.envelopes.append(
             Envelope(message.id, message.queue, body, message.priority, message.eta)
         )
@@ -146,18 +151,24 @@ class Producer:
 
     def publish(
         self,
-        messages: Sequence[Message],
+        messages: Iterable[Message],
         *,
         retry: bool = True,
         retry_policy: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """Encode every message (raising ``EncodeError`` before anything is sent), then
-        publish them in one step, recording PENDING for each unless results are ignored."""
-        self.send(self.encode_batch(messages), retry=retry, retry_policy=retry_policy)
+        publish them in one step, recording PENDING for each unless results are ignored.
 
-    def encode_batch(self, messages: Sequence[Message]) -> Batch:
+        ``messages`` may be a generator: each message is encoded as it comes and, unless
+        the publish signals have receivers, not kept (a group of thousands builds them so).
+        """
+        keep = bool(signals.before_task_publish.receivers or signals.after_task_publish.receivers)
+        batch = self.encode_batch(messages, keep_messages=keep)
+        self.send(batch, retry=retry, retry_policy=retry_policy)
+
+    def encode_batch(self, messages: Iterable[Message], keep_messages: bool = True) -> Batch:
         """The messages encoded, with their PENDING records (``EncodeError`` here)."""
-        batch = Batch()
+        batch = Batch(keep_messages=keep_messages)
         for message in messages:
             batch.add(message, self.encode(message))
             if not message.ignore_result:
@@ -226,8 +237,9 @@ class Producer:
                 if broker is not None:
                     broker.publish_with_records(envelopes, records, ttl)
                 else:
-                    if records:
-                        self.connections.store.set_results(records, ttl)
+                    if records:  # a new message: its id is no longer fenced (Store.fence)
+                        store = self.connections.store
+                        store.set_results_fenced({k: (v, "") for k, v in records.items()}, ttl)
                     self.connections.transport.publish(envelopes)
                 return
             except OperationalError as error:

@@ -9,15 +9,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import states
-from .exceptions import TaskRevokedError, TimeoutError
+from .exceptions import OperationalError, TaskRevokedError, TimeoutError
 from .message import current_request
 from .records import Record
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+
+#: How long ``get()`` without a timeout keeps reading a result store that cannot be
+#: reached (a restart, a Sentinel failover) before it raises OperationalError.
+STORE_OUTAGE_WAIT = 60.0
 
 
 # -- results ---------------------------------------------------------------------------
@@ -73,6 +77,7 @@ class AsyncResult(_ResultBase):
         task_name: str | None = None,
         *,
         pending: bytes | None = None,
+        unsent: Callable[[], None] | None = None,
     ) -> None:
         self.id = task_id
         self.task_name = task_name
@@ -81,12 +86,21 @@ class AsyncResult(_ResultBase):
         #: The PENDING record the producer just wrote (the encoded bytes): the first
         #: get() waits for a change from it at once instead of reading it back first.
         self._pending = pending
+        #: Publishes the batch still holding this task's message (``tasks.batch()``).
+        self._unsent = unsent
 
     # -- reading the record
+
+    def _send_held(self) -> None:
+        """A message still held in a batch is published before its result is read."""
+        if self._unsent is not None:
+            send, self._unsent = self._unsent, None
+            send()
 
     def _record(self) -> Record | None:
         if self._cache is not None:
             return self._cache
+        self._send_held()
         record = self._runtime.read(self.id)
         if record is not None and record.ready:
             self._cache = record  # final: never changes again
@@ -153,26 +167,50 @@ class AsyncResult(_ResultBase):
 
         Waits on the result store's change notifications: no busy polling, so
         ``interval`` (kept for Celery compatibility) is not needed. Raises ``TimeoutError``
-        after ``timeout`` seconds; re-raises the task's exception when ``propagate``.
-        Inside a running task it raises ``RuntimeError``, as Celery does, unless
-        ``disable_sync_subtasks=False``: a task waiting on another can deadlock the pool.
+        after ``timeout`` seconds; re-raises the task's exception when ``propagate``. A
+        store that cannot be reached (a restart, a Sentinel failover) is read again every
+        half second until the timeout (without one, for ``STORE_OUTAGE_WAIT`` seconds),
+        then ``OperationalError`` is raised. Inside a running task it raises
+        ``RuntimeError``, as Celery does, unless ``disable_sync_subtasks=False``: a task
+        waiting on another can deadlock the pool.
         """
         del interval  # accepted for Celery compatibility: nothing polls
         if disable_sync_subtasks:
             _refuse_inside_task()
+        self._send_held()
         deadline = None if timeout is None else time.monotonic() + timeout
-        runtime = self._runtime
-        store = runtime.store
         # Assumed: the record written when the task was sent, not read from the store.
         raw, assumed = self._pending, self._pending is not None
         self._pending = None
+        failing_since = None
+        while True:
+            try:
+                self._wait_ready(raw, assumed, timeout, deadline)
+                break
+            except OperationalError:
+                # The store restarts or fails over (Sentinel): read again shortly.
+                now = time.monotonic()
+                failing_since = failing_since or now
+                limit = failing_since + STORE_OUTAGE_WAIT if deadline is None else deadline
+                if now >= limit:
+                    raise
+                time.sleep(min(0.5, limit - now))
+                raw, assumed = None, False
+        return self._outcome(propagate)  # outside the try: a task may raise OperationalError
+
+    def _wait_ready(
+        self, raw: bytes | None, assumed: bool, timeout: float | None, deadline: float | None
+    ) -> None:
+        """Wait until the record is ready (then cached) or raise TimeoutError."""
+        runtime = self._runtime
+        store = runtime.store
         if not assumed:
             raw = store.get_result(self.id)
         while True:
             record = Record.decode(runtime.codec, raw)
             if record is not None and record.ready:
                 self._cache = record
-                break
+                return
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 if assumed:  # out of time before reading it once: read it now
@@ -182,7 +220,6 @@ class AsyncResult(_ResultBase):
                     f"Task {self.id} did not finish within {timeout} s (state {self.state})"
                 )
             raw, assumed = store.watch_result(self.id, raw, min(remaining, 5.0)), False
-        return self._outcome(propagate)
 
     def _outcome(self, propagate: bool) -> Any:
         value = self.result
@@ -198,6 +235,7 @@ class AsyncResult(_ResultBase):
 
     def forget(self) -> None:
         """Delete the stored result."""
+        self._send_held()
         self._cache = None
         self._runtime.store.forget_result(self.id)
 

@@ -25,11 +25,12 @@ from typing import (
     cast,
 )
 
+from .batching import send_messages
 from .canvas import Signature
 from .exceptions import MaxRetriesExceededError, Retry
 from .execution import apply_eagerly
 from .message import Request, Seconds, current_request, to_timestamp
-from .on_commit import check_options, eager_on_commit, send_messages
+from .on_commit import check_options, eager_on_commit
 from .records import Record
 from .result import AsyncResult, EagerResult
 
@@ -183,6 +184,11 @@ class Task(Generic[P, R]):
         unreachable through ``retry_policy``. ``on_commit=True`` sends when ``session``
         (default: Flask-SQLAlchemy's ``db.session``) commits; ``connection=`` writes the
         message in that connection's transaction (PostgreSQL broker). See :mod:`.on_commit`.
+
+        ``task_id`` names the message and its result. Sending an id that is still waiting
+        replaces the waiting message; sending it while a worker runs it queues another
+        message under that id, which runs as well: two runs, and the record shows one of
+        their outcomes.
         """
         options = {
             "countdown": countdown,
@@ -214,7 +220,7 @@ class Task(Generic[P, R]):
         message = runtime.producer.message(
             self.name, args, kwargs, options, runtime.options_for(self.name)
         )
-        send_messages(
+        unsent = send_messages(
             runtime,
             [message],
             retry=retry,
@@ -226,7 +232,7 @@ class Task(Generic[P, R]):
         # The PENDING record just written: get() need not read it back before waiting.
         sent_now = not (on_commit or connection is not None or message.ignore_result)
         pending = runtime.producer.pending_record(message) if sent_now else None
-        return AsyncResult(message.id, runtime, self.name, pending=pending)
+        return AsyncResult(message.id, runtime, self.name, pending=pending, unsent=unsent)
 
     def apply(
         self,

@@ -1,13 +1,30 @@
 """Kill loop: SIGKILL ``flask worker`` processes while they run tasks; count what is lost.
 
-    python scripts/soak.py --kills 1000 --tasks 25000 --workers 2
+    python scripts/soak.py --kills 1000 --tasks 80000 --interval 0.3
 
-Starts a private redis-server (or uses ``--sqlite``), publishes ``--tasks`` tasks of the
-test app (``tests/apps/proc_app.py``, ``proc.counted``: each run appends a line), runs
-``--workers`` prefork workers, and every ``--interval`` seconds SIGKILLs one (its whole
-process group) and starts another, ``--kills`` times. Then it lets the survivors finish
-and prints how many tasks were lost (never ran or no SUCCESS) and run more than once
-(expected: at most the tasks in flight at each kill).
+Starts a private redis-server (or uses ``--sqlite``), runs ``--workers`` prefork workers of
+the test app (``tests/apps/proc_app.py``, ``proc.counted``: each run appends a line with the
+worker's name), and publishes ``--tasks`` tasks: one share before the first kill and one
+share before each kill, so that tasks are published and running while the kills go on.
+Every ``--interval`` seconds (on average) it SIGKILLs one worker (its whole process group)
+and starts another, ``--kills`` times. Then it lets the survivors finish and prints:
+
+lost
+    tasks that never ran (and were not dead-lettered).
+not_success
+    tasks whose result is not SUCCESS, less the dead-lettered ones.
+dead_lettered
+    tasks ended by the poison-message rule: delivered ``TASKS_MAX_DELIVERIES`` times to
+    processes that died each time, then stored as FAILURE (WorkerLostError). Every worker
+    gets ``--max-deliveries`` (default 1000), so with the default this stays 0.
+duplicated, extra_runs
+    tasks that ran more than once, and their runs past the first. Each must have run on a
+    worker that was killed (``dup_not_on_victims`` counts the others, expected 0), and their
+    number is bounded by the messages the victims held when killed (``in_flight_bound``:
+    kills x concurrency x (1 + prefetch)).
+
+The exit status is 1 unless lost, not_success, dead_lettered and dup_not_on_victims are 0
+and duplicated is within the bound.
 """
 
 from __future__ import annotations
@@ -26,10 +43,14 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "apps")]
 import proc_app  # noqa: E402
 from process_helpers import (  # noqa: E402
     RestartableRedis,
+    WorkerProcess,
     WorkerSetup,
     wait_until,
     worker_processes,
 )
+
+#: Prefetch per prefork child (the worker's default; passed explicitly for the bound).
+PREFETCH = 4
 
 
 def main() -> int:
@@ -44,8 +65,8 @@ def main() -> int:
         "--max-deliveries",
         type=int,
         default=1000,
-        help="TASKS_MAX_DELIVERIES of the workers: the loop kills innocent tasks too, so "
-        "the default is high (with 3, a task killed 3 times ends in WorkerLostError)",
+        help="TASKS_MAX_DELIVERIES of every worker: the loop kills innocent tasks too, so "
+        "the default is high (with 3, a task held by 3 victims ends in WorkerLostError)",
     )
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of Redis")
     args = parser.parse_args()
@@ -61,54 +82,96 @@ def main() -> int:
     records.mkdir()
     setup = WorkerSetup(url, records, visibility_timeout=args.lease)
     started = time.monotonic()
+    shares = [len(part) for part in _split(range(args.tasks), args.kills + 1)]
+    results = []
+    victims: set[str] = set()
     try:
         app = setup.app()
-        with app.app_context():
-            results = [proc_app.counted.delay(index) for index in range(args.tasks)]
         env = {"PROC_MAX_DELIVERIES": str(args.max_deliveries)}
+        serial = 0
+
+        def start_one() -> tuple[str, WorkerProcess]:
+            nonlocal serial
+            serial += 1
+            name = f"soak{serial}@localhost"
+            worker = workers.start(
+                "-P", "prefork", "-c", str(args.concurrency), "--prefetch", str(PREFETCH),
+                "-n", name, ready=False, **env,
+            )  # fmt: skip
+            return name, worker
+
+        def publish(count: int) -> None:
+            with app.app_context():
+                first = len(results)
+                results.extend(proc_app.counted.delay(first + n) for n in range(count))
+
         with worker_processes(setup, work) as workers:
-            alive = [
-                workers.start("-P", "prefork", "-c", str(args.concurrency), ready=False, **env)
-                for _ in range(args.workers)
-            ]
+            publish(shares[0])
+            alive = [start_one() for _ in range(args.workers)]
             for kill in range(args.kills):
                 time.sleep(args.interval * random.uniform(0.5, 1.5))
-                victim = alive.pop(random.randrange(len(alive)))
+                publish(shares[kill + 1])
+                name, victim = alive.pop(random.randrange(len(alive)))
                 victim.kill_group()
                 victim.wait(10)
-                alive.append(
-                    workers.start("-P", "prefork", "-c", str(args.concurrency), ready=False)
-                )
+                victims.add(name)
+                alive.append(start_one())
                 if (kill + 1) % 50 == 0:
                     print(f"{kill + 1} kills, {len(setup.records('counted'))} runs", flush=True)
             with app.app_context():
-                wait_until(
-                    lambda: all(r.state == "SUCCESS" for r in results[-50:]),
-                    timeout=max(120.0, args.tasks / 50),
-                    interval=0.5,
-                    what="the last tasks",
-                )
-                time.sleep(args.lease * 2)
+                unfinished = list(results)
+
+                def all_finished() -> bool:
+                    unfinished[:] = [r for r in unfinished if not r.ready()]
+                    return not unfinished
+
+                try:
+                    wait_until(
+                        all_finished, max(120.0, args.tasks / 50), 0.5, "every task to finish"
+                    )
+                except AssertionError as error:  # counted below as lost or not SUCCESS
+                    print(f"{error}: {len(unfinished)} unfinished")
                 states = Counter(r.state for r in results)
+                dead = {
+                    index
+                    for index, r in enumerate(results)
+                    if "WorkerLostError" in type(r.result).__name__
+                }
                 for result in [r for r in results if r.state != "SUCCESS"][:5]:
                     print(f"not SUCCESS: {result.id} {result.state} {result.result!r}")
-        runs = Counter(line["index"] for line in setup.records("counted"))
-        lost = sum(1 for index in range(args.tasks) if runs[index] == 0)
-        not_success = args.tasks - states.get("SUCCESS", 0)
-        duplicated = sum(1 for count in runs.values() if count > 1)
-        extra_runs = sum(count - 1 for count in runs.values() if count > 1)
+        runs: dict[int, list[str]] = {}
+        for line in setup.records("counted"):
+            runs.setdefault(line["index"], []).append(line["hostname"])
+        # Dead-lettered before any run (held by victims only) is the poison rule's, not lost.
+        lost = sum(1 for index in range(args.tasks) if index not in runs and index not in dead)
+        not_success = args.tasks - states.get("SUCCESS", 0) - len(dead)
+        duplicated = [hosts for hosts in runs.values() if len(hosts) > 1]
+        extra_runs = sum(len(hosts) - 1 for hosts in duplicated)
+        # A run repeated for no kill: every run but the last must be on a victim.
+        not_on_victims = sum(1 for hosts in duplicated if not set(hosts[:-1]) <= victims)
+        bound = args.kills * args.concurrency * (1 + PREFETCH)
         print(
             f"broker={'sqlite' if args.sqlite else 'redis'} tasks={args.tasks} "
             f"kills={args.kills} workers={args.workers}x{args.concurrency} "
-            f"lost={lost} not_success={not_success} duplicated={duplicated} "
-            f"extra_runs={extra_runs} seconds={time.monotonic() - started:.0f} "
-            f"states={dict(states)}"
+            f"lost={lost} not_success={not_success} dead_lettered={len(dead)} "
+            f"duplicated={len(duplicated)} extra_runs={extra_runs} "
+            f"in_flight_bound={bound} dup_not_on_victims={not_on_victims} "
+            f"seconds={time.monotonic() - started:.0f} states={dict(states)}"
         )
-        return 1 if lost or not_success else 0
+        ok = not (lost or not_success or dead or not_on_victims) and len(duplicated) <= bound
+        return 0 if ok else 1
     finally:
         setup.close()
         if redis is not None:
             redis.stop()
+
+
+def _split(items: range, parts: int) -> list[range]:
+    size, extra = divmod(len(items), parts)
+    bounds = [0]
+    for part in range(parts):
+        bounds.append(bounds[-1] + size + (1 if part < extra else 0))
+    return [items[bounds[i] : bounds[i + 1]] for i in range(parts)]
 
 
 if __name__ == "__main__":

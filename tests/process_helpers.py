@@ -302,11 +302,16 @@ def broker_url(kind: str, redis_url: Callable[[], str], directory: Path) -> str:
 
 
 class RestartableRedis:
-    """A private redis-server on a fixed port that a test may stop and start again."""
+    """A private redis-server on a fixed port that a test may stop and start again.
 
-    def __init__(self, directory: Path) -> None:
+    With ``durable``, every write is appended to a file and fsynced before the reply
+    (``--appendonly yes --appendfsync always``), so a server killed and started again in
+    the same directory has lost nothing it acknowledged."""
+
+    def __init__(self, directory: Path, durable: bool = False) -> None:
         self.port = free_port()
         self.directory = directory
+        self.durable = durable
         self.process: Optional[subprocess.Popen[bytes]] = None
 
     @property
@@ -324,8 +329,11 @@ class RestartableRedis:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(
+                    ["--appendonly", "yes", "--appendfsync", "always"]
+                    if self.durable
+                    else ["--appendonly", "no"]
+                ),
                 "--dir",
                 str(self.directory),
                 "--loglevel",

@@ -183,3 +183,28 @@ def test_a_task_outliving_its_lease_runs_once(
     assert result.get(timeout=RESULT_WAIT) == "once"
     events = [line["event"] for line in setup.records("sleepers") if line["id"] == result.id]
     assert events == ["start", "end"]
+
+
+@pytest.mark.fault
+def test_a_task_that_kills_its_process_is_dead_lettered_after_max_deliveries(
+    setup: WorkerSetup, workers: WorkerProcesses
+) -> None:
+    """RabbitMQ requeues the message of a dead consumer uncounted: the workers count its
+    starts in the result store, and the third start of a message that killed its process
+    twice dead-letters it instead of running it (no poison loop)."""
+    app = setup.app(TASKS_MAX_DELIVERIES=2)
+    worker = workers.start("-P", "prefork", "-c", "1", PROC_MAX_DELIVERIES="2")
+    with app.app_context():
+        result = proc_app.die.delay("os_exit")
+        assert result.get(timeout=30, propagate=False) is not None
+        assert result.state == states.FAILURE
+        assert type(result.result).__name__ == "WorkerLostError"
+        assert "started 3 times" in str(result.result)
+        assert "TASKS_MAX_DELIVERIES is 2" in str(result.result)
+        runs = [r for r in setup.records("dying") if r["id"] == result.id]
+        assert len(runs) == 2
+        letters = wait_until(transport(app).dead_letters, what="the dead letter")
+        assert [letter.id for letter in letters] == [result.id]
+        assert "WorkerLostError" in letters[0].reason
+        assert proc_app.add.delay(2, 3).get(timeout=RESULT_WAIT) == 5  # the worker lives on
+    assert worker.returncode() is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from flask_tasks import GroupResult, Tasks, chain, chord, group, signature
+from flask_tasks import GroupResult, Tasks, chain, chord, group, signals, signature
 from flask_tasks.canvas import Signature
 
 tasks = Tasks()
@@ -78,6 +78,29 @@ def test_group_is_published_in_one_call(app):
     with app.app_context():
         group(add.s(i, 1) for i in range(100)).apply_async()
     assert calls == [100]
+
+
+def test_a_group_sends_the_publish_signals_for_every_member(app):
+    """The bulk path keeps its messages only when the publish signals have receivers:
+    then each member is announced, with its own id, before and after the publish."""
+    seen: list[tuple[str, str]] = []
+
+    def before(sender, body, **_kwargs):
+        seen.append(("before", body["id"]))
+
+    def after(sender, body, **_kwargs):
+        seen.append(("after", body["id"]))
+
+    signals.before_task_publish.connect(before)
+    signals.after_task_publish.connect(after)
+    try:
+        with app.app_context():
+            result = group(add.s(i, 1) for i in range(5)).apply_async()
+    finally:
+        signals.before_task_publish.disconnect(before)
+        signals.after_task_publish.disconnect(after)
+    ids = [member.id for member in result.results]
+    assert seen == [("before", i) for i in ids] + [("after", i) for i in ids]
 
 
 def test_chord(worker):

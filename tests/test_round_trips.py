@@ -83,6 +83,10 @@ class Setup:
         self.runtime: Runtime = self.app.extensions["tasks"]
         self.task = self.runtime.registry["noop"]
         self.meter = Meter(url)
+        self.listener = self.runtime.store._watchers  # type: ignore[attr-defined]
+        # A channel without waiters stays subscribed until the next get() (whose SUBSCRIBE
+        # carries its UNSUBSCRIBE) or for ``linger`` seconds: none may end while counting.
+        self.listener.linger = 3600
         self.consumer = Consumer(self.runtime, ["default"], announce_ready=False)
         redis.Redis.from_url(url).flushall()
 
@@ -97,24 +101,21 @@ class Setup:
         self.consumer._flush_acks(force=True)
         assert not self.consumer._held
 
-    def delay_get(self) -> None:
-        """``delay().get()`` with the worker handling the task while ``get`` waits."""
+    def delay_get(self, woken: bool = False) -> None:
+        """``delay().get()`` with the worker handling the task while ``get`` waits
+        (``woken``: a worker idle in BLPOP, as a real one is between tasks)."""
         result = self.task.delay()
         outcome: list[Any] = []
         waiter = threading.Thread(target=lambda: outcome.append(result.get(timeout=10)))
         waiter.start()
-        listener = self.runtime.store._watchers  # type: ignore[attr-defined]
+        channel = self.runtime.store.keys.result_channel(result.id).encode()  # type: ignore[attr-defined]
         deadline = time.monotonic() + 10
-        while not any(entry.confirmed.is_set() for entry in list(listener._channels.values())):
+        while not ((entry := self.listener._channels.get(channel)) and entry.confirmed.is_set()):
             assert time.monotonic() < deadline, "get() never subscribed"
             time.sleep(0.001)
-        self.work_one()
+        self.work_one(woken)
         waiter.join(10)
         assert outcome == [None]
-        # get() unsubscribes on its way out: wait until the server has seen it.
-        while listener._channels:
-            time.sleep(0.001)
-        time.sleep(0.02)
 
     def warm_up(self) -> None:
         """Open every connection and load the scripts, so that only steady work counts."""
@@ -144,15 +145,20 @@ def setup(request: pytest.FixtureRequest, server_url: str) -> Iterator[Setup]:
 #: delay().get() 48 and 55 (a publish to an empty list now clears its mark: one more; a
 #: reserve that comes back short reads the next due time: two more, for no reserve that
 #: finds nothing afterwards, see "woken").
-#: delay().get() = publish; SUBSCRIBE, GET, UNSUBSCRIBE; reserve, ack.
+#: delay().get() = publish; SUBSCRIBE (carrying the previous get's UNSUBSCRIBE), GET;
+#: reserve, ack: 5. Against a worker idle in BLPOP ("delay_get_woken", what a real
+#: worker does between tasks): one more, the BLPOP. Before the lingering channels, get()
+#: sent its UNSUBSCRIBE on its own: 6 and 7.
 EXPECTED = {
     ("own-db", "delay"): Counts(1, 11),
     ("own-db", "worker"): Counts(2, 31),
-    ("own-db", "delay_get"): Counts(6, 45),
+    ("own-db", "delay_get"): Counts(5, 45),
+    ("own-db", "delay_get_woken"): Counts(6, 46),
     ("own-db", "woken"): Counts(3, 32),
     ("other-db", "delay"): Counts(1, 13),
     ("other-db", "worker"): Counts(2, 36),
-    ("other-db", "delay_get"): Counts(6, 52),
+    ("other-db", "delay_get"): Counts(5, 52),
+    ("other-db", "delay_get_woken"): Counts(6, 53),
     ("other-db", "woken"): Counts(3, 37),
 }
 
@@ -183,6 +189,56 @@ def test_delay_get(setup: Setup, request: pytest.FixtureRequest) -> None:
     with setup.app.app_context():
         counts = setup.meter.count(setup.delay_get)
     _check(setup, request, "delay_get", counts)
+
+
+def test_delay_get_with_a_worker_idle_in_blpop(
+    setup: Setup, request: pytest.FixtureRequest
+) -> None:
+    """The issue's figure: ``delay().get()`` as it goes against a real, idle worker."""
+    with setup.app.app_context():
+        counts = setup.meter.count(lambda: setup.delay_get(woken=True))
+    _check(setup, request, "delay_get_woken", counts)
+
+
+def test_a_lingering_channel_is_unsubscribed_on_its_own(setup: Setup) -> None:
+    """With no get() after it, a finished get()'s channel is unsubscribed after
+    ``linger`` seconds, in one request for every lingering channel."""
+    setup.listener.linger = 0.2
+    with setup.app.app_context():
+        setup.delay_get()
+        setup.delay_get()
+    # The second get()'s SUBSCRIBE carried the first one's UNSUBSCRIBE.
+    assert len(setup.listener.subscribed) == 1
+    assert len(setup.meter.client.pubsub_channels(b"*result*")) == 1
+
+    def unsubscribed() -> None:
+        _wait_until(lambda: not setup.listener.subscribed)
+        time.sleep(0.05)  # for the server to read it
+
+    counts = setup.meter.count(unsubscribed)
+    assert counts.round_trips == 1, counts
+    assert setup.meter.client.pubsub_channels(b"*result*") == []
+
+
+def test_watching_a_lingering_channel_again_costs_only_its_read(setup: Setup) -> None:
+    """A status stream reconnecting, or a second wait on the same task: the channel is
+    still subscribed, so only the read of the record goes to the server."""
+    store = setup.runtime.store
+    with setup.app.app_context():
+        result = setup.task.delay()
+    current = store.get_result(result.id)
+    assert store.watch_result(result.id, current, 0.01) == current  # subscribes
+    counts = setup.meter.count(lambda: store.watch_result(result.id, current, 0.01))
+    assert counts == Counts(1, 1), counts
+    with setup.app.app_context():
+        setup.work_one()
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
 def test_a_worker_woken_from_idle(setup: Setup, request: pytest.FixtureRequest) -> None:

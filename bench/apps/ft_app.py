@@ -3,6 +3,8 @@
 Broker from ``BENCH_FT_BROKER``; key prefix from ``BENCH_FT_PREFIX`` (default ``bench``), so
 that several stores can share one Redis server (figure 6). ``BENCH_FT_BACKEND`` sets
 ``TASKS_RESULT_BACKEND`` and ``BENCH_FT_SECRET`` the ``SECRET_KEY`` (signed messages).
+``BENCH_FT_QUEUES`` (a number above 1) names the queues ``q0``... that the many-queues
+configuration's worker consumes and its producer spreads the tasks over.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def create_app(
         app.config["SECRET_KEY"] = secret
     tasks.init_app(app)
     return app
+
+
+def queues() -> list[str]:
+    """The queues of ``BENCH_FT_QUEUES`` (none when unset or 1: the default queue)."""
+    count = int(os.environ.get("BENCH_FT_QUEUES") or 1)
+    return [f"q{number}" for number in range(count)] if count > 1 else []
 
 
 app = create_app() if "BENCH_FT_BROKER" in os.environ else None

@@ -23,7 +23,8 @@ fencing and counting
     Each delivery's token names this transport, its connection and the delivery tag; a
     :class:`Delivery` whose lease this transport no longer holds is refused. Deliveries
     are counted as far as this transport can know (see :mod:`.amqp_leases`): a message
-    whose holder died is requeued by RabbitMQ uncounted.
+    whose holder died is requeued by RabbitMQ uncounted, so workers count the starts of
+    each message in the result store as well (``counts_lost_deliveries`` is False).
 delays
     A ladder of TTL queues (see :mod:`.amqp_topology`) in the server: nothing is held in
     worker memory, and a message reaches its queue no earlier than its ``eta``. A
@@ -84,6 +85,7 @@ class AMQPTransport(Transport):
     """
 
     kind = "amqp"
+    counts_lost_deliveries = False
 
     def __init__(self, url: str, *, key_prefix: str = "flask_tasks", **options: Any) -> None:
         self.url = hide_password(url)

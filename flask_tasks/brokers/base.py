@@ -90,6 +90,12 @@ class _Connection(ABC):
         """Current Unix time; the single clock every implementation uses."""
         return time.time()
 
+    def server_time(self) -> Optional[float]:
+        """Unix time by the server's own clock (one round trip), to judge times other
+        processes set; None where the server keeps no clock apart from this host's
+        (SQLite, memory) or this implementation does not ask it (RabbitMQ, PostgreSQL)."""
+        return None
+
 
 class Transport(_Connection):
     """Queues of messages for one app, with leases.
@@ -104,6 +110,12 @@ class Transport(_Connection):
     #: ``reserve``: a consumer whose reserve came back short then waits before reserving
     #: again (one call fewer per idle spell), instead of reserving to find nothing.
     wait_sees_earlier_work = False
+
+    #: False where a message whose consumer died (its connection closed) comes back
+    #: uncounted in :attr:`Delivery.deliveries` (RabbitMQ): workers then count the
+    #: deliveries of each message in the result store, so that a message that kills its
+    #: process is still dead-lettered after ``TASKS_MAX_DELIVERIES``.
+    counts_lost_deliveries = True
 
     @abstractmethod
     def publish(self, envelopes: Sequence[Envelope]) -> None:
@@ -231,6 +243,28 @@ class Store(_Connection):
         """Return the current record as soon as it differs from ``last`` (at once if it
         already does), or after ``timeout`` seconds whatever it is. Woken by writes,
         not by polling on a fixed interval."""
+
+    # -- fencing of records (a result store apart from the transport) ----------------------
+
+    #: True where :meth:`fence` and :meth:`set_results_fenced` fence; elsewhere records
+    #: are written unconditionally. Needed only when the store is not the transport's own
+    #: server: a :class:`Broker` fences its joint steps itself.
+    fences_records = False
+
+    def fence(self, task_id: str, token: str, ttl: float) -> None:
+        """Mark the lease ``token`` as the one now running the message ``task_id`` (a
+        worker took it over after another's lease ran out): for ``ttl`` seconds (0 =
+        forever) :meth:`set_results_fenced` refuses records of ``task_id`` given another
+        token. Does nothing where :attr:`fences_records` is False."""
+
+    def set_results_fenced(self, records: Mapping[str, tuple[bytes, str]], ttl: float) -> list[str]:
+        """:meth:`set_results` of task id -> ``(record, lease token)``, refusing (not
+        writing) each record whose task id is fenced with another token; returns the
+        refused ids. A record given the token "" is written unconditionally and clears
+        the fence of its id (a new message under that id: publishers write its PENDING
+        record so); where :attr:`fences_records` is False, every record is written."""
+        self.set_results({task_id: record for task_id, (record, _t) in records.items()}, ttl)
+        return []
 
     # -- revocation -----------------------------------------------------------------------
 

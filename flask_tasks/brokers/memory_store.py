@@ -46,6 +46,8 @@ class MemoryStore(Store):
         self._counters: dict[str, tuple[int, float]] = {}
         self._claims: dict[str, float] = {}
         self._workers: dict[str, tuple[bytes, float]] = {}
+        #: task id -> (lease token, expiry or None) (``fence``).
+        self._fences: dict[str, tuple[str, float | None]] = {}
         self._values: dict[str, dict[str, bytes]] = {}
         #: (expires_at, table, key) for everything with a ttl but messages and leases.
         self._expiries: list[tuple[float, str, str]] = []
@@ -65,6 +67,7 @@ class MemoryStore(Store):
             "counters": self._counters,
             "claims": self._claims,
             "workers": self._workers,
+            "fences": self._fences,
         }
         for _ in range(_SWEEP_BATCH):
             if not self._expiries or self._expiries[0][0] > now:
@@ -104,6 +107,29 @@ class MemoryStore(Store):
             now = self.now()
             for task_id, record in records.items():
                 self._write_result(task_id, record, ttl, now)
+
+    fences_records = True
+
+    def fence(self, task_id: str, token: str, ttl: float) -> None:
+        with self._lock:
+            now = self.now()
+            expires_at = now + ttl if ttl else None
+            self._fences[task_id] = (token, expires_at)
+            self._expire_later("fences", task_id, expires_at)
+
+    def set_results_fenced(self, records: Mapping[str, tuple[bytes, str]], ttl: float) -> list[str]:
+        refused = []
+        with self._lock:
+            now = self.now()
+            for task_id, (record, token) in records.items():
+                fence = self._fences.get(task_id)
+                if token and fence and fence[0] != token and (fence[1] is None or fence[1] > now):
+                    refused.append(task_id)
+                    continue
+                if not token:
+                    self._fences.pop(task_id, None)
+                self._write_result(task_id, record, ttl, now)
+        return refused
 
     def get_result(self, task_id: str) -> bytes | None:
         with self._lock:

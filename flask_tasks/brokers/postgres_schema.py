@@ -32,7 +32,7 @@ SWEEP_BATCH = 500
 NOW = "extract(epoch FROM now())::float8"
 
 #: Bumped whenever the schema changes; stored as the messages table's comment.
-VERSION = "flask-tasks postgresql schema 3"
+VERSION = "flask-tasks postgresql schema 4"
 
 #: PostgreSQL truncates longer identifiers (NAMEDATALEN - 1 bytes).
 _MAX_NAME = 63
@@ -55,12 +55,14 @@ _NAMES = (
     "counters_expiry",
     "claims",
     "claims_expiry",
+    "fences",
+    "fences_expiry",
     "workers",
     "workers_expiry",
     "kept_values",
 )
 #: Tables whose rows expire.
-_EXPIRING = ("results", "revoked", "counters", "claims", "workers")
+_EXPIRING = ("results", "revoked", "counters", "claims", "workers", "fences")
 _BAD_PREFIX = re.compile(r"[\"'\\\x00-\x1f]")
 
 _SCHEMA = """
@@ -116,6 +118,9 @@ CREATE TABLE IF NOT EXISTS {counters} (
 CREATE INDEX IF NOT EXISTS {counters_expiry} ON {counters} (expires_at);
 CREATE TABLE IF NOT EXISTS {claims} (key text PRIMARY KEY, expires_at float8 NOT NULL);
 CREATE INDEX IF NOT EXISTS {claims_expiry} ON {claims} (expires_at);
+CREATE TABLE IF NOT EXISTS {fences} (task_id text PRIMARY KEY, token text NOT NULL,
+    expires_at float8);
+CREATE INDEX IF NOT EXISTS {fences_expiry} ON {fences} (expires_at);
 CREATE TABLE IF NOT EXISTS {workers} (
     name text PRIMARY KEY,
     info bytea NOT NULL,

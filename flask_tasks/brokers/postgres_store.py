@@ -113,6 +113,47 @@ class PostgresStore(Store):
             )
             self._sweep(connection)
 
+    fences_records = True
+
+    def server_time(self) -> float:
+        with self._pool.connection() as connection:
+            row = connection.execute(f"SELECT {NOW}").fetchone()
+        return float(row[0]) if row is not None else time.time()
+
+    def fence(self, task_id: str, token: str, ttl: float) -> None:
+        with self._pool.connection() as connection:
+            connection.execute(
+                f"INSERT INTO {self._t['fences']} VALUES (%(id)s, %(token)s, CASE WHEN "
+                f"%(ttl)s::float8 > 0 THEN {NOW} + %(ttl)s::float8 END) ON CONFLICT "
+                "(task_id) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at",
+                {"id": task_id, "token": token, "ttl": ttl},
+            )
+
+    def set_results_fenced(self, records: Mapping[str, tuple[bytes, str]], ttl: float) -> list[str]:
+        """One statement: the records whose fence names another token are left out."""
+        if not records:
+            return []
+        refused = (
+            f"SELECT f.task_id FROM {self._t['fences']} AS f JOIN unnest(%(rids)s::text[], "
+            "%(tokens)s::text[]) AS w(task_id, token) ON f.task_id = w.task_id "
+            f"WHERE w.token <> '' AND f.token <> w.token "
+            f"AND (f.expires_at IS NULL OR f.expires_at > {NOW})"
+        )
+        params = self._record_params({key: rt[0] for key, rt in records.items()}, ttl)
+        params["tokens"] = [token for _record, token in records.values()]
+        unless = "SELECT task_id FROM refused"
+        with self._pool.connection() as connection:
+            row = connection.execute(
+                f"WITH refused AS ({refused}), cleared AS (DELETE FROM {self._t['fences']} "
+                "WHERE task_id = ANY(ARRAY(SELECT task_id FROM unnest(%(rids)s::text[], "
+                "%(tokens)s::text[]) AS c(task_id, token) WHERE token = ''))), "
+                f"{self._put_results_sql(unless)} "
+                f"SELECT ARRAY({unless}), {self._notify_results_sql(unless)}",
+                params,
+            ).fetchone()
+            self._sweep(connection)
+        return list(row[0]) if row is not None else []
+
     def _read_result(self, task_id: str) -> tuple[bytes | None, Optional[float]]:
         """The record and the seconds until it expires (None: never, or no record)."""
         with self._pool.connection() as connection:

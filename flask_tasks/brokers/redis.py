@@ -74,6 +74,8 @@ class RedisBroker(RedisStore, Broker):
         self._waker = Waker(self._client, self.keys)
         # id -> queue of messages this broker handed out: a hint, checked by release.lua.
         self._queue_hints: dict[str, str] = {}
+        #: The KEYS of reserve.lua by queues consumed (a worker asks for the same ones).
+        self._reserve_keys: dict[tuple[str, ...], list[str]] = {}
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -150,7 +152,13 @@ class RedisBroker(RedisStore, Broker):
         groups, the queues outside ``queues`` holding due or expired messages, and (when
         it took nothing) the seconds until the earliest due time."""
         args: list[Any] = [lease, max(0, count), PROMOTE_BATCH, self._records_db, *queues]
-        keys = self.keys.core() + self.keys.reserve_keys(queues) + [self.keys.revoked]
+        wanted = tuple(queues)
+        keys = self._reserve_keys.get(wanted)
+        if keys is None:  # 11 key names per queue: made once per set of queues
+            if len(self._reserve_keys) > 64:
+                self._reserve_keys.clear()
+            keys = self.keys.core() + self.keys.reserve_keys(queues) + [self.keys.revoked]
+            self._reserve_keys[wanted] = keys
         taken, foreign, next_due = self._scripts.reserve(keys, args)
         return taken, [queue.decode() for queue in foreign], next_due
 

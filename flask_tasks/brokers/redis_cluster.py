@@ -65,9 +65,7 @@ class RedisClusterBroker(RedisClusterStore, Broker):
         if options.pop("records_db", None) is not None:
             raise ImproperlyConfigured("A Redis Cluster has database 0 only (records_db)")
         super().__init__(url, key_prefix=key_prefix, **options)
-        self._waker = ClusterWaker(
-            self._cluster, self._client, self.keys, lambda: self.sharded_pubsub, self._shards
-        )
+        self._waker = ClusterWaker(self._cluster, self.keys, self.listeners)
         self._queue_hints: dict[str, str] = {}
         self._registered: set[str] = set()
 
@@ -387,7 +385,3 @@ class RedisClusterBroker(RedisClusterStore, Broker):
             total += int(dropped)
             if done:
                 return total
-
-    def close(self) -> None:
-        self._waker.close()
-        super().close()

@@ -11,6 +11,9 @@ which register a callback per channel. Wake channels stay subscribed between wai
 worker waits on the same queues again and again); result channels are unsubscribed when
 their last watcher leaves. Each channel is subscribed with a command of its own (one
 ``SSUBSCRIBE`` takes channels of one slot).
+
+On older servers the same listeners serve plain channels (``SUBSCRIBE`` on one node,
+which hears a ``PUBLISH`` from any), with ``sharded=False``.
 """
 
 from __future__ import annotations
@@ -36,8 +39,11 @@ Deliver = Callable[[bytes], None]
 class _Master:
     """One master's SSUBSCRIBE connection, its listener thread and its channels' callbacks."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, sharded: bool) -> None:
         self.pubsub: PubSub = client.pubsub()  # type: ignore[no-untyped-call]
+        self.subscribe = self.pubsub.ssubscribe if sharded else self.pubsub.subscribe
+        self.unsubscribe = self.pubsub.sunsubscribe if sharded else self.pubsub.unsubscribe
+        self.kinds = ("ssubscribe", "smessage") if sharded else ("subscribe", "message")
         self.lock = threading.Lock()
         self.confirmed: dict[bytes, threading.Event] = {}
         self.waiters: dict[bytes, list[Deliver]] = {}
@@ -52,7 +58,7 @@ class _Master:
             for channel in channels:
                 if channel not in self.confirmed:
                     self.confirmed[channel] = threading.Event()
-                    self.pubsub.ssubscribe(channel)
+                    self.subscribe(channel)
                 self.waiters.setdefault(channel, []).append(deliver)
                 pending.append(self.confirmed[channel])
             if not self.started:
@@ -61,7 +67,7 @@ class _Master:
         deadline = time.monotonic() + CONFIRM_TIMEOUT
         for confirmed in pending:
             if not confirmed.wait(max(0.0, deadline - time.monotonic())) or self.broken:
-                raise redis.ConnectionError("Redis did not confirm an SSUBSCRIBE")
+                raise redis.ConnectionError("Redis did not confirm a subscription")
 
     def remove(self, channels: Sequence[bytes], deliver: Deliver, keep: bool) -> None:
         """Drop ``deliver``; unless ``keep``, unsubscribe channels nobody waits on."""
@@ -74,7 +80,7 @@ class _Master:
                     self.waiters.pop(channel, None)
                     self.confirmed.pop(channel, None)
                     with contextlib.suppress(redis.RedisError, OSError):
-                        self.pubsub.sunsubscribe(channel)  # type: ignore[no-untyped-call]
+                        self.unsubscribe(channel)
 
     def _listen(self) -> None:
         while not self.broken:
@@ -87,9 +93,9 @@ class _Master:
                 continue
             with self.lock:
                 channel = message["channel"]
-                if message["type"] == "ssubscribe" and channel in self.confirmed:
+                if message["type"] == self.kinds[0] and channel in self.confirmed:
                     self.confirmed[channel].set()
-                elif message["type"] == "smessage":
+                elif message["type"] == self.kinds[1]:
                     for deliver in self.waiters.get(channel, ()):
                         deliver(message["data"] or b"")
 
@@ -112,10 +118,12 @@ class _Master:
 
 
 class ShardListeners:
-    """The shard-channel connections of one process (see the module docs)."""
+    """The shard-channel connections of one process, or (``sharded=False``) its one
+    plain-channel connection (see the module docs)."""
 
-    def __init__(self, cluster: RedisCluster) -> None:
+    def __init__(self, cluster: RedisCluster, sharded: bool = True) -> None:
         self._cluster = cluster
+        self._sharded = sharded
         self._lock = threading.Lock()
         self._masters: dict[str, _Master] = {}
         self._pid = os.getpid()
@@ -126,7 +134,10 @@ class ShardListeners:
         ends; every channel is subscribed (and confirmed) before the block starts."""
         by_master: dict[str, tuple[_Master, list[bytes]]] = {}
         for channel in channels:
-            node = self._cluster.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+            if self._sharded:
+                node = self._cluster.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+            else:  # any node hears every plain PUBLISH
+                node = self._cluster.get_default_node()  # type: ignore[no-untyped-call]
             if node.name not in by_master:
                 by_master[node.name] = (self._master(node), [])
             by_master[node.name][1].append(channel.encode())
@@ -148,7 +159,7 @@ class ShardListeners:
             master = self._masters.get(name)
             if master is None or master.broken:
                 client = self._cluster.get_redis_connection(node)  # type: ignore[arg-type]
-                master = self._masters[name] = _Master(client)
+                master = self._masters[name] = _Master(client, self._sharded)
             return master
 
     def close(self) -> None:
@@ -159,8 +170,8 @@ class ShardListeners:
                 master.close()
 
 
-class ShardedResults:
-    """``watch_result`` waiting on a task's shard channel (the store's ``_watchers``)."""
+class ChannelResults:
+    """``watch_result`` waiting on a task's channel (the cluster store's watchers)."""
 
     def __init__(self, listeners: ShardListeners) -> None:
         self._listeners = listeners

@@ -25,10 +25,11 @@ from typing import Any, cast
 import redis
 from redis.cluster import RedisCluster
 
-from .redis_cluster_connection import open_cluster, pipeline
-from .redis_cluster_shards import ShardedResults, ShardListeners
+from .redis_cluster_connection import node_client, open_cluster, pipeline
+from .redis_cluster_shards import ChannelResults, ShardListeners
 from .redis_connection import RedisConnection, check_version, parse_version
 from .redis_keys import RedisKeys
+from .redis_pubsub import Watchers
 from .redis_scripts import LUA, RedisScripts, ScriptCall
 from .redis_store import RedisStore, operational
 
@@ -62,6 +63,9 @@ class ClusterKeys(RedisKeys):
 
     def result_channel(self, task_id: str) -> str:
         return f"{self.name}:channel:result:{{{task_id}}}"
+
+    def fence(self, task_id: str) -> str:
+        return f"{self.name}:fence:{{{task_id}}}"  # on its record's slot: one script
 
     def counter(self, name: str) -> str:
         return f"{self.name}:counter:{{{name}}}"
@@ -118,12 +122,25 @@ class RedisClusterStore(RedisStore):
 
     def _open(self, url: str, options: dict[str, Any]) -> RedisConnection:
         connection, self._cluster = open_cluster(url, options)
-        #: Shard-channel subscribers (Redis 7+), shared by result watchers and waiters.
-        self._shards = ShardListeners(self._cluster)
+        #: Channel subscribers shared by result watchers and waiters: shard channels on
+        #: Redis 7+ (chosen at the server check), else plain ones.
+        self._shards = ShardListeners(self._cluster, sharded=True)
+        self._plain = ShardListeners(self._cluster, sharded=False)
         return connection
 
     def _new_scripts(self, client: redis.Redis) -> RedisScripts:
         return ClusterScripts(client)
+
+    def _new_watchers(self, client: redis.Redis) -> Watchers:
+        return ChannelResults(self._plain)  # until the servers are known to shard channels
+
+    def listeners(self) -> ShardListeners:
+        """Where wake-ups and result notifications are heard: shard or plain channels."""
+        return self._shards if self.sharded_pubsub else self._plain
+
+    def _slot_client(self, key: str) -> redis.Redis:
+        # The cluster pipeline refuses TIME: the master holding the slot takes it all.
+        return node_client(self._cluster, key)
 
     def _check_server(self) -> None:
         """Refuse a cluster with a primary older than Redis 5.0; choose how wake-ups are
@@ -142,14 +159,14 @@ class RedisClusterStore(RedisStore):
             if versions and min(versions) >= (7, 0):
                 self.sharded_pubsub = True
                 self._scripts = ClusterScripts(self._client, "SPUBLISH")
-                self._watchers.close()  # never used: watch_result checks the servers first
-                self._watchers = ShardedResults(self._shards)
+                self._watchers = ChannelResults(self._shards)
             self._scripts.preload(self._client)
             self._server_checked = True
 
     def close(self) -> None:
         super().close()
         self._shards.close()
+        self._plain.close()
 
     @operational
     def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:

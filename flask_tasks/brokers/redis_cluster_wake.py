@@ -9,11 +9,11 @@
   wake list: the cluster's scripts publish a wake-up there too (``WAKE_PUBLISH`` in
   ``lua/lib.lua``). On Redis 7+ these are shard channels (``SPUBLISH``/``SSUBSCRIBE``,
   :mod:`.redis_cluster_shards`, shared with result watchers): a wake-up stays on the
-  queue's master. On older servers
-  they are plain channels, which reach subscribers on any node, at the cost of one
-  cluster-bus message per publish. The subscriptions stay open between waits; each wait
-  reads whether work is ready (one pipelined round trip over the queues' masters) after
-  the server confirmed them, so nothing published in between is missed.
+  queue's master. On older servers they are plain channels, which reach subscribers on
+  any node, at the cost of one cluster-bus message per publish. The subscriptions stay
+  open between waits; each wait reads whether work is ready (one pipelined round trip
+  over the queues' masters) after the server confirmed them, so nothing published in
+  between is missed.
 """
 
 from __future__ import annotations
@@ -23,13 +23,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, Callable
 
-import redis
 from redis.cluster import RedisCluster
 
 from .redis_cluster_connection import node_client, pipeline
 from .redis_cluster_shards import ShardListeners
 from .redis_cluster_store import ClusterKeys
-from .redis_pubsub import SubscriberPool
 from .redis_wake import Waker
 
 
@@ -39,18 +37,14 @@ class ClusterWaker:
     def __init__(
         self,
         cluster: RedisCluster,
-        client: redis.Redis,
         keys: ClusterKeys,
-        sharded: Callable[[], bool],
-        shards: ShardListeners,
+        listeners: Callable[[], ShardListeners],
     ) -> None:
         self._cluster = cluster
         self.keys = keys
         self._single: dict[tuple[str, str], Waker] = {}
-        self._subscribers = SubscriberPool(client, keep_listening=True)
-        self._shards = shards
-        #: Whether the scripts publish on shard channels (known once the servers are).
-        self.sharded = sharded
+        #: The store's channel listeners (shard or plain channels, known once the servers are).
+        self.listeners = listeners
 
     def single(self, queue: str) -> Waker:
         """The waker of one queue, on the primary that holds its slot now."""
@@ -74,18 +68,11 @@ class ClusterWaker:
             return
         deadline = time.monotonic() + timeout
         channels = [self.keys.queue(queue).wake_list(queue) for queue in queues]
-        if self.sharded():
-            woken = threading.Event()
-            with self._shards.listening(channels, lambda _payload: woken.set(), keep=True):
-                due = self._next_due(queues)
-                if due is not None:
-                    woken.wait(max(0.0, min(deadline, time.monotonic() + due) - time.monotonic()))
-            return
-        with self._subscribers.listening(channels) as subscriber:
+        woken = threading.Event()
+        with self.listeners().listening(channels, lambda _payload: woken.set(), keep=True):
             due = self._next_due(queues)
-            if due is None:
-                return
-            subscriber.wait(min(deadline, time.monotonic() + due) - time.monotonic())
+            if due is not None:
+                woken.wait(max(0.0, min(deadline, time.monotonic() + due) - time.monotonic()))
 
     def _next_due(self, queues: Sequence[str]) -> float | None:
         """None when work is ready in ``queues``; else the seconds until the earliest
@@ -110,6 +97,3 @@ class ClusterWaker:
         keys = self.keys.queue(earliest[1])
         seconds, microseconds = node_client(self._cluster, keys.delayed).time()
         return max(0.0, earliest[0] - (seconds + microseconds / 1e6))
-
-    def close(self) -> None:
-        self._subscribers.close()  # the shard listeners are the store's

@@ -36,6 +36,13 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "health_check_interval": 0,
 }
 
+try:  # redis-py releases that describe the client with a DriverInfo
+    from redis.driver_info import DriverInfo as _DriverInfo
+except ImportError:  # pragma: no cover - older redis-py take the version once, at import
+    _DriverInfo = None  # type: ignore[assignment,misc]
+#: Options with which the user names the client library themselves.
+_DRIVER_OPTIONS = {"driver_info", "lib_name", "lib_version"}
+
 _SENTINEL_HOST = re.compile(r"^\[?(?P<host>[^\]]*?)\]?(?::(?P<port>\d+))?$")
 
 
@@ -59,6 +66,11 @@ def client_options(options: dict[str, Any]) -> dict[str, Any]:
     if int(redis.__version__.split(".", 1)[0]) >= 5:
         # redis-py 8 speaks RESP3 (HELLO) by default; Redis 5 only knows RESP2.
         merged["protocol"] = 2
+    if _DriverInfo is not None and not _DRIVER_OPTIONS & set(options):
+        # Otherwise redis-py reads its version from the installed package's metadata for
+        # every connection object it makes: milliseconds, and in a forked worker child
+        # megabytes of memory copied from its parent.
+        merged["driver_info"] = _DriverInfo(lib_version=redis.__version__)
     merged.update(options)
     merged["decode_responses"] = False  # bodies and records are bytes
     return merged

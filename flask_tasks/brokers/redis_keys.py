@@ -90,6 +90,10 @@ class RedisKeys:
         """String: the result record of ``task_id``."""
         return f"{self.base}:result:{task_id}"
 
+    def fence(self, task_id: str) -> str:
+        """String: the lease token now running ``task_id`` (``Store.fence``)."""
+        return f"{self.base}:fence:{task_id}"
+
     def counter(self, name: str) -> str:
         """String: the counter ``name`` (``Store.incr``)."""
         return f"{self.base}:counter:{name}"

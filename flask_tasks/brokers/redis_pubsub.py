@@ -1,10 +1,16 @@
-"""Pub/sub listening for the Redis broker: pooled, fork-aware subscriber connections.
+"""Result notifications for the Redis broker: one pub/sub connection per process.
 
-``wait`` and ``watch_result`` block on a pub/sub connection instead of polling. Opening and
-subscribing a connection costs round trips, so idle subscribers are kept and reused: a
-worker's ``wait`` finds its subscriber still listening to the same queues. A subscriber is
-subscribed (and the server has confirmed it) before the caller reads the state it waits on,
-so a write that lands between the read and the wait still wakes it.
+``watch_result`` (behind ``AsyncResult.get()`` and the status endpoints) waits on the
+channel its task's record is published to. Every waiter of a process shares one
+connection, owned by a background thread that reads it and hands each published record
+to the waiters of its channel. A channel is subscribed (and the server has confirmed it)
+before the waiter reads the record, so a write after that read still wakes it.
+
+Subscribing costs a request to the server; unsubscribing would cost another. So a channel
+whose last waiter left stays subscribed a while ("lingers"): its ``UNSUBSCRIBE`` goes out
+in the same write as the next ``SUBSCRIBE`` (one request for both), or, when no other
+subscription comes, after :attr:`ResultListener.linger` seconds. A waiter coming back to
+a lingering channel (a second ``get()``, a reconnecting status stream) needs no request.
 """
 
 from __future__ import annotations
@@ -15,126 +21,22 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
-from redis.client import PubSub
+from redis.connection import AbstractConnection
 
 #: How long to wait for the server to confirm a subscription.
 CONFIRM_TIMEOUT = 5.0
-
-
-class Subscriber:
-    """One pub/sub connection and the channels it listens to."""
-
-    def __init__(self, pubsub: PubSub) -> None:
-        self.pubsub = pubsub
-        self.channels: frozenset[bytes] = frozenset()
-
-    def listen_to(self, channels: frozenset[bytes]) -> None:
-        """Listen to exactly ``channels``; returns once the server confirmed them.
-
-        Messages already received are dropped: the caller reads the state afterwards.
-        """
-        stale = self.channels - channels
-        missing = channels - self.channels
-        if stale:
-            self.pubsub.unsubscribe(*stale)  # type: ignore[no-untyped-call]
-        if missing:
-            self.pubsub.subscribe(*missing)
-        self.channels = channels
-        deadline = time.monotonic() + CONFIRM_TIMEOUT
-        unconfirmed = set(missing)
-        while unconfirmed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise redis.TimeoutError("Redis did not confirm a SUBSCRIBE")
-            message = self.pubsub.get_message(timeout=remaining)
-            if message and message["type"] == "subscribe":
-                unconfirmed.discard(message["channel"])
-        while self.pubsub.get_message(timeout=0) is not None:
-            pass
-
-    def stop_listening(self) -> None:
-        """Unsubscribe from everything (the confirmations are skipped on next use)."""
-        if self.channels:
-            self.pubsub.unsubscribe(*self.channels)  # type: ignore[no-untyped-call]
-            self.channels = frozenset()
-
-    def wait(self, timeout: float) -> bool:
-        """Block until a message arrives on one of the channels (True) or ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            message = self.pubsub.get_message(timeout=remaining)
-            if message and message["type"] == "message" and message["channel"] in self.channels:
-                return True
-
-    def close(self) -> None:
-        with contextlib.suppress(redis.RedisError, OSError):  # already broken
-            self.pubsub.close()
-
-
-class SubscriberPool:
-    """Idle subscribers of one client, reused across calls and dropped after a fork."""
-
-    def __init__(self, client: redis.Redis, keep_listening: bool, max_idle: int = 8) -> None:
-        self._client = client
-        self._keep_listening = keep_listening
-        self._max_idle = max_idle
-        self._idle: list[Subscriber] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._closed = False
-
-    @contextmanager
-    def listening(self, channels: Sequence[str]) -> Iterator[Subscriber]:
-        """A subscriber listening to ``channels`` (confirmed), returned to the pool after."""
-        wanted = frozenset(channel.encode() for channel in channels)
-        subscriber = self._take(wanted)
-        try:
-            subscriber.listen_to(wanted)
-            yield subscriber
-            if not self._keep_listening:
-                subscriber.stop_listening()
-        except BaseException:
-            subscriber.close()
-            raise
-        self._give_back(subscriber)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for subscriber in idle:
-            subscriber.close()
-
-    def _take(self, wanted: frozenset[bytes]) -> Subscriber:
-        with self._lock:
-            if self._pid != os.getpid():
-                # A forked child must not read from, close or return its parent's
-                # connections (they belong to the parent's pool): it just forgets them.
-                self._idle, self._pid = [], os.getpid()
-            for index, subscriber in enumerate(self._idle):
-                if subscriber.channels == wanted:
-                    return self._idle.pop(index)
-            if self._idle:
-                return self._idle.pop()
-        return Subscriber(self._client.pubsub())  # type: ignore[no-untyped-call]
-
-    def _give_back(self, subscriber: Subscriber) -> None:
-        with self._lock:
-            if not self._closed and self._pid == os.getpid() and len(self._idle) < self._max_idle:
-                self._idle.append(subscriber)
-                return
-        subscriber.close()
+#: Seconds a channel without waiters stays subscribed when no other subscription comes.
+LINGER = 1.0
+#: Most channels lingering at once; beyond it they are unsubscribed at once.
+MAX_LINGERING = 256
 
 
 class Inbox:
     """What one ``watch_result`` waiter is told: the latest record published (an empty
-    payload means "deleted, read it again")."""
+    payload means "deleted, or the connection was lost: read it again")."""
 
     def __init__(self) -> None:
         self.arrived = threading.Event()
@@ -173,19 +75,31 @@ class ResultListener:
     """One pub/sub connection and one thread that wake every ``watch_result`` waiter of a
     process, however many there are (a web process may hold thousands of SSE streams).
 
-    Waiters subscribe their task's channel on the shared connection (reference-counted)
-    and wait on an inbox the listener thread fills with each published record. Only the
-    listener thread reads the connection; waiters only send SUBSCRIBE/UNSUBSCRIBE.
+    Only the listener thread reads the connection; waiters only write to it (under the
+    lock). A forked child forgets its parent's connection and opens its own on first use.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+    def __init__(
+        self, client: redis.Redis, linger: float = LINGER, max_lingering: int = MAX_LINGERING
+    ) -> None:
+        self._pool = client.connection_pool
+        #: Seconds a channel without waiters stays subscribed (see the module docstring).
+        self.linger = linger
+        self.max_lingering = max_lingering
         self._lock = threading.Lock()
         self._channels: dict[bytes, _Channel] = {}
-        self._pubsub: PubSub | None = None
+        #: Subscribed channels without waiters, oldest first: when the last one left.
+        self._lingering: dict[bytes, float] = {}
+        self._connection: AbstractConnection | None = None
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._closed = False
+
+    @property
+    def subscribed(self) -> frozenset[bytes]:
+        """The channels subscribed (or being subscribed) now, lingering ones included."""
+        with self._lock:
+            return frozenset(self._channels)
 
     @contextmanager
     def listening(self, channel: str) -> Iterator[Inbox]:
@@ -194,11 +108,17 @@ class ResultListener:
         name = channel.encode()
         inbox = Inbox()
         with self._lock:
-            pubsub = self._ensure_running()
+            connection = self._ensure_running()
             entry = self._channels.get(name)
             if entry is None:
                 entry = self._channels[name] = _Channel()
-                pubsub.subscribe(name)
+                try:
+                    self._send(connection, [("SUBSCRIBE", name)])
+                except BaseException:
+                    del self._channels[name]
+                    raise
+            else:
+                self._lingering.pop(name, None)
             entry.waiters.add(inbox)
         try:
             if not entry.confirmed.wait(CONFIRM_TIMEOUT):
@@ -208,69 +128,113 @@ class ResultListener:
             with self._lock:
                 entry.waiters.discard(inbox)
                 if not entry.waiters and self._channels.get(name) is entry:
-                    del self._channels[name]
-                    if self._pubsub is not None:
-                        with contextlib.suppress(redis.RedisError, OSError):
-                            self._pubsub.unsubscribe(name)  # type: ignore[no-untyped-call]
+                    self._lingering[name] = time.monotonic()
+                    if len(self._lingering) > self.max_lingering:
+                        self._unsubscribe_lingering()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None and self._pid == os.getpid():
+            connection, self._connection = self._connection, None
+        if connection is not None and self._pid == os.getpid():
             with contextlib.suppress(redis.RedisError, OSError):
-                pubsub.close()
+                connection.disconnect()  # type: ignore[no-untyped-call]
 
-    def _ensure_running(self) -> PubSub:
-        """The shared connection, with its listener thread started (lock held)."""
+    # -- with the lock held ---------------------------------------------------------------
+
+    def _ensure_running(self) -> AbstractConnection:
+        """The shared connection, with its listener thread started."""
         if self._pid != os.getpid():  # a forked child: the parent's socket is not ours
-            self._pid, self._pubsub, self._thread = os.getpid(), None, None
+            self._pid, self._connection, self._thread = os.getpid(), None, None
             self._channels.clear()
+            self._lingering.clear()
         if self._closed:
             raise redis.ConnectionError("the broker is closed")
-        if self._pubsub is None:
-            self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        if self._connection is None:
+            self._connection = self._open()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=self._listen,
-                args=(self._pubsub,),
+                args=(self._connection,),
                 name="flask-tasks-results",
                 daemon=True,
             )
             self._thread.start()
-        return self._pubsub
+        return self._connection
 
-    def _listen(self, pubsub: PubSub) -> None:
-        while not self._closed and self._pubsub is pubsub:
+    def _open(self) -> AbstractConnection:
+        """A connection of the client's settings, outside its pool (this listener owns
+        it), speaking RESP2: published messages arrive as plain replies."""
+        kwargs = dict(self._pool.connection_kwargs)
+        if "protocol" in kwargs:
+            kwargs["protocol"] = 2
+        connection: AbstractConnection = self._pool.connection_class(**kwargs)
+        connection.connect()  # type: ignore[no-untyped-call]
+        return connection
+
+    def _send(self, connection: AbstractConnection, commands: list[tuple[Any, ...]]) -> None:
+        """Send ``commands`` in one write, preceded by the lingering channels' UNSUBSCRIBE."""
+        if self._lingering:
+            commands = [("UNSUBSCRIBE", *self._take_lingering()), *commands]
+        packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
+        connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+
+    def _take_lingering(self) -> list[bytes]:
+        names = list(self._lingering)
+        self._lingering.clear()
+        for name in names:
+            del self._channels[name]
+        return names
+
+    def _unsubscribe_lingering(self) -> None:
+        connection = self._connection
+        if connection is None or not self._lingering:
+            return
+        with contextlib.suppress(redis.RedisError, OSError):  # the reader sees it broken
+            self._send(connection, [])
+
+    # -- the listener thread --------------------------------------------------------------
+
+    def _listen(self, connection: AbstractConnection) -> None:
+        tick = 0.25
+        while not self._closed and self._connection is connection:
             try:
-                message = pubsub.get_message(timeout=1.0)
+                reply = connection.read_response() if connection.can_read(tick) else None
             except Exception:  # closed under us, or the connection broke
                 if not self._closed:
-                    self._reconnect(pubsub)
+                    self._reconnect(connection)
                 return
-            if message is None:
-                continue
             with self._lock:
-                entry = self._channels.get(message["channel"])
-                if entry is None:
-                    continue
-                if message["type"] == "subscribe":
-                    entry.confirmed.set()
-                elif message["type"] == "message":
-                    for inbox in entry.waiters:
-                        inbox.deliver(message["data"])
+                if isinstance(reply, list) and len(reply) == 3:
+                    self._dispatch(reply)
+                if self._lingering and self._connection is connection:
+                    oldest = next(iter(self._lingering.values()))
+                    if time.monotonic() - oldest >= self.linger:
+                        self._unsubscribe_lingering()
 
-    def _reconnect(self, broken: PubSub) -> None:
+    def _dispatch(self, reply: Sequence[Any]) -> None:
+        kind, name, data = reply
+        entry = self._channels.get(name)
+        if entry is None:
+            return
+        if kind == b"subscribe":
+            entry.confirmed.set()
+        elif kind == b"message":
+            for inbox in entry.waiters:
+                inbox.deliver(data)
+
+    def _reconnect(self, broken: AbstractConnection) -> None:
         """Lost the connection: wake every waiter (they read again) and start afresh."""
         with self._lock:
-            if self._pubsub is not broken:
+            if self._connection is not broken:
                 return
-            self._pubsub, self._thread = None, None
-            waiting = list(self._channels.items())
+            self._connection, self._thread = None, None
+            waiting = list(self._channels.values())
             self._channels.clear()
+            self._lingering.clear()
         with contextlib.suppress(Exception):
-            broken.close()
-        for _name, entry in waiting:
+            broken.disconnect()  # type: ignore[no-untyped-call]
+        for entry in waiting:
             entry.confirmed.set()
             for inbox in entry.waiters:
                 inbox.deliver(b"")  # read again

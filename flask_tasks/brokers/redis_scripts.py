@@ -7,7 +7,8 @@ helpers, prepended; Lua line numbers in their errors count from the top of ``lib
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,29 @@ _WAKE_OFF = "local WAKE_PUBLISH = false"
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 
+@functools.cache
+def sources(wake_publish: str = "") -> Mapping[str, str]:
+    """Each command's Lua source, ``lib.lua`` prepended where it is used. Read once per
+    process: a forked worker child uses its parent's copy instead of writing its own.
+    ``wake_publish``: the command that also publishes wake-ups on channels (lib.lua;
+    ``redis+cluster://``), "" for none."""
+    library = (LUA / "lib.lua").read_text(encoding="utf-8")
+    if wake_publish:
+        library = library.replace(_WAKE_OFF, f'local WAKE_PUBLISH = "{wake_publish}"', 1)
+    found: dict[str, str] = {}
+    for name in USES_LIB + STANDALONE:
+        source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
+        found[name] = library + source if name in USES_LIB else source
+    return found
+
+
 class RedisScripts:
     """The Lua commands, registered once on one client (EVALSHA; reloaded on NOSCRIPT)."""
 
     def __init__(self, client: redis.Redis, *, wake_publish: str = "") -> None:
-        library = (LUA / "lib.lua").read_text(encoding="utf-8")
-        if wake_publish:  # wake-ups published on channels too, with this command (lib.lua)
-            library = library.replace(_WAKE_OFF, f'local WAKE_PUBLISH = "{wake_publish}"', 1)
-        scripts: dict[str, Script] = {}
-        for name in USES_LIB + STANDALONE:
-            source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
-            scripts[name] = client.register_script(library + source if name in USES_LIB else source)
+        scripts = {
+            name: client.register_script(source) for name, source in sources(wake_publish).items()
+        }
         self.all = scripts
         self.publish = scripts["publish"]
         self.reserve = scripts["reserve"]

@@ -69,7 +69,7 @@ class RedisStore(Store):
         self._connection = self._open(url, options)
         self._client = self._connection.client
         self._scripts = self._new_scripts(self._client)
-        self._watchers: Watchers = ResultListener(self._client)
+        self._watchers = self._new_watchers(self._client)
         self._server_checked = False
         self._check_lock = threading.Lock()
 
@@ -83,6 +83,13 @@ class RedisStore(Store):
 
     def _new_scripts(self, client: redis.Redis) -> RedisScripts:
         return RedisScripts(client)
+
+    def _new_watchers(self, client: redis.Redis) -> Watchers:
+        return ResultListener(client)
+
+    def _slot_client(self, key: str) -> redis.Redis:
+        """The client for a pipeline of commands on ``key``'s slot (with TIME)."""
+        return self._client
 
     def _check_server(self) -> None:
         """Refuse Redis older than 5.0 (naming the version found); preload the scripts."""
@@ -122,6 +129,32 @@ class RedisStore(Store):
         elif calls:
             self._scripts.pipelined(self._client, calls)
 
+    fences_records = True
+
+    @operational
+    def fence(self, task_id: str, token: str, ttl: float) -> None:
+        key = self.keys.fence(task_id)
+        if ttl > 0:
+            self._client.set(key, token.encode(), px=max(1, milliseconds(ttl)))
+        else:
+            self._client.set(key, token.encode())
+
+    @operational
+    def set_results_fenced(self, records: Mapping[str, tuple[bytes, str]], ttl: float) -> list[str]:
+        """One pipelined round trip of ``set_result.lua`` calls, each checking its fence."""
+        calls: list[ScriptCall] = []
+        for task_id, (record, token) in records.items():
+            script, keys, args = self._record_call(task_id, record, ttl)
+            calls.append((script, [*keys, self.keys.fence(task_id)], [*args, token]))
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            results = [script(keys, args)]
+        elif calls:
+            results = self._scripts.pipelined(self._client, calls)
+        else:
+            return []
+        return [task_id for task_id, done in zip(records, results) if done == 0]
+
     @operational
     def get_result(self, task_id: str) -> bytes | None:
         return cast("bytes | None", self._client.get(self.keys.result(task_id)))
@@ -154,8 +187,12 @@ class RedisStore(Store):
                 published = inbox.take(remaining)
                 if published is None:
                     continue  # timed out: the deadline check returns the current record
-                # A write publishes the record itself; a deletion publishes nothing.
-                current = published or cast("bytes | None", self._client.get(key))
+                if published:  # a write publishes the record itself
+                    current = published
+                    continue
+                # A deletion, or the listener lost its connection (this channel is no
+                # longer subscribed): return what is there now, the caller watches again.
+                return cast("bytes | None", self._client.get(key))
 
     # -- revocation -----------------------------------------------------------------------
 
@@ -205,21 +242,32 @@ class RedisStore(Store):
         return bool(claimed)
 
     @operational
+    def server_time(self) -> float:
+        seconds, microseconds = self._slot_client(self.keys.workers).time()
+        return seconds + microseconds / 1e6
+
+    @operational
     def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
-        now = self.now()
+        """Expiry by the server's clock (``TIME`` in the script), not the worker's."""
         self._scripts.heartbeat(
             [self.keys.workers, self.keys.workers_expiry],
-            [worker, info, now + ttl, now, EXPIRED_WORKERS_BATCH],
+            [worker, info, ttl, EXPIRED_WORKERS_BATCH],
         )
 
     @operational
     def workers(self) -> dict[str, bytes]:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zrangebyscore(self.keys.workers_expiry, f"({self.now()!r}", "+inf")
+        pipe = self._slot_client(self.keys.workers).pipeline(transaction=False)
+        pipe.zrange(self.keys.workers_expiry, 0, -1, withscores=True)
         pipe.hgetall(self.keys.workers)
-        live, infos = cast("tuple[list[bytes], dict[bytes, bytes]]", tuple(pipe.execute()))
-        # A worker dropped as expired between the two reads is left out.
-        return {name.decode(): infos[name] for name in live if name in infos}
+        pipe.time()
+        expiries, infos, (seconds, microseconds) = pipe.execute()
+        now = seconds + microseconds / 1e6
+        # A worker dropped as expired between the reads is left out.
+        return {
+            name.decode(): infos[name]
+            for name, expires_at in cast("list[tuple[bytes, float]]", expiries)
+            if expires_at > now and name in infos
+        }
 
     @operational
     def set_value(self, namespace: str, key: str, value: bytes | None) -> None:

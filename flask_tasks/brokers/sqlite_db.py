@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 from ..exceptions import ImproperlyConfigured, OperationalError
 from .sqlite_notify import ChangeNotifier
 from .sqlite_schema import DELAYED, LEASED, READY, SCHEMA, add_missing_columns, table_names
+from .sqlite_wake import wake_directory
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Most delayed (and, separately, expired) messages one ``reserve`` moves back to queues.
@@ -169,7 +170,7 @@ class Database:
         self._connections = {}
         self._pid = os.getpid()
         self._closed = False
-        self.notifier = ChangeNotifier(self._open, options.poll_interval)
+        self.notifier = self._notifier()
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, exist_ok=True)
@@ -185,6 +186,9 @@ class Database:
             self.close()
             raise
         _DATABASES.add(self)
+
+    def _notifier(self) -> ChangeNotifier:
+        return ChangeNotifier(self._open, self.options.poll_interval, wake_directory(self.path))
 
     # -- connections ----------------------------------------------------------------------
 
@@ -251,9 +255,10 @@ class Database:
             _INHERITED.extend(connection for _ref, connection in self._connections.values())
             if self.notifier.connection is not None:
                 _INHERITED.append(self.notifier.connection)
+            self.notifier.disown()
             self._connections = {}
             self._pid = os.getpid()
-            self.notifier = ChangeNotifier(self._open, self.options.poll_interval)
+            self.notifier = self._notifier()
 
     def __del__(self) -> None:
         # A broker dropped without close() (a test's app, a short script): close its files
@@ -263,6 +268,7 @@ class Database:
             if not self._closed and self._pid == os.getpid():
                 for _ref, connection in self._connections.values():
                     connection.close()
+                self.notifier.close_sender()
         except Exception:  # interpreter shutdown: nothing left to do
             pass
 
@@ -293,6 +299,25 @@ class Database:
             yield
         except sqlite3.Error as exc:
             raise OperationalError(f"SQLite broker {self.path!r}: {exc}") from exc
+
+    def check_writable(self) -> None:
+        """Raise OperationalError saying so when the file cannot be written (a read-only
+        file, directory or mount): retrying cannot help. A write lock held by another
+        process for longer than a moment passes: the file is writable, just busy."""
+        try:
+            with self.write(busy_timeout=0.5) as conn:  # deletes nothing, but must write
+                conn.execute(f"DELETE FROM {self.tables['claims']} WHERE key = ''")
+        except OperationalError as error:
+            text = str(error).lower()
+            if "locked" in text or "busy" in text:
+                return
+            if "readonly" in text or "read-only" in text:
+                raise OperationalError(
+                    f"SQLite broker {self.path!r} is read-only for this process "
+                    f"({error.__cause__}): make the file, its -wal and -shm files and their "
+                    "directory writable"
+                ) from error
+            raise
 
     @contextmanager
     def write(self, busy_timeout: Optional[float] = None) -> Iterator[sqlite3.Connection]:
@@ -325,7 +350,7 @@ class Database:
                     connection.execute("ROLLBACK")
                 raise
         if connection.total_changes != changes:
-            self.notifier.changed()
+            self.notifier.committed()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

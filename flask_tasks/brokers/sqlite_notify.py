@@ -3,11 +3,14 @@
 Commits made through this broker wake its waiters at once (a condition variable). Commits
 made by other processes (or other broker objects) are noticed by one watcher thread per
 broker that reads ``PRAGMA data_version`` while, and only while, some thread waits. That
-pragma reads the WAL index in shared memory: no disk access, about 5 microseconds. The
-watcher reads it every ``poll_interval / 10`` seconds while the database is changing and
-every ``poll_interval`` after a second of quiet, so a busy system sees other processes'
-commits within milliseconds, and an idle worker wakes only a few times a second. A process
-in which nobody waits (a web process between requests) runs no watcher at all.
+pragma reads the WAL index in shared memory: no disk access, about 5 microseconds.
+
+The watcher reads it when another process's commit sends it a wake-up over a Unix
+datagram socket (:mod:`.sqlite_wake`), and every ``poll_interval`` seconds anyway, in case
+a wake-up was lost. Where Unix sockets are missing (Windows), it reads it every
+``poll_interval / 10`` seconds while the database is changing and every ``poll_interval``
+after a second of quiet. A process in which nobody waits (a web process between requests)
+runs no watcher at all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Callable, Optional
 
+from .sqlite_wake import SUPPORTED, WakeListener, WakeSender
+
 #: Pause after the watcher could not read the database, before it tries again.
 _ERROR_BACKOFF = 1.0
 #: Seconds after the last change seen during which the watcher polls at the fast rate.
@@ -28,8 +33,16 @@ _BUSY_PERIOD = 1.0
 class ChangeNotifier:
     """A change counter that waiting threads can block on."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], poll_interval: float) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        poll_interval: float,
+        wake_directory: Optional[str] = None,
+    ) -> None:
         self._connect = connect
+        self._wake_directory = wake_directory if SUPPORTED else None
+        self._sender = WakeSender(self._wake_directory) if self._wake_directory else None
+        self._listener: Optional[WakeListener] = None
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -47,6 +60,14 @@ class ChangeNotifier:
         with self._lock:
             self._generation += 1
             self._changed.notify_all()
+
+    def committed(self) -> None:
+        """Note a commit made through this broker: wake its waiters, and the watchers of
+        other processes (and of other broker objects) on the same file."""
+        self.changed()
+        if self._sender is not None:
+            listener = self._listener
+            self._sender.send(listener.path if listener is not None else None)
 
     def token(self) -> int:
         """The current change count; pass it to :meth:`wait`."""
@@ -95,9 +116,24 @@ class ChangeNotifier:
             self._stop.set()
             self._changed.notify_all()
             self._has_waiters.notify_all()
-            thread = self._thread
+            thread, listener = self._thread, self._listener
+        if listener is not None:
+            listener.interrupt()
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
+        self.close_sender()
+
+    def close_sender(self) -> None:
+        """Close the socket that sends wake-ups (the next commit opens another)."""
+        if self._sender is not None:
+            self._sender.close()
+
+    def disown(self) -> None:
+        """In a forked child: close this process's copies of the sockets, leaving the
+        parent's socket file in place (the database connection is the caller's)."""
+        if self._listener is not None:
+            self._listener.close()
+        self.close_sender()
 
     def _read_version(self) -> Optional[int]:
         try:
@@ -113,7 +149,17 @@ class ChangeNotifier:
             self.connection.close()
             self.connection = None
 
+    def _listen(self) -> Optional[WakeListener]:
+        if self._wake_directory is None:
+            return None
+        try:
+            return WakeListener(self._wake_directory)
+        except OSError:  # a directory we may not write to, say: poll instead
+            return None
+
     def _watch(self, ready: threading.Event) -> None:
+        # Listen before the first read: a commit after that read sends us a wake-up.
+        listener = self._listener = self._listen()
         last = self._read_version()
         ready.set()
         last_change = time.monotonic() - _BUSY_PERIOD  # quiet until a change is seen
@@ -130,11 +176,14 @@ class ChangeNotifier:
                     self.changed()
                 last = version
                 if version is None:
-                    pause = _ERROR_BACKOFF
+                    self._stop.wait(_ERROR_BACKOFF)
+                elif listener is not None:
+                    listener.wait(self._poll_interval)
                 elif now - last_change < _BUSY_PERIOD:
-                    pause = self._poll_interval / 10
+                    self._stop.wait(self._poll_interval / 10)
                 else:
-                    pause = self._poll_interval
-                self._stop.wait(pause)
+                    self._stop.wait(self._poll_interval)
         finally:
             self._drop_connection()
+            if listener is not None:
+                listener.close()

@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS {terminate} (task_id TEXT PRIMARY KEY, expires_at REA
 CREATE INDEX IF NOT EXISTS {terminate_expiry} ON {terminate} (expires_at);
 CREATE TABLE IF NOT EXISTS {claims} (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS {claims_expiry} ON {claims} (expires_at);
+CREATE TABLE IF NOT EXISTS {fences} (task_id TEXT PRIMARY KEY, token TEXT NOT NULL,
+    expires_at REAL);
+CREATE INDEX IF NOT EXISTS {fences_expiry} ON {fences} (expires_at);
 CREATE TABLE IF NOT EXISTS {workers} (
     name TEXT PRIMARY KEY,
     info BLOB NOT NULL,
@@ -81,6 +84,7 @@ _EXPIRING = (
     ("counters", "key"),
     ("claims", "key"),
     ("workers", "name"),
+    ("fences", "task_id"),
 )
 
 
@@ -123,6 +127,8 @@ def table_names(key_prefix: str) -> dict[str, str]:
         "terminate_expiry",
         "claims",
         "claims_expiry",
+        "fences",
+        "fences_expiry",
         "workers",
         "workers_expiry",
         "kept_values",

@@ -83,6 +83,41 @@ class SQLiteStore(Store):
         with self._db.write() as conn:
             self._put_results(conn, records, ttl, self.now())
 
+    fences_records = True
+
+    def fence(self, task_id: str, token: str, ttl: float) -> None:
+        now = self.now()
+        with self._db.write() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO {self._t['fences']} VALUES (?, ?, ?)",
+                (task_id, token, now + ttl if ttl else None),
+            )
+
+    def set_results_fenced(self, records: Mapping[str, tuple[bytes, str]], ttl: float) -> list[str]:
+        """All in one transaction, which reads the fences first."""
+        if not records:
+            return []
+        with self._db.write() as conn:
+            now = self.now()
+            refused = [
+                task_id
+                for task_id, (_record, token) in records.items()
+                if token
+                and conn.execute(
+                    f"SELECT 1 FROM {self._t['fences']} WHERE task_id = ? AND token != ? "
+                    "AND (expires_at IS NULL OR expires_at > ?)",
+                    (task_id, token, now),
+                ).fetchone()
+            ]
+            conn.executemany(
+                f"DELETE FROM {self._t['fences']} WHERE task_id = ?",
+                [(task_id,) for task_id, (_record, token) in records.items() if not token],
+            )
+            kept = {task_id: rt[0] for task_id, rt in records.items() if task_id not in refused}
+            if kept:
+                self._put_results(conn, kept, ttl, now)
+        return refused
+
     def _read_result(self, task_id: str) -> tuple[bytes | None, Optional[float]]:
         with self._db.read() as conn:
             row = conn.execute(
@@ -211,8 +246,11 @@ class SQLiteStore(Store):
     # -- connection -----------------------------------------------------------------------
 
     def ping(self) -> None:
+        """Raise OperationalError unless the file can be read and written (a read-only
+        file answers reads, but nothing could be published, reserved or settled)."""
         with self._db.read() as conn:
             conn.execute("PRAGMA schema_version").fetchone()
+        self._db.check_writable()
 
     def close(self) -> None:
         self._db.close()

@@ -3,6 +3,9 @@
 A message that cannot be decoded, fails its signature, names an unknown task, or was
 delivered more than ``TASKS_MAX_DELIVERIES`` times is dead-lettered with the reason, and a
 FAILURE is stored under its id so that a caller's ``get()`` raises instead of waiting.
+Where the transport cannot count deliveries to consumers that died, the starts of each
+message are counted in the result store instead (:meth:`Intake.may_start`). A message
+delivered again after a lease ran out is fenced in a separate result store.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
 
 logger = logging.getLogger("flask_tasks.worker")
+
+#: Seconds the count of a message's starts is kept when results never expire.
+START_COUNT_TTL = 7 * 86400
 
 
 class Intake:
@@ -48,17 +54,8 @@ class Intake:
             self._fail_undecodable(delivery, error)
             self._dead_letter(delivery, f"DecodeError: {error}")
             return None
-        limit = runtime.config.max_deliveries
-        if delivery.deliveries > limit:
-            lost = WorkerLostError(
-                f"Message {message.id} of task {message.task} was delivered "
-                f"{delivery.deliveries} times without finishing (TASKS_MAX_DELIVERIES is "
-                f"{limit}): the process running it died each time (os._exit, a signal, a "
-                "crash in C code, or out of memory?)"
-            )
-            if not message.ignore_result:
-                runtime.write(message.id, Record.failure(lost, message.task))
-            self._dead_letter(delivery, f"WorkerLostError: {lost}")
+        if delivery.deliveries > runtime.config.max_deliveries:
+            self._dead_letter_lost(delivery, message, delivery.deliveries, "delivered")
             return None
         if message.task not in runtime.registry:
             unknown = NotRegistered(unknown_task_message(message.task, runtime.registry))
@@ -70,7 +67,56 @@ class Intake:
                 runtime.write(message.id, Record.failure(unknown, message.task))
             self._dead_letter(delivery, f"NotRegistered: {unknown}")
             return None
+        if delivery.deliveries > 1:
+            self._fence(delivery)
         return message
+
+    def may_start(self, delivery: Delivery, message: Message) -> bool:
+        """False, after dead-lettering it, when the message's body was started more than
+        ``TASKS_MAX_DELIVERIES`` times, counted in the result store. Only where the
+        transport cannot count the deliveries of consumers that died (RabbitMQ): starts,
+        not deliveries, are counted there, so that rate-limit deferrals and prefetched
+        messages given back count for nothing. Keyed by message id and retry number."""
+        runtime = self.runtime
+        if runtime.transport.counts_lost_deliveries:
+            return True
+        key = f"starts:{message.id}:{message.retries}"
+        try:
+            starts = runtime.store.incr(key, runtime.config.result_expires or START_COUNT_TTL)
+        except OperationalError as error:  # the transport's own count still applies
+            logger.warning("Could not count the start of %s: %s", loggable(message.id), error)
+            return True
+        if starts <= runtime.config.max_deliveries:
+            return True
+        self._dead_letter_lost(delivery, message, starts, "started")
+        return False
+
+    def _dead_letter_lost(
+        self, delivery: Delivery, message: Message, count: int, counted: str
+    ) -> None:
+        limit = self.runtime.config.max_deliveries
+        lost = WorkerLostError(
+            f"Message {message.id} of task {message.task} was {counted} {count} times "
+            f"without finishing (TASKS_MAX_DELIVERIES is {limit}): the process running it "
+            "died each time (os._exit, a signal, a crash in C code, or out of memory?)"
+        )
+        if not message.ignore_result:
+            self.runtime.write(message.id, Record.failure(lost, message.task))
+        self._dead_letter(delivery, f"WorkerLostError: {lost}")
+
+    def _fence(self, delivery: Delivery) -> None:
+        """A message delivered again after an earlier lease ran out: where the results
+        live apart from the transport, mark this lease as the one running it, so that the
+        worker that lost the lease cannot overwrite this one's outcome if it finishes
+        after all (a :class:`~flask_tasks.brokers.Broker` fences its joint steps itself)."""
+        runtime = self.runtime
+        store = runtime.store
+        if runtime.connections.joint is not None or not delivery.token or not store.fences_records:
+            return
+        try:
+            store.fence(delivery.id, delivery.token, runtime.config.result_expires)
+        except OperationalError as error:  # the transport still fences the ack
+            logger.warning("Could not fence the outcome of %s: %s", loggable(delivery.id), error)
 
     def receive(self, batch: list[Delivery], revoked: set[str]) -> set[str]:
         """Decode a reserved batch and record RECEIVED for its tasks that track their

@@ -144,7 +144,7 @@ class Monitor:
             "held": held,
             "running": running,
             "done": self.tasks_done,
-            "at": time.time(),
+            "at": self.runner.clock.now(),  # the broker's time, as readers judge it
             "stats": self.runner.stats.snapshot(),
         }
 

@@ -14,6 +14,7 @@ interpreters that load the app again from its import path, as ``flask`` found it
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -188,6 +189,11 @@ class _Supervisor:
             kwargs={"stop": stop, "slot": slot, "board": self.board if self.autoscale else None},
             name=f"PoolWorker-{self.started}",
         )
+        if self.context.get_start_method() == "fork":
+            # The app's objects go to the permanent generation, which the collector never
+            # walks: a child's collections do not write to (and so copy) their pages.
+            gc.collect()
+            gc.freeze()
         process.start()
         self.children[process.sentinel] = _Child(process, ready, stop, slot)
 

@@ -24,6 +24,7 @@ from ..exceptions import (
 from ..execution import ExceptionInfo, Outcome, execute, is_expected
 from ..message import Message, Request, to_timestamp
 from ..records import Record
+from .clock import BrokerClock
 from .intake import Intake
 from .logs import loggable
 from .rate_limit import RateLimiter
@@ -47,6 +48,8 @@ class TaskRunner:
         self.runtime = runtime
         self.hostname = hostname
         self.rate_limiter = RateLimiter(runtime.store)
+        #: Judges ``expires`` (set by the publisher) by the broker's clock.
+        self.clock = BrokerClock(runtime)
         self.workflows = Workflows(runtime, runtime.owner)
         #: When a list, settlements are collected here for the consumer to send in one
         #: batch (:meth:`settle`) instead of one by one.
@@ -78,12 +81,14 @@ class TaskRunner:
         if signals.task_received.receivers:
             signals.task_received.send(self, request=request)
         logger.info("Task %s[%s] received", loggable(message.task), loggable(message.id))
-        if revoked or (message.expires is not None and message.expires < time.time()):
+        if revoked or (message.expires is not None and message.expires < self.clock.now()):
             self._skip_revoked(task, message, request, delivery, expired=not revoked)
             return
         delay = self.rate_limiter.delay_for(task.name, options.get("rate_limit"))
         if delay:
             runtime.transport.release(delivery, eta=time.time() + delay)
+            return
+        if not self.intake.may_start(delivery, message):
             return
         acks_late = options.get("acks_late")
         if acks_late is None:
@@ -289,8 +294,9 @@ class TaskRunner:
         broker = runtime.connections.broker
         if broker is not None:
             released = broker.release_with_record(delivery, body, again.eta, raw, ttl)
+        elif runtime.store.set_results_fenced({message.id: (raw, delivery.token)}, ttl):
+            released = False  # another worker runs it now: leave its lease alone
         else:
-            runtime.store.set_result(message.id, raw, ttl)
             released = runtime.transport.release(delivery, body=body, eta=again.eta)
         if released is False:
             _log_refused([message.id], "retry")
@@ -335,10 +341,16 @@ class TaskRunner:
         if broker is not None:
             refused = broker.ack_with_records(settlements, ttl)
         else:
-            records = {lease_of(held)[0]: raw for held, raw in settlements if raw is not None}
-            if records:
-                runtime.store.set_results(records, ttl)
+            # Records first (a crash between the two runs the task again, never loses its
+            # outcome); a separate store refuses those of a lease another worker took over.
+            records = {
+                lease_of(held)[0]: (raw, lease_of(held)[1])
+                for held, raw in settlements
+                if raw is not None
+            }
+            fenced = runtime.store.set_results_fenced(records, ttl) if records else []
             refused = runtime.transport.ack([held for held, _raw in settlements])
+            refused += [message_id for message_id in fenced if message_id not in refused]
         if refused:
             _log_refused(refused, "outcome")
 

@@ -3,8 +3,9 @@
 ``flask --app proc_app worker`` calls ``create_app()`` with no arguments: the settings come
 from environment variables the test sets (``PROC_BROKER_URL``, ``PROC_RESULT_BACKEND``,
 ``PROC_KEY_PREFIX``, ``PROC_VISIBILITY_TIMEOUT``, ``PROC_RECORD_DIR``, ``PROC_SECRET_KEY``,
-``PROC_FAIL_IN_CHILD`` to make spawned children fail to load it, and ``PROC_BEAT_EVERY`` for
-a periodic task recording into ``beat.jsonl``). The test process
+``PROC_FAIL_IN_CHILD`` to make spawned children fail to load it, ``PROC_BROKER_OPTIONS``
+(JSON) and ``PROC_MAX_DELIVERIES``, and ``PROC_BEAT_EVERY`` for a periodic task recording
+into ``beat.jsonl``). The test process
 builds the same app with ``create_app(overrides)`` to send tasks and read results.
 
 Tasks record what happened as JSON lines appended to files in the record directory
@@ -29,6 +30,8 @@ from flask_tasks.exceptions import SoftTimeLimitExceeded
 tasks = Tasks()
 
 APP_NAME = "proc_app"
+#: The process that imported this module: prefork children share their parent's.
+IMPORTED_IN = os.getpid()
 
 
 def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
@@ -41,6 +44,8 @@ def create_app(overrides: Optional[dict[str, Any]] = None) -> Flask:
     app.config["TASKS_KEY_PREFIX"] = os.environ.get("PROC_KEY_PREFIX", "flask_tasks")
     app.config["TASKS_VISIBILITY_TIMEOUT"] = float(os.environ.get("PROC_VISIBILITY_TIMEOUT", "30"))
     app.config["PROC_RECORD_DIR"] = os.environ.get("PROC_RECORD_DIR")
+    if os.environ.get("PROC_BROKER_OPTIONS"):  # JSON, e.g. a short socket timeout
+        app.config["TASKS_BROKER_OPTIONS"] = json.loads(os.environ["PROC_BROKER_OPTIONS"])
     if os.environ.get("PROC_MAX_DELIVERIES"):
         app.config["TASKS_MAX_DELIVERIES"] = int(os.environ["PROC_MAX_DELIVERIES"])
     app.config["PROC_GREETING"] = "hello from the app config"
@@ -164,6 +169,20 @@ def app_context(self: Any) -> dict[str, Any]:
 @tasks.task(name="proc.pid")
 def pid() -> int:
     return os.getpid()
+
+
+@tasks.task(name="proc.process_info")
+def process_info() -> dict[str, int]:
+    """Where it runs, which process imported the app, and how many objects the garbage
+    collector leaves alone (``gc.freeze``)."""
+    import gc
+
+    return {
+        "pid": os.getpid(),
+        "parent": os.getppid(),
+        "imported_in": IMPORTED_IN,
+        "frozen": gc.get_freeze_count(),
+    }
 
 
 @tasks.task(name="proc.soft_limited", bind=True, soft_time_limit=0.3)

@@ -124,6 +124,21 @@ def test_scripts_only_touch_keys_passed_in_keys() -> None:
             assert _KEY_ARGUMENT.match(key.strip()), f"{script.name}: {command} {key}"
 
 
+def test_scripts_are_read_once_per_process(redis_url: str, broker: RedisBroker) -> None:
+    """A forked worker child uses the sources its parent read (shared memory)."""
+
+    def refuse(*_args: object, **_kwargs: object) -> str:
+        raise AssertionError("read a Lua file again")
+
+    with mock.patch.object(Path, "read_text", refuse):
+        another = RedisBroker(redis_url, key_prefix="read-once")
+    try:
+        another.publish([Envelope("m", "q", b"x")])
+        assert [d.id for d in another.reserve(["q"], 1, 30)] == ["m"]
+    finally:
+        another.close()
+
+
 def test_scripts_survive_a_script_flush(broker: RedisBroker, redis_client: redis.Redis) -> None:
     broker.publish([env("m")])
     redis_client.script_flush()

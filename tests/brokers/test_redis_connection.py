@@ -260,3 +260,36 @@ def test_a_server_that_refuses_info_is_used_unchecked(
         assert [d.id for d in broker.reserve(["q"], 1, LEASE)] == ["m"]
     finally:
         broker.close()
+
+
+def test_connections_do_not_read_package_metadata(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py would read its version from the installed metadata for each connection
+    object (slow, and in a forked worker child it writes over megabytes of shared pages)."""
+    import importlib.metadata
+
+    def refuse(name: str) -> str:
+        raise AssertionError(f"read the metadata of {name!r}")
+
+    monkeypatch.setattr(importlib.metadata, "version", refuse)
+    broker = RedisBroker(redis_url, key_prefix="no-metadata")
+    try:
+        pool = broker._client.connection_pool
+        for _ in range(3):
+            pool.connection_class(**pool.connection_kwargs)
+        broker.publish([env("m")])
+        assert [d.id for d in broker.reserve(["q"], 1, LEASE)] == ["m"]
+    finally:
+        broker.close()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # lib_name: redis-py 7+ says so
+def test_driver_options_given_by_the_user_are_kept(redis_url: str) -> None:
+    broker = RedisBroker(redis_url, key_prefix="own-name", lib_name="my-app")
+    try:
+        kwargs = broker._client.connection_pool.connection_kwargs
+        assert kwargs["lib_name"] == "my-app"
+        assert "driver_info" not in kwargs
+    finally:
+        broker.close()

@@ -256,3 +256,27 @@ def test_two_hundred_watchers_share_one_connection(redis_url: str, redis_client)
         assert len(woken) == 200
     finally:
         broker.close()
+
+
+def test_a_killed_result_connection_wakes_its_waiters_and_is_replaced(
+    broker: RedisBroker, other: RedisBroker, redis_client: redis.Redis
+) -> None:
+    """The server drops the listener's connection: a waiting watcher returns at once
+    (its caller watches again, on a new connection), and the next watch works."""
+    thread, returned = wait_in_thread(lambda: broker.watch_result("t", None, 10))
+    deadline = time.monotonic() + 5
+    while not redis_client.pubsub_channels(b"*result*"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    killed_at = time.monotonic()
+    assert redis_client.client_kill_filter(_type="pubsub") == 1
+    thread.join(5)
+    assert returned and returned[0] - killed_at < 1
+    thread, returned = wait_in_thread(lambda: broker.watch_result("u", None, 10))
+    while not redis_client.pubsub_channels(b"*result*"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    written_at = time.monotonic()
+    other.set_result("u", b"after", 60)
+    thread.join(5)
+    assert returned and returned[0] - written_at < 1

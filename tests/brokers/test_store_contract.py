@@ -302,6 +302,29 @@ def test_claim_race_between_processes_has_one_winner(store_spec: BackendSpec) ->
     assert outcomes.count(True) == 1, outcomes
 
 
+# -- fencing of records ---------------------------------------------------------------------
+
+
+def test_a_fenced_record_is_refused_unless_its_lease_holds_the_fence(store: Store) -> None:
+    assert store.fences_records
+    # No fence yet (the first lease): written.
+    assert store.set_results_fenced({"t": (b"first", "lease-1")}, 60) == []
+    store.fence("t", "lease-2", 60)  # another worker took the message over
+    refused = store.set_results_fenced({"t": (b"stale", "lease-1"), "u": (b"U", "x")}, 60)
+    assert refused == ["t"]
+    assert store.get_results(["t", "u"]) == [b"first", b"U"]
+    assert store.set_results_fenced({"t": (b"taken over", "lease-2")}, 60) == []
+    assert store.get_result("t") == b"taken over"
+    # "" (a new message under the id, its PENDING record): written, and the fence is gone.
+    assert store.set_results_fenced({"t": (b"PENDING", "")}, 60) == []
+    assert store.get_result("t") == b"PENDING"
+    assert store.set_results_fenced({"t": (b"new lease", "lease-3")}, 60) == []
+    assert store.get_result("t") == b"new lease"
+    store.fence("short", "lease-2", SHORT)
+    time.sleep(SHORT + 0.1)  # a fence expires with its time to live
+    assert store.set_results_fenced({"short": (b"late", "lease-1")}, 60) == []
+
+
 # -- heartbeats ----------------------------------------------------------------------------
 
 
