@@ -162,8 +162,12 @@ class RedisClusterBroker(RedisClusterStore, Broker):
         yield _PROBE
         rest = queues[1:]
         probe = cast(ClusterScripts, self._scripts).probe
-        calls = [(probe, self.keys.queue(q).core(), [q]) for q in rest]
+        calls = [(probe, self._probe_keys(q), [q]) for q in rest]
         yield from (queue for queue, busy in zip(rest, self._run(calls)) if busy)
+
+    def _probe_keys(self, queue: str) -> list[str]:
+        keys = self.keys.queue(queue)
+        return [keys.ready, keys.delayed, keys.leases]
 
     @_operational
     def wait(self, queues: Sequence[str], timeout: float) -> None:

@@ -87,9 +87,8 @@ class ClusterScripts(RedisScripts):
                 sharded = source.replace('redis.call("PUBLISH", ', 'redis.call("SPUBLISH", ')
                 self.all[name] = client.register_script(sharded)
             self.set_result, self.forget_result = self.all["set_result"], self.all["forget_result"]
-        library = (LUA / "lib.lua").read_text(encoding="utf-8")
         source = (LUA / "probe.lua").read_text(encoding="utf-8")
-        self.probe = self.all["probe"] = client.register_script(library + source)
+        self.probe = self.all["probe"] = client.register_script(source)
 
     def preload(self, client: redis.Redis) -> None:
         for script in self.all.values():
