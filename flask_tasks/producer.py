@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Optional
 
@@ -51,7 +51,9 @@ class Batch:
         if self.keep_messages:
             self.messages.append(message)
         self.envelopes.append(
-            Envelope(message.id, message.queue, body, message.priority, message.eta)
+            Envelope(
+                message.id, message.queue, body, message.priority, message.eta, message.fresh_id
+            )
         )
 
     def extend(self, other: Batch) -> None:
@@ -111,8 +113,9 @@ class Producer:
         ignore_result = _first_set(options.get("ignore_result"), task_options.get("ignore_result"))
         parent = current_request()
         parent_id = parent.id if parent is not None and not parent.called_directly else None
+        task_id = options.get("task_id")
         return Message(
-            id=options.get("task_id") or new_id(),
+            id=task_id or new_id(),
             task=name,
             args=list(args or ()),
             kwargs=dict(kwargs or {}),
@@ -131,6 +134,7 @@ class Producer:
             chord=options.get("chord"),
             serializer=options.get("serializer") or task_options.get("serializer"),
             compression=options.get("compression") or task_options.get("compression"),
+            fresh_id=not task_id,
         )
 
     def encode(self, message: Message) -> bytes:
@@ -242,6 +246,8 @@ class Producer:
                     self.connections.transport.publish(envelopes)
                 return
             except OperationalError as error:
+                # The failed attempt may have stored them after all: no id is fresh now.
+                envelopes = [replace(envelope, fresh=False) for envelope in envelopes]
                 limit = policy["max_retries"]
                 pause = min(
                     policy["interval_start"] + attempt * policy["interval_step"],

@@ -125,7 +125,8 @@ def test_scripts_only_touch_keys_passed_in_keys() -> None:
 
 
 def test_scripts_survive_a_script_flush(broker: RedisBroker, redis_client: redis.Redis) -> None:
-    broker.publish([env("m")])
+    redis_client.script_flush()
+    broker.publish([env("m")])  # publish runs its script on a pooled connection itself
     redis_client.script_flush()
     assert [d.id for d in broker.reserve(["q"], 1, LEASE)] == ["m"]
     redis_client.script_flush()
@@ -299,6 +300,39 @@ def test_a_bulk_publish_keeps_order_counts_and_replacements(broker: RedisBroker)
         ("a", b"2"),
         ("held", b"new"),
     ]
+
+
+def test_a_fresh_id_is_published_without_the_stored_id_checks(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    redis_client.config_resetstat()
+    fresh = Envelope("new", "q", b"body", 5, None, fresh=True)
+    broker.publish_with_records([fresh], {"new": b"PENDING"}, 60)
+    stats = redis_client.info("commandstats")
+    # No HMGET (is the id stored?), no INCRBY (a generation), no PUBLISH (a listener).
+    assert {"cmdstat_hmget", "cmdstat_incrby", "cmdstat_publish"}.isdisjoint(stats)
+    assert broker.get_result("new") == b"PENDING"
+    assert broker.queue_length("q") == 1
+    # The same id published again (not fresh) replaces it: one message, the last body.
+    broker.publish_with_records([env("new", body=b"again")], {"new": b"PENDING"}, 60)
+    assert broker.queue_length("q") == 1
+    assert broker.reserve(["q"], 10, LEASE) == [Delivery("new", "q", 5, b"again")]
+    assert broker.reserve(["q"], 10, LEASE) == []
+
+
+def test_a_record_of_an_id_not_fresh_is_published(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(broker.keys.result_channel("old"), broker.keys.result_channel("new"))
+    for _ in range(2):
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    fresh = Envelope("new", "q", b"body", 5, None, fresh=True)
+    broker.publish_with_records([fresh, env("old")], {"new": b"N", "old": b"O"}, 60)
+    message = pubsub.get_message(timeout=5)
+    assert message is not None and message["data"] == b"O"
+    assert pubsub.get_message(timeout=0.2) is None
+    pubsub.close()
 
 
 def test_replacing_a_ready_message_keeps_counts_exact(
