@@ -167,7 +167,9 @@ class RedisBroker(RedisStore, Broker):
                 self._reserve_keys.clear()
             keys = self.keys.core() + self.keys.reserve_keys(queues) + [self.keys.revoked]
             self._reserve_keys[wanted] = keys
-        taken, foreign, next_due = self._scripts.reserve(keys, args)
+        taken, foreign, next_due = self._scripts.call(
+            self._client, self._scripts.reserve, keys, args
+        )
         return taken, [queue.decode() for queue in foreign], next_due
 
     @_operational

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 from unittest import mock
 
 import pytest
@@ -268,7 +269,6 @@ def test_reserve_cost_does_not_grow_with_priority_levels_or_queues(
     broker: RedisBroker, redis_client: redis.Redis
 ) -> None:
     queues = [f"q{i}" for i in range(20)]
-    broker.reserve(queues, 10, LEASE)  # finds every list empty, and marks it
 
     def reserve_cost(consumed: list[str]) -> int:
         broker.publish([env("m", queue="q7", priority=3)])
@@ -278,9 +278,47 @@ def test_reserve_cost_does_not_grow_with_priority_levels_or_queues(
         broker.ack(["m"])
         return cost
 
+    reserve_cost(queues)  # finds q7's other lists empty, and marks them
     one = reserve_cost(["q7"])
-    assert reserve_cost(queues) <= one + 1  # one DEL empties the other wake lists
+    # One HMGET reads the 20 ready counts; one DEL empties the other wake lists.
+    assert reserve_cost(queues) <= one + 2
     assert one <= 22  # one LPOP per list holding something, not per priority level (10)
+
+
+def _script_commands(redis_url: str, action: Callable[[], object]) -> list[list[str]]:
+    """The commands scripts ran during ``action``, as MONITOR reports them."""
+    watcher = redis.Redis.from_url(redis_url)
+    marker = uuid.uuid4().hex
+    seen: list[list[str]] = []
+    with watcher.monitor() as monitor:
+        action()
+        redis.Redis.from_url(redis_url).echo(marker)
+        while True:
+            command = monitor.next_command()
+            words = str(command["command"]).split(" ")
+            if words[:2] == ["ECHO", marker]:
+                break
+            if command.get("client_type") == "lua":
+                seen.append(words)
+    watcher.close()
+    return seen
+
+
+def test_reserve_reads_the_marks_of_the_queues_holding_messages_only(
+    broker: RedisBroker, redis_url: str
+) -> None:
+    queues = [f"q{i}" for i in range(20)]
+    broker.publish([env("warm", queue="q19", priority=3)])
+    broker.reserve(queues, 10, LEASE)  # marks q19's empty lists
+    broker.ack(["warm"])
+    broker.publish([env("m", queue="q19", priority=3)])
+
+    ran = _script_commands(redis_url, lambda: broker.reserve(queues, 10, LEASE))
+    fields_read = [words for words in ran if words[0] == "HMGET"]
+    # The 20 ready counts, then the 10 marks of the one queue with a ready message.
+    assert [len(words) - 2 for words in fields_read] == [20, 10]
+    popped = {words[1] for words in ran if words[0] == "LPOP"}
+    assert popped == {broker.keys.ready_list("q19", 3)}
 
 
 def test_a_bulk_publish_keeps_order_counts_and_replacements(broker: RedisBroker) -> None:
