@@ -358,6 +358,14 @@ def test_a_fresh_id_is_published_without_the_stored_id_checks(
     assert broker.reserve(["q"], 10, LEASE) == []
 
 
+def test_a_fresh_message_clears_the_empty_mark_of_its_list(broker: RedisBroker) -> None:
+    assert broker.reserve(["q"], 1, LEASE) == []  # marks the 10 lists of q empty
+    broker.publish([Envelope("a", "q", b"1", 2, None, fresh=True)])
+    broker.publish([Envelope("b", "q", b"2", 2, None, fresh=True)])
+    assert [d.id for d in broker.reserve(["q"], 5, LEASE)] == ["a", "b"]
+    assert broker.queue_length("q") == 0
+
+
 def test_a_record_of_an_id_not_fresh_is_published(
     broker: RedisBroker, redis_client: redis.Redis
 ) -> None:

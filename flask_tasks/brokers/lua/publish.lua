@@ -38,6 +38,20 @@ if #ARGV > records_base then
   use_records_db(ARGV[3], false)
 end
 
+-- One fresh message, ready now (a delay() call): straight to its list.
+if all_fresh and count == 1 and ARGV[HEAD + 4] == "" then
+  local id, queue, priority = ARGV[HEAD + 1], ARGV[HEAD + 2], ARGV[HEAD + 3]
+  redis.call("HSET", META, id, format_meta("0", priority, queue))
+  redis.call("HSET", BODIES, id, ARGV[HEAD + 5])
+  if redis.call("RPUSH", KEYS[9], "0:" .. id) == 1 then -- it may be marked empty
+    redis.call("HDEL", EMPTY, empty_field(priority, queue))
+  end
+  redis.call("HINCRBY", READY, queue, 1)
+  wake[KEYS[10]] = 1
+  send_wakeups()
+  return 1
+end
+
 -- Most arguments one command is given here (Lua's unpack has a limit).
 local CHUNK = 1000
 
