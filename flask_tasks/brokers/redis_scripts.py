@@ -74,7 +74,10 @@ class RedisScripts:
         if client.connection is not None:  # a single-connection client: its own locking
             return script(keys, args, client)
         pool = client.connection_pool
-        connection = pool.get_connection()
+        try:
+            connection = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants the command's name
+            connection = pool.get_connection("EVALSHA")  # type: ignore[call-arg,unused-ignore]
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:

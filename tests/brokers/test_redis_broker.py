@@ -25,6 +25,7 @@ from redis.crc import key_slot
 from flask_tasks.brokers import Delivery, Envelope
 from flask_tasks.brokers.redis import RedisBroker
 from flask_tasks.brokers.redis_keys import RedisKeys
+from flask_tasks.brokers.redis_scripts import RedisScripts
 from flask_tasks.exceptions import OperationalError
 
 LUA = Path(__file__).parents[2] / "flask_tasks" / "brokers" / "lua"
@@ -133,6 +134,26 @@ def test_scripts_survive_a_script_flush(broker: RedisBroker, redis_client: redis
     redis_client.script_flush()
     broker.ack_with_records([("m", b"done")], 60)
     assert broker.get_result("m") == b"done"
+
+
+class _PoolWantingACommandName(redis.ConnectionPool):
+    """As redis-py before 5.3: ``get_connection`` requires the command's name."""
+
+    def get_connection(self, command_name, *keys, **options):  # type: ignore[no-untyped-def,override]
+        assert command_name == "EVALSHA"
+        return super().get_connection()
+
+
+def test_a_script_call_works_with_pools_that_want_a_command_name(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    client = redis.Redis(connection_pool=_PoolWantingACommandName.from_url(redis_url))
+    scripts = RedisScripts(client)
+    scripts.preload(redis_client)  # this redis-py's own commands name none
+    key = f"{prefix}:counter"
+    assert scripts.call(client, scripts.incr, [key], [60_000]) == 1
+    assert scripts.call(client, scripts.incr, [key], [60_000]) == 2
+    client.close()
 
 
 def test_pipelined_scripts_survive_a_script_flush(
