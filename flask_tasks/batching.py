@@ -19,6 +19,7 @@ published in one step per retry policy: one round trip on Redis for any number o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -37,6 +38,11 @@ G_KEY = "_flask_tasks_batches"
 
 #: Called before a held task's result is read: publishes its batch.
 SendHeld = Callable[[], None]
+
+#: ``batch()`` blocks open now, in any thread: while none is, and no app batches its
+#: requests, a plain ``delay()`` need not look in ``flask.g`` at all.
+_open_blocks = 0
+_open_lock = threading.Lock()
 
 
 class Batch:
@@ -71,6 +77,8 @@ def _batches() -> dict[int, Batch]:
 def current_batch(runtime: Runtime) -> Optional[Batch]:
     """The batch holding ``runtime``'s messages now: an open ``batch()`` block's, else
     (``TASKS_BATCH_PER_REQUEST``) the request's, made on first use; else None."""
+    if not _open_blocks and not runtime.config.batch_per_request:
+        return None
     if not has_app_context():
         return None
     batches = g.get(G_KEY)  # a plain delay() adds nothing to g
@@ -114,14 +122,19 @@ def batching(runtime: Runtime) -> Iterator[Batch]:
     """Hold the messages ``runtime``'s app sends inside the block; publish them at its
     end (see the module docstring). Needs an app context of that app (the one that
     ``Tasks.batch`` found ``runtime`` in)."""
+    global _open_blocks
     batches = _batches()
     found = batches.get(id(runtime))
     if found is None:
         found = batches[id(runtime)] = Batch(runtime)
     found.depth += 1
+    with _open_lock:
+        _open_blocks += 1
     try:
         yield found
     finally:
+        with _open_lock:
+            _open_blocks -= 1
         found.depth -= 1
         if found.depth == 0:
             if not runtime.config.batch_per_request or not has_request_context():

@@ -82,6 +82,8 @@ class Message:
     chord: Optional[dict[str, Any]] = None
     serializer: Optional[str] = None
     compression: Optional[str] = None
+    #: Not sent: True when the producer made ``id`` just now (see ``Envelope.fresh``).
+    fresh_id: bool = field(default=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The envelope as sent: lean, without the fields that are empty (not a copy:
@@ -144,11 +146,13 @@ _FIELD_TYPES: dict[str, Any] = {
     "serializer": str,
     "compression": str,
 }
-_FIELD_NAMES = frozenset(item.name for item in fields(Message))
+#: Fields that stay with the producer's copy of a message.
+_LOCAL_FIELDS = frozenset({"fresh_id"})
+_FIELD_NAMES = frozenset(item.name for item in fields(Message)) - _LOCAL_FIELDS
 _OPTIONAL_FIELDS = tuple(
     item.name
     for item in fields(Message)
-    if item.name not in {"id", "task", "args", "kwargs", "queue", "priority"}
+    if item.name not in {"id", "task", "args", "kwargs", "queue", "priority"} | _LOCAL_FIELDS
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Optional
 
@@ -31,6 +31,9 @@ DEFAULT_RETRY_POLICY: Mapping[str, Any] = {
 }
 
 
+#: (task options, queue, priority, expires, ignore_result, serializer, compression).
+_Defaults = tuple[Mapping[str, Any], str, Any, Any, Any, Optional[str], Optional[str]]
+
 #: Writes encoded messages and their records somewhere: ``(envelopes, records, ttl)``.
 Write = Callable[[Sequence[Envelope], Mapping[str, bytes], float], None]
 
@@ -51,7 +54,9 @@ class Batch:
         if self.keep_messages:
             self.messages.append(message)
         self.envelopes.append(
-            Envelope(message.id, message.queue, body, message.priority, message.eta)
+            Envelope(
+                message.id, message.queue, body, message.priority, message.eta, message.fresh_id
+            )
         )
 
     def extend(self, other: Batch) -> None:
@@ -70,6 +75,8 @@ class Producer:
         self.connections = connections
         self._routes: dict[str, tuple[Optional[str], Optional[int]]] = {}
         self._pending: dict[str, bytes] = {}
+        #: Task name -> its defaults, for the options mapping they were made from.
+        self._defaults: dict[str, _Defaults] = {}
 
     # -- building -------------------------------------------------------------------------
 
@@ -98,39 +105,65 @@ class Producer:
     ) -> Message:
         """The message for one call: ``options`` (``apply_async``'s), then the routes,
         then the task's own options (``task_options``, annotations applied)."""
-        route_queue, route_priority = self.route(name)
-        queue = options.get("queue") or route_queue or task_options.get("queue")
-        priority = _first_set(
-            options.get("priority"), route_priority, task_options.get("priority"), 5
-        )
+        get = options.get
+        defaults = self._defaults.get(name)
+        if defaults is None or defaults[0] is not task_options:
+            defaults = self._defaults[name] = self._task_defaults(name, task_options)
+        _options, queue, priority, expires, ignore_result, serializer, compression = defaults
+        queue = get("queue") or queue
+        chosen = get("priority")
+        if chosen is not None:
+            priority = chosen
         if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
             raise ValueError(
                 f"priority of {name} must be an int from 0 (highest) to 9, got {priority!r}"
             )
-        expires = _first_set(options.get("expires"), task_options.get("expires"))
-        ignore_result = _first_set(options.get("ignore_result"), task_options.get("ignore_result"))
+        chosen = get("expires")
+        if chosen is not None:
+            expires = chosen
+        chosen = get("ignore_result")
+        if chosen is not None:
+            ignore_result = chosen
         parent = current_request()
         parent_id = parent.id if parent is not None and not parent.called_directly else None
+        task_id = get("task_id")
+        headers = get("headers")
+        chain = get("chain")
         return Message(
-            id=options.get("task_id") or new_id(),
+            id=task_id or new_id(),
             task=name,
-            args=list(args or ()),
-            kwargs=dict(kwargs or {}),
-            queue=queue or self.config.default_queue,
+            args=list(args) if args else [],
+            kwargs=dict(kwargs) if kwargs else {},
+            queue=queue,
             priority=priority,
-            eta=to_timestamp(options.get("eta"), options.get("countdown")),
+            eta=to_timestamp(get("eta"), get("countdown")),
             expires=to_timestamp(expires) if expires is not None else None,
-            headers=dict(options.get("headers") or {}),
+            headers=dict(headers) if headers else {},
             parent_id=parent_id,
             root_id=parent.root_id if parent_id and parent else None,
-            group_id=options.get("group_id"),
+            group_id=get("group_id"),
             ignore_result=bool(ignore_result),
-            link=_signature_dicts(options.get("link")),
-            link_error=_signature_dicts(options.get("link_error")),
-            chain=list(options.get("chain") or ()),
-            chord=options.get("chord"),
-            serializer=options.get("serializer") or task_options.get("serializer"),
-            compression=options.get("compression") or task_options.get("compression"),
+            link=_signature_dicts(get("link")),
+            link_error=_signature_dicts(get("link_error")),
+            chain=list(chain) if chain else [],
+            chord=get("chord"),
+            serializer=get("serializer") or serializer,
+            compression=get("compression") or compression,
+            fresh_id=not task_id,
+        )
+
+    def _task_defaults(self, name: str, task_options: Mapping[str, Any]) -> _Defaults:
+        """What a call of ``name`` gets when ``apply_async`` says nothing: the routes,
+        then ``task_options``, then the app's defaults (made once per task)."""
+        route_queue, route_priority = self.route(name)
+        return (
+            task_options,
+            route_queue or task_options.get("queue") or self.config.default_queue,
+            _first_set(route_priority, task_options.get("priority"), 5),
+            task_options.get("expires"),
+            task_options.get("ignore_result"),
+            task_options.get("serializer"),
+            task_options.get("compression"),
         )
 
     def encode(self, message: Message) -> bytes:
@@ -243,6 +276,8 @@ class Producer:
                     self.connections.transport.publish(envelopes)
                 return
             except OperationalError as error:
+                # The failed attempt may have stored them after all: no id is fresh now.
+                envelopes = [replace(envelope, fresh=False) for envelope in envelopes]
                 limit = policy["max_retries"]
                 pause = min(
                     policy["interval_start"] + attempt * policy["interval_step"],

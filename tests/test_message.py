@@ -128,6 +128,14 @@ def test_envelope_is_lean_and_validated():
         Message.from_dict({"id": "1", "task": "t", "priority": True})
     with pytest.raises(DecodeError, match="field 'id' is missing"):
         Message.from_dict({"task": "t"})
+
+
+def test_whether_the_producer_made_the_id_is_not_sent():
+    message = Message(id="1", task="app.add", fresh_id=True)
+    assert "fresh_id" not in message.to_dict()
+    assert Message.from_dict(message.to_dict()).fresh_id is False
+    with pytest.raises(DecodeError, match="unexpected fields"):
+        Message.from_dict({"id": "1", "task": "t", "fresh_id": True})
     assert Message.from_dict({"id": "1", "task": "t", "eta": None}).eta is None
 
 

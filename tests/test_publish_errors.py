@@ -61,3 +61,31 @@ def test_publish_recovers_when_the_broker_comes_back(redis_url):
         result = add.apply_async((1, 2), retry_policy={"interval_step": 0.01})
         assert result.exists()
     state.close()
+
+
+def test_a_publish_retried_after_an_error_does_not_count_its_ids_as_fresh(redis_url):
+    app = Flask("retried")
+    app.config.update(TASKS_BROKER_URL=redis_url, TASKS_DEFAULT_QUEUE="retried-publish")
+    tasks.init_app(app)
+    runtime = app.extensions["tasks"]
+    broker = runtime.connections.joint
+    real = broker.publish_with_records
+    seen = []
+
+    def stored_then_lost(envelopes, records, ttl):
+        seen.append([envelope.fresh for envelope in envelopes])
+        real(envelopes, records, ttl)
+        if len(seen) == 1:  # stored, but the reply never came back
+            raise OperationalError("connection lost after the write")
+
+    broker.publish_with_records = stored_then_lost
+    try:
+        with app.app_context():
+            add.apply_async((1, 2), retry_policy={"interval_start": 0})
+        assert seen == [[True], [False]]
+        # The second attempt replaced the first's message: one message, counted once.
+        assert broker.queue_length("retried-publish") == 1
+        assert len(broker.reserve(["retried-publish"], 10, 30)) == 1
+    finally:
+        broker.purge("retried-publish")
+        runtime.close()

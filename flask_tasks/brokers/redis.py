@@ -88,7 +88,13 @@ class RedisBroker(RedisStore, Broker):
         now = self.now()
         keys = self.keys.core()
         wake_lists = []
-        args: list[Any] = [len(envelopes), milliseconds(record_ttl), self._records_db]
+        fresh = all(envelope.fresh for envelope in envelopes)
+        args: list[Any] = [
+            len(envelopes),
+            milliseconds(record_ttl),
+            self._records_db,
+            "1" if fresh else "",
+        ]
         for envelope in envelopes:
             check_envelope(envelope)
             keys.append(self.keys.ready_list(envelope.queue, envelope.priority))
@@ -103,10 +109,12 @@ class RedisBroker(RedisStore, Broker):
                 envelope.body,
             ]
         keys += wake_lists
+        # Nobody can listen for an id made just now: its record is not published.
+        fresh_ids = {envelope.id for envelope in envelopes if envelope.fresh}
         for task_id, record in records.items():
             keys.append(self.keys.result(task_id))
-            args += [record, self.keys.result_channel(task_id)]
-        self._scripts.publish(keys, args)
+            args += [record, "" if task_id in fresh_ids else self.keys.result_channel(task_id)]
+        self._scripts.call(self._client, self._scripts.publish, keys, args)
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -159,7 +167,9 @@ class RedisBroker(RedisStore, Broker):
                 self._reserve_keys.clear()
             keys = self.keys.core() + self.keys.reserve_keys(queues) + [self.keys.revoked]
             self._reserve_keys[wanted] = keys
-        taken, foreign, next_due = self._scripts.reserve(keys, args)
+        taken, foreign, next_due = self._scripts.call(
+            self._client, self._scripts.reserve, keys, args
+        )
         return taken, [queue.decode() for queue in foreign], next_due
 
     @_operational

@@ -34,6 +34,10 @@ class Envelope:
     priority: int = 5
     #: Unix time before which the message must not be delivered (None: ready now).
     eta: Optional[float] = None
+    #: True when the producer made ``id`` for this message and publishes it for the first
+    #: time: no message, record or listener can have it yet, so a transport may skip the
+    #: checks it makes for an id already stored (Redis does).
+    fresh: bool = False
 
 
 def check_envelope(envelope: Envelope) -> None:

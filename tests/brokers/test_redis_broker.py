@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 from unittest import mock
 
 import pytest
@@ -24,6 +25,7 @@ from redis.crc import key_slot
 from flask_tasks.brokers import Delivery, Envelope
 from flask_tasks.brokers.redis import RedisBroker
 from flask_tasks.brokers.redis_keys import RedisKeys
+from flask_tasks.brokers.redis_scripts import RedisScripts
 from flask_tasks.exceptions import OperationalError
 
 LUA = Path(__file__).parents[2] / "flask_tasks" / "brokers" / "lua"
@@ -140,12 +142,33 @@ def test_scripts_are_read_once_per_process(redis_url: str, broker: RedisBroker) 
 
 
 def test_scripts_survive_a_script_flush(broker: RedisBroker, redis_client: redis.Redis) -> None:
-    broker.publish([env("m")])
+    redis_client.script_flush()
+    broker.publish([env("m")])  # publish runs its script on a pooled connection itself
     redis_client.script_flush()
     assert [d.id for d in broker.reserve(["q"], 1, LEASE)] == ["m"]
     redis_client.script_flush()
     broker.ack_with_records([("m", b"done")], 60)
     assert broker.get_result("m") == b"done"
+
+
+class _PoolWantingACommandName(redis.ConnectionPool):
+    """As redis-py before 5.3: ``get_connection`` requires the command's name."""
+
+    def get_connection(self, command_name, *keys, **options):  # type: ignore[no-untyped-def,override]
+        assert command_name == "EVALSHA"
+        return super().get_connection()
+
+
+def test_a_script_call_works_with_pools_that_want_a_command_name(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    client = redis.Redis(connection_pool=_PoolWantingACommandName.from_url(redis_url))
+    scripts = RedisScripts(client)
+    scripts.preload(redis_client)  # this redis-py's own commands name none
+    key = f"{prefix}:counter"
+    assert scripts.call(client, scripts.incr, [key], [60_000]) == 1
+    assert scripts.call(client, scripts.incr, [key], [60_000]) == 2
+    client.close()
 
 
 def test_pipelined_scripts_survive_a_script_flush(
@@ -282,7 +305,6 @@ def test_reserve_cost_does_not_grow_with_priority_levels_or_queues(
     broker: RedisBroker, redis_client: redis.Redis
 ) -> None:
     queues = [f"q{i}" for i in range(20)]
-    broker.reserve(queues, 10, LEASE)  # finds every list empty, and marks it
 
     def reserve_cost(consumed: list[str]) -> int:
         broker.publish([env("m", queue="q7", priority=3)])
@@ -292,9 +314,47 @@ def test_reserve_cost_does_not_grow_with_priority_levels_or_queues(
         broker.ack(["m"])
         return cost
 
+    reserve_cost(queues)  # finds q7's other lists empty, and marks them
     one = reserve_cost(["q7"])
-    assert reserve_cost(queues) <= one + 1  # one DEL empties the other wake lists
+    # One HMGET reads the 20 ready counts; one DEL empties the other wake lists.
+    assert reserve_cost(queues) <= one + 2
     assert one <= 22  # one LPOP per list holding something, not per priority level (10)
+
+
+def _script_commands(redis_url: str, action: Callable[[], object]) -> list[list[str]]:
+    """The commands scripts ran during ``action``, as MONITOR reports them."""
+    watcher = redis.Redis.from_url(redis_url)
+    marker = uuid.uuid4().hex
+    seen: list[list[str]] = []
+    with watcher.monitor() as monitor:
+        action()
+        redis.Redis.from_url(redis_url).echo(marker)
+        while True:
+            command = monitor.next_command()
+            words = str(command["command"]).split(" ")
+            if words[:2] == ["ECHO", marker]:
+                break
+            if command.get("client_type") == "lua":
+                seen.append(words)
+    watcher.close()
+    return seen
+
+
+def test_reserve_reads_the_marks_of_the_queues_holding_messages_only(
+    broker: RedisBroker, redis_url: str
+) -> None:
+    queues = [f"q{i}" for i in range(20)]
+    broker.publish([env("warm", queue="q19", priority=3)])
+    broker.reserve(queues, 10, LEASE)  # marks q19's empty lists
+    broker.ack(["warm"])
+    broker.publish([env("m", queue="q19", priority=3)])
+
+    ran = _script_commands(redis_url, lambda: broker.reserve(queues, 10, LEASE))
+    fields_read = [words for words in ran if words[0] == "HMGET"]
+    # The 20 ready counts, then the 10 marks of the one queue with a ready message.
+    assert [len(words) - 2 for words in fields_read] == [20, 10]
+    popped = {words[1] for words in ran if words[0] == "LPOP"}
+    assert popped == {broker.keys.ready_list("q19", 3)}
 
 
 def test_a_bulk_publish_keeps_order_counts_and_replacements(broker: RedisBroker) -> None:
@@ -314,6 +374,47 @@ def test_a_bulk_publish_keeps_order_counts_and_replacements(broker: RedisBroker)
         ("a", b"2"),
         ("held", b"new"),
     ]
+
+
+def test_a_fresh_id_is_published_without_the_stored_id_checks(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    redis_client.config_resetstat()
+    fresh = Envelope("new", "q", b"body", 5, None, fresh=True)
+    broker.publish_with_records([fresh], {"new": b"PENDING"}, 60)
+    stats = redis_client.info("commandstats")
+    # No HMGET (is the id stored?), no INCRBY (a generation), no PUBLISH (a listener).
+    assert {"cmdstat_hmget", "cmdstat_incrby", "cmdstat_publish"}.isdisjoint(stats)
+    assert broker.get_result("new") == b"PENDING"
+    assert broker.queue_length("q") == 1
+    # The same id published again (not fresh) replaces it: one message, the last body.
+    broker.publish_with_records([env("new", body=b"again")], {"new": b"PENDING"}, 60)
+    assert broker.queue_length("q") == 1
+    assert broker.reserve(["q"], 10, LEASE) == [Delivery("new", "q", 5, b"again")]
+    assert broker.reserve(["q"], 10, LEASE) == []
+
+
+def test_a_fresh_message_clears_the_empty_mark_of_its_list(broker: RedisBroker) -> None:
+    assert broker.reserve(["q"], 1, LEASE) == []  # marks the 10 lists of q empty
+    broker.publish([Envelope("a", "q", b"1", 2, None, fresh=True)])
+    broker.publish([Envelope("b", "q", b"2", 2, None, fresh=True)])
+    assert [d.id for d in broker.reserve(["q"], 5, LEASE)] == ["a", "b"]
+    assert broker.queue_length("q") == 0
+
+
+def test_a_record_of_an_id_not_fresh_is_published(
+    broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(broker.keys.result_channel("old"), broker.keys.result_channel("new"))
+    for _ in range(2):
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    fresh = Envelope("new", "q", b"body", 5, None, fresh=True)
+    broker.publish_with_records([fresh, env("old")], {"new": b"N", "old": b"O"}, 60)
+    message = pubsub.get_message(timeout=5)
+    assert message is not None and message["data"] == b"O"
+    assert pubsub.get_message(timeout=0.2) is None
+    pubsub.close()
 
 
 def test_replacing_a_ready_message_keeps_counts_exact(

@@ -156,7 +156,9 @@ local function write_record(key, record, ttl_ms, channel)
     redis.call("SET", key, record)
   end
   -- The record itself is the message: a watcher needs no GET after its wake-up.
-  redis.call("PUBLISH", channel, record)
+  if channel ~= "" then
+    redis.call("PUBLISH", channel, record)
+  end
 end
 
 -- Records (and revocations) kept in another database of this server: ``spec`` is

@@ -9,19 +9,26 @@
 -- ARGV[2]     record time to live in milliseconds (0: no expiry)
 -- ARGV[3]     "records_db:messages_db" when the records live in another database of this
 --   server, else "" (see use_records_db)
+-- ARGV[4]     "1" when every id is fresh (made by the producer for this publish, never
+--   stored: see Envelope.fresh), else ""
 -- then 5 per envelope: id, queue, priority, delay (seconds from now by the server's
 --   clock; "" when ready now), body
--- then 2 per record: record, result channel
+-- then 2 per record: record, result channel ("": not published, nobody can listen yet)
 -- Returns: N.
 --
 -- An id already stored is replaced: its old place (lease, delay, ready entry) is dropped.
+-- Fresh ids skip that check, and take generation 0 (no ready entry can carry their id
+-- yet, so none can be mistaken for theirs; any later publish of the id takes a new one).
 -- A ready message goes to the back of its list; a delayed one into the delayed set.
 -- Records are written first: a SELECT that fails stops the script before any write.
 
 local count = tonumber(ARGV[1])
 local record_ttl = ARGV[2]
+local all_fresh = ARGV[4] == "1"
+-- ARGV before the first envelope's.
+local HEAD = 4
 
-local records_base = 3 + count * 5
+local records_base = HEAD + count * 5
 if #ARGV > records_base then
   use_records_db(ARGV[3], true)
   for j = 1, (#ARGV - records_base) / 2 do
@@ -31,22 +38,35 @@ if #ARGV > records_base then
   use_records_db(ARGV[3], false)
 end
 
-local first_generation = redis.call("INCRBY", SEQUENCE, count) - count
+-- One fresh message, ready now (a delay() call): straight to its list.
+if all_fresh and count == 1 and ARGV[HEAD + 4] == "" then
+  local id, queue, priority = ARGV[HEAD + 1], ARGV[HEAD + 2], ARGV[HEAD + 3]
+  redis.call("HSET", META, id, format_meta("0", priority, queue))
+  redis.call("HSET", BODIES, id, ARGV[HEAD + 5])
+  if redis.call("RPUSH", KEYS[9], "0:" .. id) == 1 then -- it may be marked empty
+    redis.call("HDEL", EMPTY, empty_field(priority, queue))
+  end
+  redis.call("HINCRBY", READY, queue, 1)
+  wake[KEYS[10]] = 1
+  send_wakeups()
+  return 1
+end
+
 -- Most arguments one command is given here (Lua's unpack has a limit).
 local CHUNK = 1000
 
 local function envelope(i)
-  local base = 3 + (i - 1) * 5
+  local base = HEAD + (i - 1) * 5
   return ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
 end
 
 -- Fresh ids, none repeated (the common case, a group above all): their fields and list
 -- entries are written with a few variadic commands. Otherwise one message at a time.
 local fresh, seen = true, {}
-for first = 1, count, CHUNK do
+for first = 1, all_fresh and 0 or count, CHUNK do
   local ids = {}
   for i = first, math.min(count, first + CHUNK - 1) do
-    local id = ARGV[3 + (i - 1) * 5 + 1]
+    local id = ARGV[HEAD + (i - 1) * 5 + 1]
     if seen[id] then
       fresh = false
     end
@@ -63,6 +83,11 @@ for first = 1, count, CHUNK do
   end
 end
 
+local first_generation = 0
+if not all_fresh then
+  first_generation = redis.call("INCRBY", SEQUENCE, count) - count
+end
+
 if fresh then
   local metas, bodies = {}, {}
   local lists, entries, list_info, ready = {}, {}, {}, {}
@@ -73,7 +98,7 @@ if fresh then
   end
   for i = 1, count do
     local id, queue, priority, wait, body = envelope(i)
-    local generation = tostring(first_generation + i)
+    local generation = all_fresh and "0" or tostring(first_generation + i)
     metas[#metas + 1], metas[#metas + 2] = id, format_meta(generation, priority, queue)
     bodies[#bodies + 1], bodies[#bodies + 2] = id, body
     if #metas >= CHUNK then

@@ -21,8 +21,10 @@
 --
 -- Due delayed messages go to the back of their list, in eta order; expired leases to the
 -- front, first expired first. Each message taken gets a fresh lease token and one more
--- delivery; a malformed ready-list entry is dropped. Lists marked empty are skipped (one
--- HMGET reads the marks of every list); a list found empty is marked. The wake list of a
+-- delivery; a malformed ready-list entry is dropped. Queues whose ready count is 0 are
+-- skipped (one HMGET of the ready counts), and so are lists marked empty (one HMGET of a
+-- queue's 10 marks, for the queues reached that have ready messages); a list found empty
+-- is marked. So the work follows the queues that hold something, up to the count. The wake list of a
 -- queue messages were taken from is trimmed to its ready count: tokens beyond it would
 -- wake consumers for nothing.
 
@@ -86,44 +88,64 @@ local taken_count = 0
 -- Remaining ready count of each queue messages were taken from, by queue index.
 local remaining = {}
 if count > 0 then
-  local fields = {}
+  -- Queues are read in precedence order, and only as far as needed: the ready counts of
+  -- all of them (one HMGET of a small hash, when there are several), then, for a queue with ready messages only,
+  -- the empty marks of its 10 lists. Lists of a queue counted 0 hold stale entries at
+  -- most, which are dropped when it has ready messages again.
+  local queues = {}
   for index = 1, queue_count do
-    for priority = 0, 9 do
-      fields[#fields + 1] = empty_field(priority, ARGV[4 + index])
-    end
+    queues[index] = ARGV[4 + index]
   end
-  local marked = redis.call("HMGET", EMPTY, unpack(fields))
+  -- One queue: its marks alone tell (its count would cost a command and spare none).
+  local counts = { "1" }
+  if queue_count > 1 then
+    counts = redis.call("HMGET", READY, unpack(queues))
+  end
   local found_empty = {}
   for index = 1, queue_count do
-    local queue = ARGV[4 + index]
-    for priority = 0, 9 do
-      if taken_count >= count then
-        break
+    if taken_count >= count then
+      break
+    end
+    local queue = queues[index]
+    if tonumber(counts[index] or "0") > 0 then
+      local fields = {}
+      for priority = 0, 9 do
+        fields[priority + 1] = empty_field(priority, queue)
       end
-      if not marked[(index - 1) * 10 + priority + 1] then
-        local key = list_key(index, priority)
-        while taken_count < count do
-          local entry = redis.call("LPOP", key)
-          if not entry then
-            found_empty[#found_empty + 1] = empty_field(priority, queue)
-            found_empty[#found_empty + 1] = 1
-            break
-          end
-          local generation, id = parse_entry(entry)
-          local meta = id and redis.call("HGET", META, id)
-          if meta and parse_meta(meta) == generation and not redis.call("ZSCORE", LEASES, id) then
-            redis.call("ZADD", LEASES, deadline, id)
-            remaining[index] = redis.call("HINCRBY", READY, queue, -1)
-            local deliveries = lease_info(id) + 1
-            local token = tostring(redis.call("INCR", SEQUENCE))
-            redis.call("HSET", LEASED, id, deliveries .. ":" .. token)
-            taken[#taken + 1] = id
-            taken[#taken + 1] = meta
-            taken[#taken + 1] = redis.call("HGET", BODIES, id)
-            taken[#taken + 1] = 0 -- revoked: set below
-            taken[#taken + 1] = deliveries
-            taken[#taken + 1] = token
-            taken_count = taken_count + 1
+      local marked = redis.call("HMGET", EMPTY, unpack(fields))
+      for priority = 0, 9 do
+        if taken_count >= count then
+          break
+        end
+        if not marked[priority + 1] then
+          local key = list_key(index, priority)
+          while taken_count < count do
+            local entry = redis.call("LPOP", key)
+            if not entry then
+              found_empty[#found_empty + 1] = fields[priority + 1]
+              found_empty[#found_empty + 1] = 1
+              break
+            end
+            local generation, id = parse_entry(entry)
+            local meta = id and redis.call("HGET", META, id)
+            if
+              meta
+              and parse_meta(meta) == generation
+              and not redis.call("ZSCORE", LEASES, id)
+            then
+              redis.call("ZADD", LEASES, deadline, id)
+              remaining[index] = redis.call("HINCRBY", READY, queue, -1)
+              local deliveries = lease_info(id) + 1
+              local token = tostring(redis.call("INCR", SEQUENCE))
+              redis.call("HSET", LEASED, id, deliveries .. ":" .. token)
+              taken[#taken + 1] = id
+              taken[#taken + 1] = meta
+              taken[#taken + 1] = redis.call("HGET", BODIES, id)
+              taken[#taken + 1] = 0 -- revoked: set below
+              taken[#taken + 1] = deliveries
+              taken[#taken + 1] = token
+              taken_count = taken_count + 1
+            end
           end
         end
       end
