@@ -97,7 +97,8 @@ class RedisClusterBroker(RedisClusterStore, Broker):
             keys = self.keys.queue(queue)
             script_keys = keys.core() + [keys.ready_list(queue, e.priority) for e in batch]
             script_keys += [keys.wake_list(queue)] * len(batch)
-            args: list[Any] = [len(batch), 0, ""]
+            fresh = "1" if all(envelope.fresh for envelope in batch) else ""
+            args: list[Any] = [len(batch), 0, "", fresh]
             for envelope in batch:
                 delayed = envelope.eta is not None and envelope.eta > now
                 wait = cast(float, envelope.eta) - now if delayed else ""
