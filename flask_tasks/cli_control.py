@@ -87,10 +87,17 @@ def known_queues(runtime: Runtime, workers: Optional[list[dict[str, Any]]] = Non
     return queues
 
 
+def store_now(runtime: Runtime) -> float:
+    """Unix time by the store's clock, which workers stamp their heartbeats by (this
+    host's clock where the store keeps none of its own)."""
+    server = runtime.store.server_time()
+    return server if server is not None else time.time()
+
+
 def live_workers(runtime: Runtime) -> list[dict[str, Any]]:
     """Live workers, one entry per worker process group (prefork children together)."""
     grouped: dict[tuple[str, Any], dict[str, Any]] = {}
-    now = runtime.store.server_time() or time.time()  # the clock heartbeats are stamped by
+    now = store_now(runtime)
     for raw in runtime.store.workers().values():
         try:
             info = json.loads(raw)

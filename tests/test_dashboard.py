@@ -300,3 +300,20 @@ def test_per_minute_sums_workers_over_the_last_hour() -> None:
     svg = str(throughput_chart(minutes))
     assert svg.startswith("<svg") and "3 succeeded, 1 failed, mean 750 ms" in svg
     assert svg.count("<circle") == 2  # one point per minute with a mean
+
+
+def test_heartbeat_age_is_judged_by_the_stores_clock(monkeypatch) -> None:
+    """A worker stamps its heartbeat by the store's clock; a web host whose own clock is an
+    hour behind still reports the heartbeat as seconds old, not clamped to 0."""
+    app, _ = make_app()
+    with app.app_context():
+        store = app.extensions["tasks"].store
+        monkeypatch.setattr(store, "server_time", lambda: time.time() + 3600.0)
+        info = {"hostname": "elsewhere", "pool": "solo", "queues": ["default"]}
+        store.heartbeat(
+            "elsewhere:1", json.dumps({**info, "at": time.time() + 3593.0}).encode(), 60
+        )
+    response = app.test_client().get("/tasks/dashboard/metrics", headers=ADMIN)
+    families = {f.name: f for f in text_string_to_metric_families(response.get_data(as_text=True))}
+    [sample] = families["flask_tasks_worker_heartbeat_age_seconds"].samples
+    assert 6.0 <= sample.value <= 9.0, sample

@@ -8,10 +8,10 @@ which Prometheus' ``rate()`` and ``increase()`` treat as a counter reset.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..cli_control import store_now
 from ..exceptions import ImproperlyConfigured
 from ..worker.stats import BUCKETS
 from .overview import heartbeats, queue_rows
@@ -60,7 +60,7 @@ class TasksCollector(Collector):
         infos = heartbeats(self.runtime)
         workers = [{"queues": info.get("queues") or []} for info in infos.values()]
         yield from _queue_metrics(queue_rows(self.runtime, workers))
-        yield from _worker_metrics(infos)
+        yield from _worker_metrics(infos, store_now(self.runtime))
         yield from _task_metrics(infos)
 
 
@@ -83,8 +83,7 @@ def _queue_metrics(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     yield consumers
 
 
-def _worker_metrics(infos: dict[str, dict[str, Any]]) -> Iterator[Metric]:
-    now = time.time()
+def _worker_metrics(infos: dict[str, dict[str, Any]], now: float) -> Iterator[Metric]:
     up = GaugeMetricFamily(
         "flask_tasks_worker_up",
         "1 for each worker process whose heartbeat has not expired",
