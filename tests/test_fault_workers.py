@@ -235,6 +235,36 @@ def test_a_read_only_sqlite_file_stops_the_worker_with_the_reason(tmp_path: Path
     setup.close()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes and attributes (POSIX)")
+def test_a_sqlite_file_turned_read_only_under_a_running_worker_stops_it(tmp_path: Path) -> None:
+    """The file turns read-only after the worker started: the child started after the first
+    task (``--max-tasks-per-child 1``) opens it afresh, finds it read-only, and the worker
+    stops with the reason instead of retrying forever."""
+    path = tmp_path / "tasks.sqlite3"
+    records = tmp_path / "records"
+    records.mkdir()
+    setup = WorkerSetup(f"sqlite:///{path}", records)
+    with setup.app().app_context():
+        done = proc_app.add.apply_async((1, 2), countdown=2)  # runs once the file is read-only
+    setup.close()
+    with worker_processes(setup, tmp_path) as workers:
+        worker = workers.start("-P", "prefork", "-c", "1", "--max-tasks-per-child", "1")
+        app = setup.app()
+        store = app.extensions["tasks"].store
+        wait_until(store.workers, timeout=10, what="the first child's heartbeat")  # file open
+        setup.close()
+        with _read_only(path):
+            code = worker.wait(timeout=20)
+    output = worker.output
+    assert code == 1, output
+    assert "is read-only" in output and str(path) in output, output
+    assert "stopping the worker" in output, output
+    assert "Broker unreachable" not in output, output
+    with setup.app().app_context():
+        assert done.get(timeout=5) == 3  # the child that opened it before still wrote
+    setup.close()
+
+
 #: Kill-loop sizes per broker: ``--kills``, ``--tasks``, ``--interval``. Redis takes the
 #: issue's 200 SIGKILLs during 5,000 tasks (about 50 s on 2 busy cores); SQLite, whose
 #: writes share one file lock, a smaller loop.

@@ -49,6 +49,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
+from ..exceptions import OperationalError
 from .values import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -63,6 +64,11 @@ from .values import (
     hide_password,
     lease_of,
 )
+
+
+class ReadOnlyBroker(OperationalError):
+    """The broker's storage cannot be written by this process (a read-only SQLite file,
+    directory or mount): retrying cannot help, so a worker stops instead."""
 
 
 class _Connection(ABC):
@@ -375,6 +381,7 @@ __all__ = [
     "Envelope",
     "Held",
     "QueueCounts",
+    "ReadOnlyBroker",
     "Settlement",
     "Store",
     "Transport",

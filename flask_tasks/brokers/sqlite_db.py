@@ -19,6 +19,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qsl
 
 from ..exceptions import ImproperlyConfigured, OperationalError
+from .base import ReadOnlyBroker
 from .sqlite_notify import ChangeNotifier
 from .sqlite_schema import DELAYED, LEASED, READY, SCHEMA, add_missing_columns, table_names
 from .sqlite_wake import wake_directory
@@ -298,6 +299,11 @@ class Database:
         try:
             yield
         except sqlite3.Error as exc:
+            if "readonly" in str(exc).lower():  # SQLITE_READONLY and its variants
+                raise ReadOnlyBroker(
+                    f"SQLite broker {self.path!r} is read-only for this process ({exc}): "
+                    "make the file, its -wal and -shm files and their directory writable"
+                ) from exc
             raise OperationalError(f"SQLite broker {self.path!r}: {exc}") from exc
 
     def check_writable(self) -> None:
@@ -307,16 +313,12 @@ class Database:
         try:
             with self.write(busy_timeout=0.5) as conn:  # deletes nothing, but must write
                 conn.execute(f"DELETE FROM {self.tables['claims']} WHERE key = ''")
+        except ReadOnlyBroker:
+            raise
         except OperationalError as error:
             text = str(error).lower()
             if "locked" in text or "busy" in text:
                 return
-            if "readonly" in text or "read-only" in text:
-                raise OperationalError(
-                    f"SQLite broker {self.path!r} is read-only for this process "
-                    f"({error.__cause__}): make the file, its -wal and -shm files and their "
-                    "directory writable"
-                ) from error
             raise
 
     @contextmanager

@@ -190,6 +190,8 @@ class Worker:
         finally:
             if stop_beat is not None:
                 stop_beat()
+        if consumer.fatal is not None:
+            raise consumer.fatal
         if consumer.memory_exceeded and not self.shutdown.cold.is_set():
             self.runtime.close()
             restart_process()  # --max-memory-per-child: threads and solo start afresh

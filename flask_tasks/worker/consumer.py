@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import signals
-from ..brokers import Delivery, Settlement
+from ..brokers import Delivery, ReadOnlyBroker, Settlement
 from ..exceptions import OperationalError
 from .control import (
     Interrupt,
@@ -91,6 +91,8 @@ class Consumer(Monitor):
         self.max_memory_kib = max_memory_kib
         #: Set when the process crossed ``max_memory_kib``: its runner restarts it.
         self.memory_exceeded = False
+        #: Why the loop stopped on its own when retrying could not help (a read-only broker).
+        self.fatal: Optional[ReadOnlyBroker] = None
         self.announce_ready = announce_ready
         #: Called each second with (tasks running, whether messages wait): prefork load.
         self.on_load = on_load
@@ -173,6 +175,10 @@ class Consumer(Monitor):
             try:
                 fetched = self._fetch()
                 backoff = 0.0
+            except ReadOnlyBroker as error:
+                logger.critical("%s; stopping the worker", error)
+                self.fatal = error
+                return
             except OperationalError as error:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 logger.error("Broker unreachable (%s); retrying in %.1fs", error, backoff)

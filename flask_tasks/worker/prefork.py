@@ -101,6 +101,8 @@ def _child_main(
     ready.set()  # the app loaded: a later exit is not a failure to start
     consumer.run()
     runtime.close()
+    if consumer.fatal is not None:
+        sys.exit(_EXIT_READ_ONLY)
 
 
 def _reporter(board: LoadBoard, slot: int) -> Callable[[int, bool], None]:
@@ -137,6 +139,9 @@ class _LocalOr:
 #: How many children in a row, beyond the pool size, may exit before they are ready (the
 #: app failed to load, say) before the worker stops instead of restarting them forever.
 _START_FAILURES_ALLOWED = 2
+
+#: A child's exit code when the broker is read-only: another child could not do better.
+_EXIT_READ_ONLY = 3
 
 
 def run_prefork(worker: Worker) -> int:
@@ -262,6 +267,11 @@ class _Supervisor:
 
     def replace(self, process: Any, was_ready: bool) -> None:
         """Start another child for one that exited, unless children cannot start at all."""
+        if process.exitcode == _EXIT_READ_ONLY:
+            logger.critical("The broker is read-only (see the error above); stopping the worker")
+            self.exit_code = 1
+            self.warm.set()
+            return
         failed_start = bool(process.exitcode) and not was_ready
         self.failed_starts = self.failed_starts + 1 if failed_start else 0
         if self.failed_starts > self.worker.concurrency + _START_FAILURES_ALLOWED:
