@@ -73,6 +73,7 @@ def _child_main(
     stop: Any = None,
     slot: int = 0,
     board: Optional[LoadBoard] = None,
+    read_only: Any = None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches all
     shutdown = Shutdown(warm=_LocalOr(warm, stop), cold=cold)
@@ -102,7 +103,9 @@ def _child_main(
     consumer.run()
     runtime.close()
     if consumer.fatal is not None:
-        sys.exit(_EXIT_READ_ONLY)
+        if read_only is not None:
+            read_only.set()  # an event, not an exit code: a task's os._exit can use any code
+        sys.exit(1)
 
 
 def _reporter(board: LoadBoard, slot: int) -> Callable[[int, bool], None]:
@@ -140,9 +143,6 @@ class _LocalOr:
 #: app failed to load, say) before the worker stops instead of restarting them forever.
 _START_FAILURES_ALLOWED = 2
 
-#: A child's exit code when the broker is read-only: another child could not do better.
-_EXIT_READ_ONLY = 3
-
 
 def run_prefork(worker: Worker) -> int:
     """Start and supervise the children until shutdown; returns the exit code."""
@@ -162,6 +162,9 @@ class _Supervisor:
         self.context = context
         self.load_app = load_app
         self.warm, self.cold = context.Event(), context.Event()
+        #: Set by a child that stopped because the broker is read-only: another child could
+        #: not do better.
+        self.read_only = context.Event()
         self.settings = {
             "queues": worker.queues,
             "prefetch": worker.prefetch,
@@ -191,7 +194,12 @@ class _Supervisor:
             target=_child_main,
             args=(self.load_app, self.settings, self.warm, self.cold, self.worker.loglevel, ready),
             # Only autoscaling reads the load: without it, children report nothing.
-            kwargs={"stop": stop, "slot": slot, "board": self.board if self.autoscale else None},
+            kwargs={
+                "stop": stop,
+                "slot": slot,
+                "board": self.board if self.autoscale else None,
+                "read_only": self.read_only,
+            },
             name=f"PoolWorker-{self.started}",
         )
         if self.context.get_start_method() == "fork":
@@ -267,7 +275,7 @@ class _Supervisor:
 
     def replace(self, process: Any, was_ready: bool) -> None:
         """Start another child for one that exited, unless children cannot start at all."""
-        if process.exitcode == _EXIT_READ_ONLY:
+        if self.read_only.is_set():
             logger.critical("The broker is read-only (see the error above); stopping the worker")
             self.exit_code = 1
             self.warm.set()

@@ -330,9 +330,16 @@ def test_waiting_on_two_queues_of_one_master(
     first, second = next(names for names in by_master.values() if len(names) >= 2)[:2]
     waiter.publish([env("later", second, eta=time.time() + 0.5)])
     started = time.monotonic()
-    waiter.wait([first, second], 10)  # wakes when "later" is due
+    taken: list[str] = []
+    waits = 0
+    # A wake-up left over from an earlier publish may end one wait early; a few are
+    # allowed, a wait that never blocks is not.
+    while not taken and waits < 3:
+        waiter.wait([first, second], 10)  # wakes when "later" is due
+        waits += 1
+        taken = ids(waiter.reserve([first, second], 5, LEASE))
+    assert taken == ["later"]
     assert 0.2 < time.monotonic() - started < 3
-    assert ids(waiter.reserve([first, second], 5, LEASE)) == ["later"]
 
 
 # -- the fixture -----------------------------------------------------------------------------
