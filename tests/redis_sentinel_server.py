@@ -42,6 +42,15 @@ def _command(port: int, *words: str) -> Any:
         client.close()
 
 
+def _fields(reply: Any) -> dict[bytes, bytes]:
+    """A field/value reply as a dict: newer redis-py gives a dict, older ones the flat list."""
+    if isinstance(reply, dict):
+        return reply
+    if isinstance(reply, list):
+        return dict(zip(reply[::2], reply[1::2]))
+    return {}
+
+
 def _wait_for(condition: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -126,7 +135,7 @@ class SentinelSetup:
     def sentinels_ready(self) -> bool:
         """Every Sentinel knows the replica and the two other Sentinels."""
         for port in self.sentinel_ports:
-            fields = _command(port, "SENTINEL", "MASTER", SERVICE) or {}
+            fields = _fields(_command(port, "SENTINEL", "MASTER", SERVICE))
             if fields.get(b"num-slaves") != b"1" or fields.get(b"num-other-sentinels") != b"2":
                 return False
         return True
