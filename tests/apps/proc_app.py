@@ -86,7 +86,10 @@ def read_records(record_dir: Path, name: str) -> list[dict[str, Any]]:
     path = Path(record_dir) / f"{name}.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    # A line still being written (read mid-write) has no newline yet: it is not counted.
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def _pause(seconds: float) -> None:
