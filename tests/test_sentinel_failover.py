@@ -125,7 +125,22 @@ def test_publishers_and_workers_follow_a_failover(sentinel: SentinelSetup, tmp_p
             sentinel.kill(sentinel.master_port)
             sentinel.wait_for_failover()
             promoted_at = time.monotonic()
-            time.sleep(3.0)  # publishing goes on against the new master
+
+            def resumed() -> set[int]:  # pids that ran a task after the promotion
+                after = _wall(promoted_at)
+                return {line["pid"] for line in setup.records("done") if line["time"] > after}
+
+            def everyone_resumed() -> bool:
+                pids = resumed()
+                hasty_resumed = any(at > promoted_at for at in list(hasty.acknowledged.values()))
+                return hasty_resumed and threaded.pid in pids and bool(pids - {threaded.pid})
+
+            # Publishing goes on against the new master until what the assertions below
+            # need has happened: the hasty publisher got a send through, and both workers
+            # ran a task. A worker that failed to reach the dead master waits out its
+            # reconnect backoff first (doubling, up to 10 s), so one may resume seconds
+            # after the other, which by then may have run all that was sent.
+            wait_until(everyone_resumed, 25, what="the hasty publisher and both workers to resume")
             for publisher in (hasty, patient):
                 publisher.stop.set()
             for thread in threads:
@@ -151,9 +166,7 @@ def test_publishers_and_workers_follow_a_failover(sentinel: SentinelSetup, tmp_p
                 10,
                 what="the records of the tasks that ran",
             )
-            resumed = {
-                line["pid"] for line in setup.records("done") if line["time"] > _wall(promoted_at)
-            }
+            resumed_pids = resumed()
     finally:
         for publisher in (hasty, patient):
             publisher.stop.set()
@@ -176,7 +189,7 @@ def test_publishers_and_workers_follow_a_failover(sentinel: SentinelSetup, tmp_p
     assert patient.slowest <= PATIENT_BUDGET + ATTEMPT
     assert any(at > promoted_at for at in hasty.acknowledged.values()), "hasty never resumed"
     # Workers: both resumed on the new master (threads: its own pid; prefork: a child's).
-    assert threaded.pid in resumed and resumed - {threaded.pid}, resumed
+    assert threaded.pid in resumed_pids and resumed_pids - {threaded.pid}, resumed_pids
     # A caller waiting on a result across the failover gets it.
     assert waiter.outcome == "slept", waiter.outcome
     # Lost: only writes acknowledged in the last moment before the kill.
