@@ -42,12 +42,12 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "apps")]
 
 import proc_app  # noqa: E402
 from process_helpers import (  # noqa: E402
-    RestartableRedis,
     WorkerProcess,
     WorkerSetup,
     wait_until,
     worker_processes,
 )
+from redis_server import RestartableRedis  # noqa: E402
 
 #: Prefetch per prefork child (the worker's default; passed explicitly for the bound).
 PREFETCH = 4

@@ -12,6 +12,11 @@ from postgres_server import postgres_server, scratch_database
 from redis_cluster_server import redis_cluster
 from redis_server import redis_server
 
+#: The fixtures of the ``flask worker`` process tests (``setup``, ``workers``, ``app``).
+pytest_plugins = ["process_helpers"]
+#: Scenarios several of those tests share: their asserts explain a failure like a test's.
+pytest.register_assert_rewrite("process_flows")
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

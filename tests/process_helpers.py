@@ -4,15 +4,17 @@ A worker's stdout and stderr go to a log file (no pipes, so no pipe deadlock and
 left open); waits poll that file and the process. Workers start in a session of their
 own, so a test can signal or kill the whole process group (prefork children included),
 and :class:`WorkerProcesses` kills whatever is left when the test ends.
+
+Also a pytest plugin (``pytest_plugins`` in ``conftest.py``): the fixtures ``setup``,
+``workers`` and ``app`` of the process tests. A module runs them on another broker by
+overriding ``worker_broker_url`` (and ``worker_result_backend``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import pytest
 from flask import Flask
 
 APPS_DIR = Path(__file__).parent / "apps"
@@ -30,7 +33,6 @@ if str(APPS_DIR) not in sys.path:
     sys.path.insert(0, str(APPS_DIR))
 
 import proc_app  # noqa: E402  (the app the worker processes load, by the same name)
-from redis_server import free_port  # noqa: E402
 
 #: Default upper bound of every wait, in seconds.
 WAIT = 15.0
@@ -301,61 +303,43 @@ def broker_url(kind: str, redis_url: Callable[[], str], directory: Path) -> str:
     raise ValueError(f"no process tests for broker {kind!r}")
 
 
-class RestartableRedis:
-    """A private redis-server on a fixed port that a test may stop and start again.
+# -- fixtures ------------------------------------------------------------------------------
 
-    With ``durable``, every write is appended to a file and fsynced before the reply
-    (``--appendonly yes --appendfsync always``), so a server killed and started again in
-    the same directory has lost nothing it acknowledged."""
 
-    def __init__(self, directory: Path, durable: bool = False) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.durable = durable
-        self.process: Optional[subprocess.Popen[bytes]] = None
+@pytest.fixture
+def worker_broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The broker of the test's workers: the primary one (``redis_url`` or a SQLite file)."""
+    return broker_url(PRIMARY_BROKER, lambda: request.getfixturevalue("redis_url"), tmp_path)
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or os.environ.get("REDIS_SERVER_BIN", "")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                *(
-                    ["--appendonly", "yes", "--appendfsync", "always"]
-                    if self.durable
-                    else ["--appendonly", "no"]
-                ),
-                "--dir",
-                str(self.directory),
-                "--loglevel",
-                "warning",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+@pytest.fixture
+def worker_result_backend() -> Optional[str]:
+    """``TASKS_RESULT_BACKEND`` of the test's workers (None: the broker keeps results)."""
+    return None
 
-        def answers() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    return conn.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
 
-        wait_until(answers, timeout=10, what=f"redis-server on port {self.port}")
+@pytest.fixture
+def setup(
+    worker_broker_url: str, worker_result_backend: Optional[str], tmp_path: Path
+) -> Iterator[WorkerSetup]:
+    """A fresh namespace (key prefix or SQLite file) on ``worker_broker_url``."""
+    records = tmp_path / "records"
+    records.mkdir()
+    worker_setup = WorkerSetup(worker_broker_url, records, result_backend=worker_result_backend)
+    yield worker_setup
+    worker_setup.close()
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
+
+@pytest.fixture
+def workers(setup: WorkerSetup, tmp_path: Path) -> Iterator[WorkerProcesses]:
+    """Starts the test's workers; kills whatever is left of them when the test ends."""
+    with worker_processes(setup, tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+def app(setup: WorkerSetup) -> Iterator[Flask]:
+    """The test's side of the app, with an app context pushed."""
+    test_app = setup.app()
+    with test_app.app_context():
+        yield test_app

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+from redis_server import redis_server_command
+
 #: Highest client port: its cluster bus port (+10000) must stay below 65536.
 _MAX_PORT = 55_535
 
@@ -65,30 +67,18 @@ def _ask(port: int, command: bytes) -> bytes:
 
 @contextmanager
 def _node(server: str, port: int, workdir: str) -> Iterator[subprocess.Popen[bytes]]:
+    cluster = ("--cluster-enabled", "yes", "--cluster-node-timeout", "5000")
     process = subprocess.Popen(
-        [
+        redis_server_command(
             server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--cluster-enabled",
-            "yes",
+            port,
+            workdir,
+            *cluster,
             "--cluster-config-file",
             os.path.join(workdir, "nodes.conf"),
-            "--cluster-node-timeout",
-            "5000",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
             "--daemonize",
             "no",
-            "--loglevel",
-            "warning",
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import redis
-from redis_server import free_port
+from redis_server import free_port, redis_server_command
 
 #: The service name the Sentinels monitor.
 SERVICE = "mymaster"
@@ -81,25 +81,8 @@ class SentinelSetup:
     def start_server(self, port: int, *extra: str) -> None:
         workdir = self.root / str(port)
         workdir.mkdir()
-        args = [
-            self.binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--loglevel",
-            "warning",
-            "--logfile",
-            str(workdir / "redis.log"),
-            *extra,
-        ]
-        self._spawn(port, args)
+        log = ("--logfile", str(workdir / "redis.log"))
+        self._spawn(port, redis_server_command(self.binary, port, str(workdir), *log, *extra))
 
     def start_sentinel(self, port: int) -> None:
         workdir = self.root / f"sentinel-{port}"

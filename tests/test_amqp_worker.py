@@ -13,13 +13,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from process_helpers import WorkerProcesses, WorkerSetup, proc_app, wait_until, worker_processes
+from process_helpers import WorkerProcesses, WorkerSetup, proc_app, wait_until
 
 from flask_tasks import chord, group, states
 from flask_tasks.brokers import Envelope
@@ -34,25 +32,13 @@ SOAK_TASKS = 1000
 
 
 @pytest.fixture
-def setup(amqp_url: str, redis_url: str, tmp_path: Path) -> Iterator[WorkerSetup]:
-    records = tmp_path / "records"
-    records.mkdir()
-    worker_setup = WorkerSetup(amqp_url, records, result_backend=redis_url)
-    yield worker_setup
-    worker_setup.close()
+def worker_broker_url(amqp_url: str) -> str:
+    return amqp_url
 
 
 @pytest.fixture
-def workers(setup: WorkerSetup, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    with worker_processes(setup, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def app(setup: WorkerSetup) -> Iterator[Flask]:
-    test_app = setup.app()
-    with test_app.app_context():
-        yield test_app
+def worker_result_backend(redis_url: str) -> str:
+    return redis_url
 
 
 def transport(app: Flask) -> Any:

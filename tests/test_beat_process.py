@@ -28,15 +28,10 @@ pytestmark = [
 
 
 @pytest.fixture(params=BROKERS)
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerSetup]:
+def worker_broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "redis":
         request.getfixturevalue("redis_client")
-    url = broker_url(request.param, lambda: request.getfixturevalue("redis_url"), tmp_path)
-    record_dir = tmp_path / "records"
-    record_dir.mkdir()
-    setup = WorkerSetup(url, record_dir)
-    yield setup
-    setup.close()
+    return broker_url(request.param, lambda: request.getfixturevalue("redis_url"), tmp_path)
 
 
 class Beats:

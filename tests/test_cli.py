@@ -5,30 +5,13 @@ Every test runs the real ``flask`` command in a subprocess (bounded by a timeout
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from process_helpers import (
-    PRIMARY_BROKER,
-    WorkerSetup,
-    broker_url,
-    proc_app,
-    run_flask,
-)
+from process_helpers import WorkerSetup, proc_app, run_flask
 from redis_server import free_port
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerSetup]:
-    url = broker_url(PRIMARY_BROKER, lambda: request.getfixturevalue("redis_url"), tmp_path)
-    records = tmp_path / "records"
-    records.mkdir()
-    worker_setup = WorkerSetup(url, records)
-    yield worker_setup
-    worker_setup.close()
 
 
 def test_help_lists_the_options(setup: WorkerSetup, tmp_path: Path) -> None:

@@ -12,13 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from process_helpers import (
-    RestartableRedis,
-    WorkerSetup,
-    proc_app,
-    wait_until,
-    worker_processes,
-)
+from process_helpers import WorkerSetup, proc_app, wait_until, worker_processes
+from redis_server import RestartableRedis
 from stall_proxy import StallingProxy
 
 from flask_tasks import OperationalError, states

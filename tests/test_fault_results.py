@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 from flask import Flask
-from process_helpers import RestartableRedis
+from redis_server import RestartableRedis
 
 from flask_tasks import OperationalError, Tasks
 

@@ -18,7 +18,6 @@ import pytest
 from flask import Flask
 from process_helpers import (
     APPS_DIR,
-    PRIMARY_BROKER,
     WorkerProcesses,
     WorkerSetup,
     broker_url,
@@ -40,16 +39,10 @@ def _setup(request: pytest.FixtureRequest, tmp_path: Path, kind: str, lease: flo
 
 
 @pytest.fixture
-def short_lease(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerSetup]:
-    setup = _setup(request, tmp_path, PRIMARY_BROKER, 1.0)
-    yield setup
-    setup.close()
-
-
-@pytest.fixture
-def workers(short_lease: WorkerSetup, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    with worker_processes(short_lease, tmp_path) as started:
-        yield started
+def short_lease(setup: WorkerSetup) -> WorkerSetup:
+    """The test's ``setup`` (the one ``workers`` starts its workers with), leases of 1 s."""
+    setup.visibility_timeout = 1.0
+    return setup
 
 
 @pytest.mark.parametrize("how", ["os_exit", "segfault", "exit"])

@@ -13,16 +13,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from flask import Flask
-from process_helpers import WorkerProcesses, WorkerSetup, proc_app, wait_until, worker_processes
+from process_flows import priorities_honoured, seed_flow
+from process_helpers import WorkerProcesses, WorkerSetup, proc_app, wait_until
 from redis.cluster import RedisCluster
 
-from flask_tasks import chord, group, states
+from flask_tasks import states
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,25 +35,8 @@ QUEUES = [f"q{index}" for index in range(12)]
 
 
 @pytest.fixture
-def setup(redis_cluster_url: str, tmp_path: Path) -> Iterator[WorkerSetup]:
-    records = tmp_path / "records"
-    records.mkdir()
-    worker_setup = WorkerSetup(redis_cluster_url, records)
-    yield worker_setup
-    worker_setup.close()
-
-
-@pytest.fixture
-def workers(setup: WorkerSetup, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    with worker_processes(setup, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def app(setup: WorkerSetup) -> Iterator[Flask]:
-    test_app = setup.app()
-    with test_app.app_context():
-        yield test_app
+def worker_broker_url(redis_cluster_url: str) -> str:
+    return redis_cluster_url
 
 
 def _cluster(url: str) -> RedisCluster:
@@ -65,21 +47,7 @@ def _cluster(url: str) -> RedisCluster:
 def test_seed_flow_chain_group_chord_and_retries(
     setup: WorkerSetup, app: Flask, workers: WorkerProcesses
 ) -> None:
-    worker = workers.start("-c", "2", "-n", "cluster@test", "-Q", "default,spare")  # prefork
-    assert f"broker:      {setup.broker_url}" in worker.output
-    result = proc_app.add.delay(4, 4)
-    assert result.get(timeout=RESULT_WAIT) == 8
-    assert result.state == states.SUCCESS
-    add, total = proc_app.add, proc_app.total
-    assert (add.s(2, 2) | add.s(4) | add.s(8))().get(timeout=RESULT_WAIT) == 16
-    assert group(add.s(i, i) for i in range(4))().get(timeout=RESULT_WAIT) == [0, 2, 4, 6]
-    assert chord([add.s(i, 1) for i in range(8)])(total.s()).get(timeout=RESULT_WAIT) == 36
-    flaky = proc_app.flaky.delay(2)  # retries with countdown=0.1, same task id
-    assert flaky.get(timeout=RESULT_WAIT) == {"id": flaky.id, "retries": 2}
-    runs = [line for line in setup.records("flaky") if line["id"] == flaky.id]
-    assert [line["retries"] for line in runs] == [0, 1, 2]
-    with pytest.raises(ValueError, match="boom"):
-        proc_app.fail.delay("boom").get(timeout=RESULT_WAIT)
+    seed_flow(setup, workers, "-c", "2", "-n", "cluster@test", "-Q", "default,spare")  # prefork
 
 
 def test_countdown_never_runs_early(app: Flask, setup: WorkerSetup, workers: WorkerProcesses):
@@ -95,13 +63,7 @@ def test_countdown_never_runs_early(app: Flask, setup: WorkerSetup, workers: Wor
 
 
 def test_priorities_are_honoured(setup: WorkerSetup, app: Flask, workers: WorkerProcesses) -> None:
-    sent = [("p5-a", 5), ("p9", 9), ("p0-a", 0), ("p3", 3), ("p5-b", 5), ("p0-b", 0)]
-    for label, priority in sent:
-        proc_app.record_run.apply_async((label,), priority=priority)
-    workers.start("-P", "solo", "-c", "1", "--prefetch", "0")
-    wait_until(lambda: len(setup.records("runs")) == len(sent), what="all runs")
-    order = [line["label"] for line in setup.records("runs")]
-    assert order == ["p0-a", "p0-b", "p3", "p5-a", "p5-b", "p9"]
+    priorities_honoured(setup, workers)
 
 
 def _produce(app: Flask, results: list, done: threading.Event) -> None:

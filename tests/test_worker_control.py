@@ -7,21 +7,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from process_helpers import (
-    PRIMARY_BROKER,
-    WorkerProcesses,
-    WorkerSetup,
-    broker_url,
-    proc_app,
-    run_flask,
-    wait_until,
-    worker_processes,
-)
+from process_helpers import WorkerProcesses, WorkerSetup, proc_app, run_flask, wait_until
 
 from flask_tasks import states
 from flask_tasks.exceptions import ImproperlyConfigured, TimeLimitExceeded
@@ -33,29 +23,6 @@ pytestmark = [
 ]
 
 RESULT_WAIT = 15.0
-
-
-@pytest.fixture
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerSetup]:
-    url = broker_url(PRIMARY_BROKER, lambda: request.getfixturevalue("redis_url"), tmp_path)
-    records = tmp_path / "records"
-    records.mkdir()
-    worker_setup = WorkerSetup(url, records)
-    yield worker_setup
-    worker_setup.close()
-
-
-@pytest.fixture
-def workers(setup: WorkerSetup, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    with worker_processes(setup, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def app(setup: WorkerSetup) -> Iterator[Flask]:
-    test_app = setup.app()
-    with test_app.app_context():
-        yield test_app
 
 
 # -- time limits ---------------------------------------------------------------------------

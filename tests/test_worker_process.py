@@ -24,10 +24,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from process_flows import priorities_honoured
 from process_helpers import (
     BROKERS,
-    PRIMARY_BROKER,
-    RestartableRedis,
     WorkerProcess,
     WorkerProcesses,
     WorkerSetup,
@@ -36,6 +35,7 @@ from process_helpers import (
     wait_until,
     worker_processes,
 )
+from redis_server import RestartableRedis
 
 from flask_tasks import chord, group, states
 from flask_tasks.brokers import Envelope
@@ -52,29 +52,7 @@ RESULT_WAIT = 10.0
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerSetup]:
-    """A fresh namespace (key prefix or SQLite file) on the primary broker."""
-    url = broker_url(PRIMARY_BROKER, lambda: request.getfixturevalue("redis_url"), tmp_path)
-    records = tmp_path / "records"
-    records.mkdir()
-    worker_setup = WorkerSetup(url, records)
-    yield worker_setup
-    worker_setup.close()
-
-
-@pytest.fixture
-def workers(setup: WorkerSetup, tmp_path: Path) -> Iterator[WorkerProcesses]:
-    with worker_processes(setup, tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def app(setup: WorkerSetup) -> Iterator[Flask]:
-    """The test's side of the app, with an app context pushed."""
-    test_app = setup.app()
-    with test_app.app_context():
-        yield test_app
+# ``setup``, ``workers`` and ``app``: process_helpers (a plugin, see conftest.py).
 
 
 class Shared:
@@ -279,13 +257,7 @@ def test_banner(shared: Shared) -> None:
 
 
 def test_priorities_are_honoured(setup: WorkerSetup, app: Flask, workers: WorkerProcesses) -> None:
-    sent = [("p5-a", 5), ("p9", 9), ("p0-a", 0), ("p3", 3), ("p5-b", 5), ("p0-b", 0)]
-    for label, priority in sent:
-        proc_app.record_run.apply_async((label,), priority=priority)
-    workers.start("-P", "solo", "-c", "1", "--prefetch", "0")
-    wait_until(lambda: len(setup.records("runs")) == len(sent), what="all runs")
-    order = [line["label"] for line in setup.records("runs")]
-    assert order == ["p0-a", "p0-b", "p3", "p5-a", "p5-b", "p9"]
+    priorities_honoured(setup, workers)
 
 
 def test_queues_in_order_of_precedence(
