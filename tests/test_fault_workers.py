@@ -237,14 +237,15 @@ def test_a_sqlite_file_turned_read_only_under_a_running_worker_stops_it(tmp_path
     records = tmp_path / "records"
     records.mkdir()
     setup = WorkerSetup(f"sqlite:///{path}", records)
-    with setup.app().app_context():
-        done = proc_app.add.apply_async((1, 2), countdown=2)  # runs once the file is read-only
-    setup.close()
     with worker_processes(setup, tmp_path) as workers:
         worker = workers.start("-P", "prefork", "-c", "1", "--max-tasks-per-child", "1")
         app = setup.app()
         store = app.extensions["tasks"].store
         wait_until(store.workers, timeout=10, what="the first child's heartbeat")  # file open
+        # Sent now, due once the file is read-only (a task due sooner, on a loaded machine,
+        # could run and replace the child before the file turns read-only).
+        with app.app_context():
+            done = proc_app.add.apply_async((1, 2), countdown=2)
         setup.close()
         with _read_only(path):
             code = worker.wait(timeout=20)
