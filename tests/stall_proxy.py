@@ -4,7 +4,9 @@
 in both directions, without closing anything: to both ends the peer just stops answering,
 as behind a middlebox that dropped the flow. Bytes sent meanwhile wait in the kernel's
 buffers and arrive late after :meth:`StallingProxy.resume`. Connections made after a stall
-are forwarded normally (a client that reconnects gets through).
+stall too, until :meth:`StallingProxy.resume` (a client that reconnects does not get through:
+otherwise, on a loaded machine, a stalled worker reconnects and renews its lease before
+anyone can take its task over).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class StallingProxy:
         self.port = int(self._listener.getsockname()[1])
         self._pairs: list[_Pair] = []
         self._lock = threading.Lock()
+        self._stalling = False
         self._closed = threading.Event()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
@@ -45,6 +48,7 @@ class StallingProxy:
     def stall(self) -> int:
         """Stop forwarding on every open connection; returns how many were stalled."""
         with self._lock:
+            self._stalling = True
             pairs = [pair for pair in self._pairs if not pair.stalled]
             for pair in pairs:
                 pair.stalled = True
@@ -53,6 +57,7 @@ class StallingProxy:
     def resume(self) -> None:
         """Forward again (what waited arrives now)."""
         with self._lock:
+            self._stalling = False
             for pair in self._pairs:
                 pair.stalled = False
 
@@ -81,6 +86,7 @@ class StallingProxy:
                 continue
             pair = _Pair(client, server)
             with self._lock:
+                pair.stalled = self._stalling
                 self._pairs.append(pair)
             for source, target in ((client, server), (server, client)):
                 thread = threading.Thread(
