@@ -10,6 +10,7 @@ turn, repetition by repetition (so that a burst of machine noise hits every libr
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import hashlib
 import os
@@ -72,9 +73,14 @@ class Options:
 def snapshot_package(directory: Path) -> str:
     """Copy ``flask_tasks/`` into ``directory`` and put it first on the import path of
     this process and of every process started (``PYTHONPATH``): a change to the working
-    tree during the run does not reach its later workers. Returns a digest of the copy."""
+    tree during the run does not reach its later workers. Returns a digest of the copy.
+
+    The copy is byte-compiled, as pip compiles an installed package (and the peers'): a
+    worker that compiled its sources at import would keep the compiler's leftovers in
+    memory, and its forked children write over the pages they fragment."""
     source = REPO / "flask_tasks"
     shutil.copytree(source, directory / "flask_tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    compileall.compile_dir(directory / "flask_tasks", quiet=1)
     sys.path.insert(0, str(directory))
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(directory), os.environ.get("PYTHONPATH")])

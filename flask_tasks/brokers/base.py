@@ -88,8 +88,17 @@ class _Connection(ABC):
     def ping(self) -> None:
         """Raise OperationalError unless the server answers."""
 
+    #: True when a forked child may use this object (it opens connections of its own).
+    survives_fork = False
+
     def close(self) -> None:
         """Release connections and files. The object may not be used afterwards."""
+
+    def disconnect(self) -> None:
+        """Before a fork, where :attr:`survives_fork`: close connections, staying usable."""
+
+    def after_fork(self) -> None:
+        """In a forked child, before its first use, where :attr:`survives_fork`."""
 
     @staticmethod
     def now() -> float:
@@ -107,7 +116,8 @@ class Transport(_Connection):
     """Queues of messages for one app, with leases.
 
     Implementations are safe to share between threads of one process, and are never
-    shared across ``fork()``: each process opens its own. Methods raise
+    shared across ``fork()`` unless :attr:`survives_fork`: each process opens its own
+    connections. Methods raise
     :class:`flask_tasks.exceptions.OperationalError` when the server cannot be reached,
     with the URL (password hidden) in the message.
     """
@@ -215,10 +225,7 @@ class Transport(_Connection):
 
 class Store(_Connection):
     """What outlives a message: result records, revocations, counters, claims, heartbeats.
-
-    Thread-safe, never shared across ``fork()``, and raising OperationalError as
-    :class:`Transport` does.
-    """
+    Thread-safe, shared across ``fork()`` and raising errors as :class:`Transport` is."""
 
     # -- result records -------------------------------------------------------------------
 

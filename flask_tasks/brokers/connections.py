@@ -52,8 +52,15 @@ class Connections:
     def _check_fork(self) -> None:
         if self._pid != os.getpid():  # never share sockets or files with a parent process
             self._pid = os.getpid()
-            self._transport = self._store = None
             self._opening = threading.Lock()  # a lock held in the parent stays held here
+            # Those that survive a fork open connections of their own: a worker child
+            # uses (and shares the memory of) what its parent opened before the fork.
+            if self._transport is not None and not self._transport.survives_fork:
+                self._transport = None
+            if self._store is not None and not self._store.survives_fork:
+                self._store = None
+            for kept in {id(c): c for c in (self._transport, self._store) if c}.values():
+                kept.after_fork()
 
     @property
     def transport(self) -> Transport:
@@ -112,6 +119,23 @@ class Connections:
         ):
             return transport
         return None
+
+    def prepare_fork(self) -> None:
+        """Before forking children that use these connections: open them, so that the
+        children share what survives a fork (:attr:`Transport.survives_fork`), with
+        its sockets closed; close the others (each child opens its own)."""
+        transport = self.transport
+        if transport.survives_fork:
+            transport.disconnect()
+        else:
+            transport.close()
+            self._transport = None
+        store = self.store if self.backend_url is not None else None
+        if store is not None and store.survives_fork:
+            store.disconnect()
+        elif store is not None:
+            store.close()
+            self._store = None
 
     def close(self) -> None:
         """Close what is open; the next use opens again."""

@@ -111,6 +111,7 @@ class RedisClusterStore(RedisStore):
     """A store kept in a Redis Cluster (``redis+cluster://``); see the module docs."""
 
     kind = "redis-cluster"
+    survives_fork = False  # not examined for it: each forked child opens its own
     keys: ClusterKeys
     _cluster: RedisCluster
     #: Whether every master is Redis 7+: wake-ups then go on shard channels (SPUBLISH).

@@ -58,6 +58,14 @@ class RedisConnection:
         for close in self.closers:
             close()
 
+    def disconnect(self) -> None:
+        """Close the idle pooled sockets (one in use, by a beat thread, say, is left to
+        its command); the client connects again on its next command, and a forked
+        child's pool, seeing another pid, starts empty (redis-py)."""
+        self.client.connection_pool.disconnect(inuse_connections=False)
+        for close in self.closers:
+            close()
+
 
 def client_options(options: dict[str, Any]) -> dict[str, Any]:
     """redis-py keyword arguments: our defaults, then ``options``."""

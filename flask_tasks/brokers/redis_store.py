@@ -62,6 +62,8 @@ class RedisStore(Store):
     """
 
     kind = "redis"
+    # redis-py pools open new sockets in a forked child; the result listener its own too.
+    survives_fork = True
 
     def __init__(self, url: str, *, key_prefix: str = "flask_tasks", **options: Any) -> None:
         self.url = hide_password(url)
@@ -290,3 +292,9 @@ class RedisStore(Store):
     def close(self) -> None:
         self._watchers.close()
         self._connection.close()
+
+    def disconnect(self) -> None:
+        self._connection.disconnect()
+
+    def after_fork(self) -> None:
+        self._check_lock = threading.Lock()  # another thread may have held it at the fork

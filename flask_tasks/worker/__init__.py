@@ -182,7 +182,8 @@ class Worker:
         stop_beat = self._start_beat() if self.beat else None
         try:
             if self.pool == "prefork":
-                self.runtime.close()  # children open their own connections
+                # Children open connections of their own, with broker objects made here.
+                self.runtime.connections.prepare_fork()
                 return run_prefork(self)
             self.install_signal_handlers(self._on_signal)
             consumer = self.consumer()

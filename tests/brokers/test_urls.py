@@ -181,6 +181,40 @@ def test_connections_open_again_after_close_and_in_a_forked_child() -> None:
     assert connections.transport is not second
 
 
+def test_a_forked_child_keeps_the_redis_broker_its_parent_opened(
+    redis_url: str, redis_client
+) -> None:
+    """A prefork worker opens the broker before forking: its children use that object
+    (memory shared with the parent) with sockets of their own."""
+    connections = Connections(redis_url, key_prefix="fork")
+    try:
+        opened = connections.transport
+        assert opened.survives_fork
+        opened.ping()
+        clients = len(redis_client.client_list())
+        connections.prepare_fork()
+        assert len(redis_client.client_list()) == clients - 1  # its socket closed
+        assert connections.transport is opened
+        connections._pid = os.getpid() + 1  # as if this process were a forked child
+        assert connections.transport is opened
+        assert connections.store is opened
+        opened.ping()  # usable: connects again
+    finally:
+        connections.close()
+
+
+def test_before_a_fork_connections_close_what_does_not_survive_it(tmp_path: Path) -> None:
+    connections = Connections("memory://", f"sqlite:///{tmp_path / 'results.db'}")
+    try:
+        transport, store = connections.transport, connections.store
+        assert not transport.survives_fork and not store.survives_fork
+        connections.prepare_fork()
+        assert connections.transport is not transport
+        assert connections.store is not store
+    finally:
+        connections.close()
+
+
 # -- rules among the modules -------------------------------------------------------------------
 
 
