@@ -58,6 +58,10 @@ def send(runtime: Runtime, name: str, args: Any, kwargs: Any, options: Mapping[s
 class Signature:
     """A task name with arguments and options: ``add.s(2, 2)``, ``signature("app.add")``."""
 
+    #: True once ``freeze`` made its ``task_id`` (so it was never sent: ``Envelope.fresh``);
+    #: not copied by ``clone``.
+    fresh = False
+
     def __init__(
         self,
         task: str,
@@ -183,6 +187,7 @@ class Signature:
         """Assign the ids of every task to send (idempotent)."""
         if "task_id" not in self.options:
             self.options["task_id"] = new_id()
+            self.fresh = True
 
     def final_ids(self) -> list[str]:
         """Ids of the tasks whose results are this workflow's result (after ``freeze``)."""
