@@ -157,6 +157,8 @@ def _json_dumps(value: Any) -> bytes:
     return text.encode()
 
 
+#: A str as ``_JSON_ENCODER`` writes it (``ensure_ascii=False``).
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
 #: Empty containers as ``_json_dumps`` writes them (a splicer skips the encoder for them).
 _EMPTY: dict[type, bytes] = {list: b"[]", dict: b"{}"}
 
@@ -333,8 +335,11 @@ class Codec:
             chunks = [head]
             try:
                 for item, part in zip(values, tail):
-                    empty = None if item else _EMPTY.get(type(item))
-                    chunks += (empty or _json_dumps(item), part)
+                    if type(item) is str:  # an id: what the encoder writes, without it
+                        chunks += (_json_string(item).encode(), part)
+                    else:
+                        empty = None if item else _EMPTY.get(type(item))
+                        chunks += (empty or _json_dumps(item), part)
             except EncodeError:
                 raise
             except Exception as error:

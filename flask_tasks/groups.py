@@ -9,7 +9,15 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from .canvas import Result, Signature, Workflow, chain, entry_of, signatures
+from .canvas import (
+    Result,
+    Signature,
+    Workflow,
+    chain,
+    collector_paused,
+    entry_of,
+    signatures,
+)
 from .message import Message
 from .result import GroupResult
 
@@ -51,11 +59,12 @@ class group(Workflow):
     """Run signatures in parallel; the ``GroupResult`` gives their results in order."""
 
     def __init__(self, *tasks: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Signature):
-            tasks = tuple(tasks[0])
         members: list[Signature] = []
-        for member in signatures(tasks, "group()"):
-            members.extend(member.tasks if isinstance(member, group) else [member])
+        with collector_paused():  # ``tasks`` may be a generator of thousands
+            if len(tasks) == 1 and not isinstance(tasks[0], Signature):
+                tasks = tuple(tasks[0])
+            for member in signatures(tasks, "group()"):
+                members.extend(member.tasks if isinstance(member, group) else [member])
         self.tasks: tuple[Signature, ...] = tuple(members)
         super().__init__("group", extension=entry_of(members))
 

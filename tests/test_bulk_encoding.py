@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import math
 
 import pytest
@@ -129,3 +130,19 @@ def test_a_member_with_its_own_id_is_not_fresh(app: Flask) -> None:
         (True, False),
         (False, True),
     ]
+
+
+def test_the_garbage_collector_is_left_as_it_was(app: Flask) -> None:
+    with app.app_context():
+        assert gc.isenabled()
+        group(add.s(i) for i in range(3)).apply_async()
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            group(add.s(i) for i in range(3)).apply_async()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        with pytest.raises(TypeError):
+            group(add.s(1), object())  # raised while the collector was paused
+        assert gc.isenabled()
