@@ -34,18 +34,26 @@ end
 local records_base = first_message + 2 * count
 if #ARGV > records_base then
   use_records_db(ARGV[3], true)
-  for k = 1, #ARGV - records_base do
-    write_record(KEYS[8 + 2 * lists + k], ARGV[records_base + k], record_ttl, "")
+  local first_key = 8 + 2 * lists
+  if tonumber(record_ttl) > 0 then
+    for k = 1, #ARGV - records_base do
+      redis.call("SET", KEYS[first_key + k], ARGV[records_base + k], "PX", record_ttl)
+    end
+  else
+    for k = 1, #ARGV - records_base do
+      redis.call("SET", KEYS[first_key + k], ARGV[records_base + k])
+    end
   end
   use_records_db(ARGV[3], false)
 end
 
-local metas, bodies = {}, {}
+-- Fields of meta and bodies not written yet, as id, value pairs (``held`` items each).
+local metas, bodies, held = {}, {}, 0
 local function flush()
-  if #metas > 0 then
-    redis.call("HSET", META, unpack(metas))
-    redis.call("HSET", BODIES, unpack(bodies))
-    metas, bodies = {}, {}
+  if held > 0 then
+    redis.call("HSET", META, unpack(metas, 1, held))
+    redis.call("HSET", BODIES, unpack(bodies, 1, held))
+    held = 0
   end
 end
 
@@ -55,24 +63,24 @@ for j = 1, lists do
   local queue, priority, added = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
   local meta = format_meta("0", priority, queue)
   local list_key = KEYS[8 + j]
-  local pushed = 0
-  local entries = {}
+  local pushed, entries, waiting = 0, {}, 0
   for _ = 1, added do
     local id = ARGV[at + 1]
-    metas[#metas + 1], metas[#metas + 2] = id, meta
-    bodies[#bodies + 1], bodies[#bodies + 2] = id, ARGV[at + 2]
-    entries[#entries + 1] = "0:" .. id
+    metas[held + 1], metas[held + 2] = id, meta
+    bodies[held + 1], bodies[held + 2] = id, ARGV[at + 2]
+    held = held + 2
+    waiting = waiting + 1
+    entries[waiting] = "0:" .. id
     at = at + 2
-    if #metas >= CHUNK then
+    if held >= CHUNK then
       flush()
     end
-    if #entries >= CHUNK or pushed + #entries == added then
-      local length = redis.call("RPUSH", list_key, unpack(entries))
-      if pushed == 0 and length == #entries then -- the list was empty: it may be marked so
+    if waiting >= CHUNK or pushed + waiting == added then
+      local length = redis.call("RPUSH", list_key, unpack(entries, 1, waiting))
+      if pushed == 0 and length == waiting then -- the list was empty: it may be marked so
         redis.call("HDEL", EMPTY, empty_field(priority, queue))
       end
-      pushed = pushed + #entries
-      entries = {}
+      pushed, waiting = pushed + waiting, 0
     end
   end
   redis.call("HINCRBY", READY, queue, added)
