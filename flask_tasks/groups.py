@@ -9,7 +9,15 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from .canvas import Result, Signature, Workflow, chain, entry_of, signatures
+from .canvas import (
+    Result,
+    Signature,
+    Workflow,
+    chain,
+    collector_paused,
+    entry_of,
+    signatures,
+)
 from .message import Message
 from .result import GroupResult
 
@@ -43,15 +51,20 @@ def signature(
     return Signature(task, *args, **kwargs)
 
 
+#: The options of group members whose messages differ only in id and arguments.
+_ALIKE_OPTIONS = frozenset({"task_id", "group_id", "chord"})
+
+
 class group(Workflow):
     """Run signatures in parallel; the ``GroupResult`` gives their results in order."""
 
     def __init__(self, *tasks: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Signature):
-            tasks = tuple(tasks[0])
         members: list[Signature] = []
-        for member in signatures(tasks, "group()"):
-            members.extend(member.tasks if isinstance(member, group) else [member])
+        with collector_paused():  # ``tasks`` may be a generator of thousands
+            if len(tasks) == 1 and not isinstance(tasks[0], Signature):
+                tasks = tuple(tasks[0])
+            for member in signatures(tasks, "group()"):
+                members.extend(member.tasks if isinstance(member, group) else [member])
         self.tasks: tuple[Signature, ...] = tuple(members)
         super().__init__("group", extension=entry_of(members))
 
@@ -116,11 +129,30 @@ class group(Workflow):
         ids: list[str] = []
 
         def messages() -> Iterator[Message]:
+            # The last member sent with no options but its ids and chord (the common
+            # case): its message, and options, for the members like it.
+            template: Message | None = None
+            shared: dict[str, Any] = {}
             for member in members:
                 # Nothing to prepend: the member itself (message() copies what it takes).
                 call = member.clone(args) if args else member
-                options = runtime.options_for(call.task)
-                message = producer.message(call.task, call.args, call.kwargs, call.options, options)
+                options = call.options
+                if (
+                    template is not None
+                    and call.task == template.task
+                    and options.keys() == shared.keys()
+                    and options.get("group_id") == shared.get("group_id")
+                    and options.get("chord") is shared.get("chord")
+                ):
+                    message = producer.alike(template, options["task_id"], call.args, call.kwargs)
+                else:
+                    task_options = runtime.options_for(call.task)
+                    message = producer.message(
+                        call.task, call.args, call.kwargs, options, task_options
+                    )
+                    if options.keys() <= _ALIKE_OPTIONS and not message.headers:
+                        template, shared = message, options
+                message.fresh_id = member.fresh  # its id made by freeze() just now
                 ids.append(message.id)
                 yield message
 
@@ -187,6 +219,8 @@ class chord(Workflow):
         if not members:  # nothing to wait for: the body runs at once, with no results
             return body.send_frozen(runtime, ([],), [])
         header = self.header.copy()
+        for made, member in zip(header.tasks, self.header.tasks):
+            made.fresh = member.fresh  # the copy is sent instead of it, with its ids
         header.attach(
             {
                 "group_id": self.header.options["group_id"],

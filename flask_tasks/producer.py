@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from . import signals
 from .brokers import Connections, Envelope
@@ -152,6 +152,25 @@ class Producer:
             fresh_id=not task_id,
         )
 
+    @staticmethod
+    def alike(
+        template: Message,
+        task_id: str,
+        args: Optional[Sequence[Any]],
+        kwargs: Optional[Mapping[str, Any]],
+    ) -> Message:
+        """The message ``message()`` would build for another call of ``template``'s task
+        with the same options but ``task_id`` (made by the caller), ``args`` and
+        ``kwargs``: at a fraction of its cost, for the members of a group."""
+        made: Message = object.__new__(Message)
+        made.__dict__.update(template.__dict__)
+        made.id = task_id
+        made.args = list(args) if args else []
+        made.kwargs = dict(kwargs) if kwargs else {}
+        made.headers, made.link, made.link_error, made.chain = {}, [], [], []
+        made.fresh_id = False
+        return made
+
     def _task_defaults(self, name: str, task_options: Mapping[str, Any]) -> _Defaults:
         """What a call of ``name`` gets when ``apply_async`` says nothing: the routes,
         then ``task_options``, then the app's defaults (made once per task)."""
@@ -200,13 +219,60 @@ class Producer:
         self.send(batch, retry=retry, retry_policy=retry_policy)
 
     def encode_batch(self, messages: Iterable[Message], keep_messages: bool = True) -> Batch:
-        """The messages encoded, with their PENDING records (``EncodeError`` here)."""
+        """The messages encoded, with their PENDING records (``EncodeError`` here).
+
+        Messages alike but for id and arguments (a group's members, a loop of ``delay()``
+        calls batched) are encoded from a template of their shape: the same bytes, made
+        at a fraction of the cost; the first message is encoded alone (most batches hold
+        one)."""
         batch = Batch(keep_messages=keep_messages)
+        shapes: Optional[dict[tuple[Any, ...], Any]] = None
         for message in messages:
-            batch.add(message, self.encode(message))
+            if shapes is None:
+                shapes = {}
+                body = self.encode(message)
+            else:
+                body = self._encode_alike(message, shapes)
+            batch.add(message, body)
             if not message.ignore_result:
                 batch.records[message.id] = self.pending_record(message)
         return batch
+
+    def _encode_alike(self, message: Message, shapes: dict[tuple[Any, ...], Any]) -> bytes:
+        """``encode(message)``, through the template of its shape once the shape was seen
+        before in ``shapes`` (shape -> None when seen once, else (template or None, the
+        chord dict whose id the shape names, kept so that no other takes its id))."""
+        if message.headers or message.link or message.link_error or message.chain:
+            return self.encode(message)  # per-message values: no template
+        chord = message.chord
+        shape = (
+            message.task,
+            message.queue,
+            message.priority,
+            message.retries,
+            message.eta,
+            message.expires,
+            message.parent_id,
+            message.root_id,
+            message.group_id,
+            message.ignore_result,
+            None if chord is None else id(chord),  # a group's members share one chord dict
+            message.serializer,
+            message.compression,
+        )
+        known = shapes.get(shape, _UNSEEN)
+        if known is _UNSEEN:
+            shapes[shape] = None
+            return self.encode(message)
+        if known is None:
+            splice = self.codec.splicer(
+                message.to_dict(), _HOLES, message.serializer, message.compression
+            )
+            known = shapes[shape] = (splice, chord)
+        splice = known[0]
+        if splice is None:
+            return self.encode(message)
+        return cast(bytes, splice(message.id, message.args, message.kwargs))
 
     def send(
         self,
@@ -296,6 +362,11 @@ class Producer:
                     ) from error
                 time.sleep(pause)
                 attempt += 1
+
+
+#: The fields in which messages of one shape differ (see ``Producer.encode_batch``).
+_HOLES = ("id", "args", "kwargs")
+_UNSEEN = object()
 
 
 def _first_set(*values: Any) -> Any:

@@ -27,6 +27,7 @@ from .base import (
     check_envelope,
     lease_of,
 )
+from .redis_bulk import publish_many_call
 from .redis_scripts import ScriptCall
 from .redis_store import RedisStore, milliseconds
 from .redis_store import operational as _operational
@@ -86,6 +87,11 @@ class RedisBroker(RedisStore, Broker):
         if not envelopes and not records:
             return
         now = self.now()
+        ttl = milliseconds(record_ttl)
+        many = publish_many_call(self.keys, envelopes, records, ttl, self._records_db, now)
+        if many is not None:  # a group: one script call with each ready list once
+            self._scripts.call(self._client, self._scripts.publish_many, *many)
+            return
         keys = self.keys.core()
         wake_lists = []
         fresh = all(envelope.fresh for envelope in envelopes)

@@ -20,6 +20,7 @@ LUA = Path(__file__).with_name("lua")
 #: Scripts that work on messages: their KEYS start with the core keys.
 USES_LIB = (
     "publish",
+    "publish_many",
     "reserve",
     "extend",
     "ack",
@@ -61,6 +62,7 @@ class RedisScripts:
         }
         self.all = scripts
         self.publish = scripts["publish"]
+        self.publish_many = scripts["publish_many"]
         self.reserve = scripts["reserve"]
         self.extend = scripts["extend"]
         self.ack = scripts["ack"]
