@@ -197,7 +197,7 @@ class RedisBroker(RedisStore, Broker):
         calls = [self._ack_call(held, record, record_ttl) for held, record in settlements]
         if len(calls) == 1:
             script, keys, args = calls[0]
-            results = [script(keys, args)]
+            results = [self._scripts.call(self._client, script, keys, args)]
         elif calls:
             results = self._scripts.pipelined(self._client, calls)
         else:

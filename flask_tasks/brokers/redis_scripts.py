@@ -8,9 +8,11 @@ helpers, prepended; Lua line numbers in their errors count from the top of ``lib
 from __future__ import annotations
 
 import functools
+import os
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from redis.commands.core import Script
@@ -34,6 +36,19 @@ _WAKE_OFF = "local WAKE_PUBLISH = false"
 
 #: One script call: the script, its KEYS and its ARGV.
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
+
+#: Most connections :meth:`RedisScripts.call` keeps out of the pool between calls.
+IDLE_CONNECTIONS = 4
+
+#: hiredis's packing, when installed: redis-py's own, minus its per-argument checks.
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is optional
+    _hiredis_pack = None
+
+#: Every RedisScripts of this process: a forked child forgets their idle connections.
+_ALL: weakref.WeakSet[RedisScripts] = weakref.WeakSet()
 
 
 @functools.cache
@@ -73,6 +88,10 @@ class RedisScripts:
         self.incr = scripts["incr"]
         self.revoke = scripts["revoke"]
         self.heartbeat = scripts["heartbeat"]
+        #: Connections of ``client``'s pool that ``call`` keeps between calls (see there).
+        self._pool = getattr(client, "connection_pool", None)  # none on a cluster client
+        self._idle: list[Any] = []
+        _ALL.add(self)
 
     def preload(self, client: redis.Redis) -> None:
         """Load every script in one round trip, so that no EVALSHA meets NOSCRIPT."""
@@ -81,36 +100,45 @@ class RedisScripts:
             pipe.script_load(script.script)
         pipe.execute()
 
-    @staticmethod
-    def call(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def call(
+        self, client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
         """``script(keys, args)`` on a connection of ``client``'s pool, without the
-        client's per-command bookkeeping (a third of a small call's client CPU): what a
-        loop of ``delay()`` pays on every call. NOSCRIPT loads the script and runs it again
-        (it ran nothing); a connection or timeout error drops the connection and is raised
-        (the client is made with no retries: the callers retry)."""
+        client's per-command bookkeeping: what a loop of ``delay()`` pays on every call.
+
+        A few connections are kept out of the pool between calls (at most
+        ``IDLE_CONNECTIONS``, for the client these scripts were made for): taking one back
+        from a list is a fraction of the pool's get and release (its locks, queue and
+        metrics). They stay the pool's: closing it closes them; a forked child forgets
+        them. NOSCRIPT loads the script and runs it again (it ran nothing); a connection
+        or timeout error drops the connection and is raised (the client is made with no
+        retries: the callers retry)."""
         if client.connection is not None:  # a single-connection client: its own locking
             return script(keys, args, client)
         pool = client.connection_pool
+        idle = self._idle if pool is self._pool else None
         try:
-            connection = pool.get_connection()
-        except TypeError:  # redis-py before 5.3 wants the command's name
-            connection = pool.get_connection("EVALSHA")  # type: ignore[call-arg,unused-ignore]
+            connection = idle.pop() if idle else _take(pool)
+        except IndexError:  # another thread took the last one meanwhile
+            connection = _take(pool)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
-                connection.send_command(*command)  # type: ignore[no-untyped-call]
-                return connection.read_response()
+                _send(connection, command)
+                result = connection.read_response()
             except NoScriptError:
                 script.sha = client.script_load(script.script)
-                connection.send_command("EVALSHA", script.sha, *command[2:])  # type: ignore[no-untyped-call]
-                return connection.read_response()
+                _send(connection, ("EVALSHA", script.sha, *command[2:]))
+                result = connection.read_response()
         except redis.ResponseError:
+            _give_back(pool, idle, connection)
             raise
         except BaseException:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            raise
-        finally:
+            connection.disconnect()
             pool.release(connection)
+            raise
+        _give_back(pool, idle, connection)
+        return result
 
     def pipelined(self, client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run ``calls`` (each atomic on its own) in one pipelined round trip.
@@ -138,6 +166,43 @@ class RedisScripts:
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         return list(pipe.execute(raise_on_error=False))
+
+
+def _take(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants the command's name
+        return pool.get_connection("EVALSHA")
+
+
+def _give_back(pool: Any, idle: list[Any] | None, connection: Any) -> None:
+    if idle is not None and len(idle) < IDLE_CONNECTIONS:
+        idle.append(connection)
+    else:
+        pool.release(connection)
+
+
+def _send(connection: Any, command: tuple[Any, ...]) -> None:
+    """Pack (with hiredis when installed: the arguments are str, bytes and numbers) and
+    send one command."""
+    if _hiredis_pack is not None:
+        try:
+            packed = [_hiredis_pack(command)]
+        except TypeError:  # an argument hiredis does not take: redis-py converts it
+            packed = connection.pack_command(*command)
+    else:
+        packed = connection.pack_command(*command)
+    connection.send_packed_command(packed)
+
+
+def _forget_idle() -> None:
+    """In a forked child: the idle connections are the parent's sockets."""
+    for scripts in list(_ALL):
+        scripts._idle = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_idle)
 
 
 def _no_script(result: Any) -> bool:

@@ -9,6 +9,7 @@ session's private redis-server (``redis_url``), each under a key prefix of its o
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from redis.crc import key_slot
 from flask_tasks.brokers import Delivery, Envelope
 from flask_tasks.brokers.redis import RedisBroker
 from flask_tasks.brokers.redis_keys import RedisKeys
-from flask_tasks.brokers.redis_scripts import RedisScripts
+from flask_tasks.brokers.redis_scripts import IDLE_CONNECTIONS, RedisScripts
 from flask_tasks.exceptions import OperationalError
 
 LUA = Path(__file__).parents[2] / "flask_tasks" / "brokers" / "lua"
@@ -171,6 +172,43 @@ def test_a_script_call_works_with_pools_that_want_a_command_name(
     client.close()
 
 
+def test_script_calls_keep_a_few_connections_out_of_the_pool(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    scripts = RedisScripts(client)
+    scripts.preload(client)
+    key = f"{prefix}:counter"
+    start = threading.Barrier(12, timeout=10)
+    counts: list[int] = []
+
+    def count() -> None:
+        start.wait()
+        for _ in range(20):
+            counts.append(scripts.call(client, scripts.incr, [key], [60_000]))
+
+    threads = [threading.Thread(target=count) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(counts) == list(range(1, 241))
+    assert 1 <= len(scripts._idle) <= IDLE_CONNECTIONS  # the others went back to the pool
+    client.close()  # closes the ones kept out too: they are still the pool's
+    assert all(connection._sock is None for connection in scripts._idle)
+
+
+def test_a_script_call_takes_arguments_hiredis_refuses(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    scripts = RedisScripts(redis_client)
+    key = f"{prefix}:counter"
+    assert scripts.call(redis_client, scripts.incr, [key], [bytearray(b"60000")]) == 1
+    with pytest.raises(redis.DataError):  # what redis-py says of a bool
+        scripts.call(redis_client, scripts.incr, [key], [True])
+    assert scripts.call(redis_client, scripts.incr, [key], [60_000]) == 2
+
+
 def test_pipelined_scripts_survive_a_script_flush(
     broker: RedisBroker, redis_client: redis.Redis
 ) -> None:
@@ -237,6 +275,10 @@ def round_trips() -> Iterator[mock.MagicMock]:
 
 def test_hot_paths_take_one_round_trip_each(broker: RedisBroker) -> None:
     broker.ping()  # the first call checks the server and loads the scripts
+    # A script call keeps its connection out of the pool (RedisScripts.call): the other
+    # commands then open one more, whose handshake is no round trip of theirs.
+    broker.publish_with_records([env("warm")], {}, 0)
+    broker.ping()
     with round_trips() as publish:
         broker.publish_with_records([env(f"m{i}") for i in range(5)], {"m0": b"PENDING"}, 0)
     with round_trips() as reserve:
