@@ -2,13 +2,15 @@
 
 Each file opens with a comment listing its KEYS, ARGV and return value. Scripts whose KEYS
 start with the core keys (see :meth:`.RedisKeys.core`) get ``lua/lib.lua``, the shared
-helpers, prepended; Lua line numbers in their errors count from the top of ``lib.lua``.
+helpers, prepended (those they call; see :func:`library_for`); Lua line numbers in their
+errors count from the top of ``lib.lua``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +24,7 @@ LUA = Path(__file__).with_name("lua")
 #: Scripts that work on messages: their KEYS start with the core keys.
 USES_LIB = (
     "publish",
+    "publish_one",
     "reserve",
     "extend",
     "ack",
@@ -63,8 +66,37 @@ def sources(wake_publish: str = "") -> Mapping[str, str]:
     found: dict[str, str] = {}
     for name in USES_LIB + STANDALONE:
         source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
-        found[name] = library + source if name in USES_LIB else source
+        found[name] = library_for(library, source) + source if name in USES_LIB else source
     return found
+
+
+_FUNCTION = re.compile(r"^local function (\w+)\(")
+_COMMENT = re.compile(r"--.*")
+
+
+def library_for(library: str, source: str) -> str:
+    """``library`` with only the functions that ``source`` calls, itself or through
+    another; the others' lines are left blank (Lua line numbers in errors stay those of
+    lib.lua). Its top level runs on every call, and each function defined there is a
+    closure made anew: a third of a small script's time when all are."""
+    lines = library.split("\n")
+    blocks: dict[str, tuple[int, int]] = {}
+    for index, line in enumerate(lines):
+        match = _FUNCTION.match(line)
+        if match:
+            blocks[match.group(1)] = (index, lines.index("end", index))
+    wanted: set[str] = set()
+    pending = [source]
+    while pending:
+        code = _COMMENT.sub("", pending.pop())
+        for name, (start, end) in blocks.items():
+            if name not in wanted and re.search(rf"\b{name}\b", code):
+                wanted.add(name)
+                pending.append("\n".join(lines[start + 1 : end]))
+    for name, (start, end) in blocks.items():
+        if name not in wanted:
+            lines[start : end + 1] = [""] * (end + 1 - start)
+    return "\n".join(lines)
 
 
 class RedisScripts:
@@ -76,6 +108,7 @@ class RedisScripts:
         }
         self.all = scripts
         self.publish = scripts["publish"]
+        self.publish_one = scripts["publish_one"]
         self.reserve = scripts["reserve"]
         self.extend = scripts["extend"]
         self.ack = scripts["ack"]

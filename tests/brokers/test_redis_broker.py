@@ -23,10 +23,15 @@ import redis
 from redis.connection import AbstractConnection
 from redis.crc import key_slot
 
-from flask_tasks.brokers import Delivery, Envelope
+from flask_tasks.brokers import Delivery, Envelope, QueueCounts
 from flask_tasks.brokers.redis import RedisBroker
 from flask_tasks.brokers.redis_keys import RedisKeys
-from flask_tasks.brokers.redis_scripts import IDLE_CONNECTIONS, RedisScripts
+from flask_tasks.brokers.redis_scripts import (
+    IDLE_CONNECTIONS,
+    RedisScripts,
+    library_for,
+    sources,
+)
 from flask_tasks.exceptions import OperationalError
 
 LUA = Path(__file__).parents[2] / "flask_tasks" / "brokers" / "lua"
@@ -125,6 +130,26 @@ def test_scripts_only_touch_keys_passed_in_keys() -> None:
                 continue
             assert ".." not in key, f"{script.name}: {command} on a built name {key}"
             assert _KEY_ARGUMENT.match(key.strip()), f"{script.name}: {command} {key}"
+
+
+def test_each_script_gets_only_the_helpers_it_calls() -> None:
+    library = (LUA / "lib.lua").read_text(encoding="utf-8")
+    made = sources()
+
+    def defined(source: str) -> set[str]:
+        return set(re.findall(r"^local function (\w+)\(", source, re.MULTILINE))
+
+    assert defined(made["purge"]) == {"parse_meta", "parse_entry"}
+    # ack calls delete_message, which calls detach, which calls parse_meta; holds calls
+    # lease_info.
+    assert defined(made["ack"]) == {
+        *("delete_message", "detach", "parse_meta", "holds", "lease_info"),
+        *("write_record", "use_records_db"),
+    }
+    assert len(defined(library)) == 15 and not defined(library_for(library, "return 1"))
+    # Lines left blank, not dropped: Lua's line numbers in errors still match lib.lua's.
+    ack_lines = (LUA / "ack.lua").read_text(encoding="utf-8").count("\n")
+    assert made["ack"].count("\n") == library.count("\n") + ack_lines
 
 
 def test_scripts_are_read_once_per_process(redis_url: str, broker: RedisBroker) -> None:
@@ -434,6 +459,21 @@ def test_a_fresh_id_is_published_without_the_stored_id_checks(
     assert broker.queue_length("q") == 1
     assert broker.reserve(["q"], 10, LEASE) == [Delivery("new", "q", 5, b"again")]
     assert broker.reserve(["q"], 10, LEASE) == []
+
+
+def test_one_fresh_message_delayed_or_with_another_record_is_published_too(
+    broker: RedisBroker,
+) -> None:
+    """publish_one.lua takes one fresh message ready now with its own record, if any; the
+    others go through publish.lua."""
+    later = Envelope("later", "q", b"x", 5, time.time() + 60, fresh=True)
+    broker.publish_with_records([later], {"later": b"PENDING"}, 60)
+    now = Envelope("now", "q", b"y", 5, None, fresh=True)
+    broker.publish_with_records([now], {"other": b"R"}, 0)
+    assert broker.queue_counts(["q"])["q"] == QueueCounts(1, 1, 0)
+    assert broker.get_result("later") == b"PENDING" and broker.get_result("other") == b"R"
+    assert broker.get_result("now") is None
+    assert broker.reserve(["q"], 10, LEASE) == [Delivery("now", "q", 5, b"y")]
 
 
 def test_a_fresh_message_clears_the_empty_mark_of_its_list(broker: RedisBroker) -> None:
