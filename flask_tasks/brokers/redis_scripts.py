@@ -142,17 +142,16 @@ class RedisScripts:
         A few connections are kept out of the pool between calls (at most
         ``IDLE_CONNECTIONS``, for the client these scripts were made for): taking one back
         from a list is a fraction of the pool's get and release (its locks, queue and
-        metrics). They stay the pool's: closing it closes them; a forked child forgets
-        them. NOSCRIPT loads the script and runs it again (it ran nothing); a connection
-        or timeout error drops the connection and is raised (the client is made with no
-        retries: the callers retry)."""
+        metrics; each is checked as the pool would). They stay the pool's: closing it
+        closes them; a forked child forgets them. NOSCRIPT loads the script and runs it
+        again (it ran nothing); a connection or timeout error drops the connection and is
+        raised (the client is made with no retries: the callers retry)."""
         if client.connection is not None:  # a single-connection client: its own locking
             return script(keys, args, client)
         pool = client.connection_pool
         idle = self._idle if pool is self._pool else None
-        try:
-            connection = idle.pop() if idle else _take(pool)
-        except IndexError:  # another thread took the last one meanwhile
+        connection = _take_idle(idle) if idle else None
+        if connection is None:
             connection = _take(pool)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
@@ -206,6 +205,21 @@ def _take(pool: Any) -> Any:
         return pool.get_connection()
     except TypeError:  # redis-py before 5.3 wants the command's name
         return pool.get_connection("EVALSHA")
+
+
+def _take_idle(idle: list[Any]) -> Any:
+    """A connection kept out of the pool, checked as the pool checks the ones it hands
+    out: one the server closed meanwhile (or with a reply nobody read) is reconnected."""
+    try:
+        connection = idle.pop()
+    except IndexError:  # another thread took the last one meanwhile
+        return None
+    try:
+        if connection.can_read():
+            connection.disconnect()  # the next send connects it again
+    except (redis.ConnectionError, OSError):
+        connection.disconnect()
+    return connection
 
 
 def _give_back(pool: Any, idle: list[Any] | None, connection: Any) -> None:

@@ -223,6 +223,20 @@ def test_script_calls_keep_a_few_connections_out_of_the_pool(
     assert all(connection._sock is None for connection in scripts._idle)
 
 
+def test_a_script_call_reconnects_a_kept_connection_the_server_closed(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    scripts = RedisScripts(client)
+    key = f"{prefix}:counter"
+    assert scripts.call(client, scripts.incr, [key], [60_000]) == 1
+    [kept] = scripts._idle
+    kept.send_command("CLIENT", "ID")
+    redis_client.client_kill_filter(_id=kept.read_response())
+    assert scripts.call(client, scripts.incr, [key], [60_000]) == 2  # no ConnectionError
+    client.close()
+
+
 def test_a_script_call_takes_arguments_hiredis_refuses(
     redis_client: redis.Redis, prefix: str
 ) -> None:
