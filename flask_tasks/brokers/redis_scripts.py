@@ -124,6 +124,9 @@ class RedisScripts:
         #: Connections of ``client``'s pool that ``call`` keeps between calls (see there).
         self._pool = getattr(client, "connection_pool", None)  # none on a cluster client
         self._idle: list[Any] = []
+        # Never most of a small pool: the client's other commands need connections too.
+        limit = getattr(self._pool, "max_connections", None) or 2**31
+        self._keep = max(0, min(IDLE_CONNECTIONS, (limit - 1) // 2))
         _ALL.add(self)
 
     def preload(self, client: redis.Redis) -> None:
@@ -140,7 +143,8 @@ class RedisScripts:
         client's per-command bookkeeping: what a loop of ``delay()`` pays on every call.
 
         A few connections are kept out of the pool between calls (at most
-        ``IDLE_CONNECTIONS``, for the client these scripts were made for): taking one back
+        ``IDLE_CONNECTIONS``, and under half the pool's ``max_connections``, for the
+        client these scripts were made for): taking one back
         from a list is a fraction of the pool's get and release (its locks, queue and
         metrics; each is checked as the pool would). They stay the pool's: closing it
         closes them; a forked child forgets them. NOSCRIPT loads the script and runs it
@@ -149,7 +153,7 @@ class RedisScripts:
         if client.connection is not None:  # a single-connection client: its own locking
             return script(keys, args, client)
         pool = client.connection_pool
-        idle = self._idle if pool is self._pool else None
+        idle = self._idle if pool is self._pool and self._keep else None
         connection = _take_idle(idle) if idle else None
         if connection is None:
             connection = _take(pool)
@@ -158,18 +162,20 @@ class RedisScripts:
             try:
                 _send(connection, command)
                 result = connection.read_response()
-            except NoScriptError:
-                script.sha = client.script_load(script.script)
+            except NoScriptError:  # loaded on this connection: the pool may have no other
+                _send(connection, ("SCRIPT", "LOAD", script.script))
+                sha = connection.read_response()
+                script.sha = sha.decode() if isinstance(sha, bytes) else sha
                 _send(connection, ("EVALSHA", script.sha, *command[2:]))
                 result = connection.read_response()
         except redis.ResponseError:
-            _give_back(pool, idle, connection)
+            _give_back(pool, idle, connection, self._keep)
             raise
         except BaseException:
             connection.disconnect()
             pool.release(connection)
             raise
-        _give_back(pool, idle, connection)
+        _give_back(pool, idle, connection, self._keep)
         return result
 
     def pipelined(self, client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -222,8 +228,8 @@ def _take_idle(idle: list[Any]) -> Any:
     return connection
 
 
-def _give_back(pool: Any, idle: list[Any] | None, connection: Any) -> None:
-    if idle is not None and len(idle) < IDLE_CONNECTIONS:
+def _give_back(pool: Any, idle: list[Any] | None, connection: Any, keep: int) -> None:
+    if idle is not None and len(idle) < keep:
         idle.append(connection)
     else:
         pool.release(connection)

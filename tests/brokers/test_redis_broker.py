@@ -237,6 +237,16 @@ def test_a_script_call_reconnects_a_kept_connection_the_server_closed(
     client.close()
 
 
+def test_script_calls_keep_no_connection_of_a_small_pool(redis_url: str, prefix: str) -> None:
+    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=1, timeout=1)
+    client = redis.Redis(connection_pool=pool)
+    scripts = RedisScripts(client)
+    assert scripts.call(client, scripts.incr, [f"{prefix}:n"], [60_000]) == 1
+    assert not scripts._idle
+    assert client.get(f"{prefix}:n") == b"1" and client.get(f"{prefix}:n") == b"1"
+    client.close()
+
+
 def test_a_script_call_takes_arguments_hiredis_refuses(
     redis_client: redis.Redis, prefix: str
 ) -> None:
