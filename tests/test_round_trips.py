@@ -125,6 +125,7 @@ class Setup:
                 self.task.delay()
                 self.work_one()
                 self.delay_get()
+                self.delay_get(woken=True)
 
     def close(self) -> None:
         self.runtime.close()

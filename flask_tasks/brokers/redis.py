@@ -86,6 +86,8 @@ class RedisBroker(RedisStore, Broker):
     ) -> None:
         if not envelopes and not records:
             return
+        if len(envelopes) == 1 and self._publish_one(envelopes[0], records, record_ttl):
+            return
         now = self.now()
         ttl = milliseconds(record_ttl)
         many = publish_many_call(self.keys, envelopes, records, ttl, self._records_db, now)
@@ -121,6 +123,21 @@ class RedisBroker(RedisStore, Broker):
             keys.append(self.keys.result(task_id))
             args += [record, "" if task_id in fresh_ids else self.keys.result_channel(task_id)]
         self._scripts.call(self._client, self._scripts.publish, keys, args)
+
+    def _publish_one(self, envelope: Envelope, records: Mapping[str, bytes], ttl: float) -> bool:
+        """publish_one.lua for a fresh message, ready now, with its record if any (a
+        delay() call); False, having done nothing, for any other."""
+        record = records.get(envelope.id)
+        if not envelope.fresh or envelope.eta is not None or len(records) > (record is not None):
+            return False
+        check_envelope(envelope)
+        keys = self.keys.one_message(envelope.queue, envelope.priority)
+        args: list[Any] = [envelope.id, envelope.queue, envelope.priority, envelope.body]
+        if record is not None:
+            keys = [*keys, self.keys.result(envelope.id)]
+            args += [record, milliseconds(ttl), self._records_db]
+        self._scripts.call(self._client, self._scripts.publish_one, keys, args)
+        return True
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -203,7 +220,7 @@ class RedisBroker(RedisStore, Broker):
         calls = [self._ack_call(held, record, record_ttl) for held, record in settlements]
         if len(calls) == 1:
             script, keys, args = calls[0]
-            results = [script(keys, args)]
+            results = [self._scripts.call(self._client, script, keys, args)]
         elif calls:
             results = self._scripts.pipelined(self._client, calls)
         else:

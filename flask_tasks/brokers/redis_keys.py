@@ -51,6 +51,7 @@ class RedisKeys:
         self.workers = f"{self.base}:workers"
         #: Sorted set: worker name, scored by when its last heartbeat expires (Unix time).
         self.workers_expiry = f"{self.base}:workers:expiry"
+        self._one_message: dict[tuple[str, int], list[str]] = {}
 
     def core(self) -> list[str]:
         """The eight keys every message script receives first (see ``lua/lib.lua``)."""
@@ -64,6 +65,17 @@ class RedisKeys:
             self.leased,
             self.empty,
         ]
+
+    def one_message(self, queue: str, priority: int) -> list[str]:
+        """The KEYS of ``publish_one.lua`` but the result key, made once per queue and
+        priority (a delay() loop asks for the same ones): the caller must not change it."""
+        keys = self._one_message.get((queue, priority))
+        if keys is None:
+            if len(self._one_message) > 256:
+                self._one_message.clear()
+            keys = [*self.core(), self.ready_list(queue, priority), self.wake_list(queue)]
+            self._one_message[queue, priority] = keys
+        return keys
 
     def ready_list(self, queue: str, priority: int) -> str:
         """List of ``"generation:id"`` entries ready in ``queue`` at ``priority``."""

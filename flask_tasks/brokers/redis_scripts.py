@@ -2,15 +2,19 @@
 
 Each file opens with a comment listing its KEYS, ARGV and return value. Scripts whose KEYS
 start with the core keys (see :meth:`.RedisKeys.core`) get ``lua/lib.lua``, the shared
-helpers, prepended; Lua line numbers in their errors count from the top of ``lib.lua``.
+helpers, prepended (those they call; see :func:`library_for`); Lua line numbers in their
+errors count from the top of ``lib.lua``.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from redis.commands.core import Script
@@ -21,6 +25,7 @@ LUA = Path(__file__).with_name("lua")
 USES_LIB = (
     "publish",
     "publish_many",
+    "publish_one",
     "reserve",
     "extend",
     "ack",
@@ -36,6 +41,19 @@ _WAKE_OFF = "local WAKE_PUBLISH = false"
 #: One script call: the script, its KEYS and its ARGV.
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
+#: Most connections :meth:`RedisScripts.call` keeps out of the pool between calls.
+IDLE_CONNECTIONS = 4
+
+#: hiredis's packing, when installed: redis-py's own, minus its per-argument checks.
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is optional
+    _hiredis_pack = None
+
+#: Every RedisScripts of this process: a forked child forgets their idle connections.
+_ALL: weakref.WeakSet[RedisScripts] = weakref.WeakSet()
+
 
 @functools.cache
 def sources(wake_publish: str = "") -> Mapping[str, str]:
@@ -49,8 +67,37 @@ def sources(wake_publish: str = "") -> Mapping[str, str]:
     found: dict[str, str] = {}
     for name in USES_LIB + STANDALONE:
         source = (LUA / f"{name}.lua").read_text(encoding="utf-8")
-        found[name] = library + source if name in USES_LIB else source
+        found[name] = library_for(library, source) + source if name in USES_LIB else source
     return found
+
+
+_FUNCTION = re.compile(r"^local function (\w+)\(")
+_COMMENT = re.compile(r"--.*")
+
+
+def library_for(library: str, source: str) -> str:
+    """``library`` with only the functions that ``source`` calls, itself or through
+    another; the others' lines are left blank (Lua line numbers in errors stay those of
+    lib.lua). Its top level runs on every call, and each function defined there is a
+    closure made anew: a third of a small script's time when all are."""
+    lines = library.split("\n")
+    blocks: dict[str, tuple[int, int]] = {}
+    for index, line in enumerate(lines):
+        match = _FUNCTION.match(line)
+        if match:
+            blocks[match.group(1)] = (index, lines.index("end", index))
+    wanted: set[str] = set()
+    pending = [source]
+    while pending:
+        code = _COMMENT.sub("", pending.pop())
+        for name, (start, end) in blocks.items():
+            if name not in wanted and re.search(rf"\b{name}\b", code):
+                wanted.add(name)
+                pending.append("\n".join(lines[start + 1 : end]))
+    for name, (start, end) in blocks.items():
+        if name not in wanted:
+            lines[start : end + 1] = [""] * (end + 1 - start)
+    return "\n".join(lines)
 
 
 class RedisScripts:
@@ -63,6 +110,7 @@ class RedisScripts:
         self.all = scripts
         self.publish = scripts["publish"]
         self.publish_many = scripts["publish_many"]
+        self.publish_one = scripts["publish_one"]
         self.reserve = scripts["reserve"]
         self.extend = scripts["extend"]
         self.ack = scripts["ack"]
@@ -75,6 +123,13 @@ class RedisScripts:
         self.incr = scripts["incr"]
         self.revoke = scripts["revoke"]
         self.heartbeat = scripts["heartbeat"]
+        #: Connections of ``client``'s pool that ``call`` keeps between calls (see there).
+        self._pool = getattr(client, "connection_pool", None)  # none on a cluster client
+        self._idle: list[Any] = []
+        # Never most of a small pool: the client's other commands need connections too.
+        limit = getattr(self._pool, "max_connections", None) or 2**31
+        self._keep = max(0, min(IDLE_CONNECTIONS, (limit - 1) // 2))
+        _ALL.add(self)
 
     def preload(self, client: redis.Redis) -> None:
         """Load every script in one round trip, so that no EVALSHA meets NOSCRIPT."""
@@ -83,36 +138,47 @@ class RedisScripts:
             pipe.script_load(script.script)
         pipe.execute()
 
-    @staticmethod
-    def call(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def call(
+        self, client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
         """``script(keys, args)`` on a connection of ``client``'s pool, without the
-        client's per-command bookkeeping (a third of a small call's client CPU): what a
-        loop of ``delay()`` pays on every call. NOSCRIPT loads the script and runs it again
-        (it ran nothing); a connection or timeout error drops the connection and is raised
-        (the client is made with no retries: the callers retry)."""
+        client's per-command bookkeeping: what a loop of ``delay()`` pays on every call.
+
+        A few connections are kept out of the pool between calls (at most
+        ``IDLE_CONNECTIONS``, and under half the pool's ``max_connections``, for the
+        client these scripts were made for): taking one back
+        from a list is a fraction of the pool's get and release (its locks, queue and
+        metrics; each is checked as the pool would). They stay the pool's: closing it
+        closes them; a forked child forgets them. NOSCRIPT loads the script and runs it
+        again (it ran nothing); a connection or timeout error drops the connection and is
+        raised (the client is made with no retries: the callers retry)."""
         if client.connection is not None:  # a single-connection client: its own locking
             return script(keys, args, client)
         pool = client.connection_pool
-        try:
-            connection = pool.get_connection()
-        except TypeError:  # redis-py before 5.3 wants the command's name
-            connection = pool.get_connection("EVALSHA")  # type: ignore[call-arg,unused-ignore]
+        idle = self._idle if pool is self._pool and self._keep else None
+        connection = _take_idle(idle) if idle else None
+        if connection is None:
+            connection = _take(pool)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
-                connection.send_command(*command)  # type: ignore[no-untyped-call]
-                return connection.read_response()
-            except NoScriptError:
-                script.sha = client.script_load(script.script)
-                connection.send_command("EVALSHA", script.sha, *command[2:])  # type: ignore[no-untyped-call]
-                return connection.read_response()
+                _send(connection, command)
+                result = connection.read_response()
+            except NoScriptError:  # loaded on this connection: the pool may have no other
+                _send(connection, ("SCRIPT", "LOAD", script.script))
+                sha = connection.read_response()
+                script.sha = sha.decode() if isinstance(sha, bytes) else sha
+                _send(connection, ("EVALSHA", script.sha, *command[2:]))
+                result = connection.read_response()
         except redis.ResponseError:
+            _give_back(pool, idle, connection, self._keep)
             raise
         except BaseException:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            raise
-        finally:
+            connection.disconnect()
             pool.release(connection)
+            raise
+        _give_back(pool, idle, connection, self._keep)
+        return result
 
     def pipelined(self, client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run ``calls`` (each atomic on its own) in one pipelined round trip.
@@ -140,6 +206,58 @@ class RedisScripts:
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         return list(pipe.execute(raise_on_error=False))
+
+
+def _take(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3 wants the command's name
+        return pool.get_connection("EVALSHA")
+
+
+def _take_idle(idle: list[Any]) -> Any:
+    """A connection kept out of the pool, checked as the pool checks the ones it hands
+    out: one the server closed meanwhile (or with a reply nobody read) is reconnected."""
+    try:
+        connection = idle.pop()
+    except IndexError:  # another thread took the last one meanwhile
+        return None
+    try:
+        if connection.can_read():
+            connection.disconnect()  # the next send connects it again
+    except (redis.ConnectionError, OSError):
+        connection.disconnect()
+    return connection
+
+
+def _give_back(pool: Any, idle: list[Any] | None, connection: Any, keep: int) -> None:
+    if idle is not None and len(idle) < keep:
+        idle.append(connection)
+    else:
+        pool.release(connection)
+
+
+def _send(connection: Any, command: tuple[Any, ...]) -> None:
+    """Pack (with hiredis when installed: the arguments are str, bytes and numbers) and
+    send one command."""
+    if _hiredis_pack is not None:
+        try:
+            packed = [_hiredis_pack(command)]
+        except TypeError:  # an argument hiredis does not take: redis-py converts it
+            packed = connection.pack_command(*command)
+    else:
+        packed = connection.pack_command(*command)
+    connection.send_packed_command(packed)
+
+
+def _forget_idle() -> None:
+    """In a forked child: the idle connections are the parent's sockets."""
+    for scripts in list(_ALL):
+        scripts._idle = []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_idle)
 
 
 def _no_script(result: Any) -> bool:

@@ -9,6 +9,7 @@ session's private redis-server (``redis_url``), each under a key prefix of its o
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,10 +23,15 @@ import redis
 from redis.connection import AbstractConnection
 from redis.crc import key_slot
 
-from flask_tasks.brokers import Delivery, Envelope
+from flask_tasks.brokers import Delivery, Envelope, QueueCounts
 from flask_tasks.brokers.redis import RedisBroker
 from flask_tasks.brokers.redis_keys import RedisKeys
-from flask_tasks.brokers.redis_scripts import RedisScripts
+from flask_tasks.brokers.redis_scripts import (
+    IDLE_CONNECTIONS,
+    RedisScripts,
+    library_for,
+    sources,
+)
 from flask_tasks.exceptions import OperationalError
 
 LUA = Path(__file__).parents[2] / "flask_tasks" / "brokers" / "lua"
@@ -126,6 +132,26 @@ def test_scripts_only_touch_keys_passed_in_keys() -> None:
             assert _KEY_ARGUMENT.match(key.strip()), f"{script.name}: {command} {key}"
 
 
+def test_each_script_gets_only_the_helpers_it_calls() -> None:
+    library = (LUA / "lib.lua").read_text(encoding="utf-8")
+    made = sources()
+
+    def defined(source: str) -> set[str]:
+        return set(re.findall(r"^local function (\w+)\(", source, re.MULTILINE))
+
+    assert defined(made["purge"]) == {"parse_meta", "parse_entry"}
+    # ack calls delete_message, which calls detach, which calls parse_meta; holds calls
+    # lease_info.
+    assert defined(made["ack"]) == {
+        *("delete_message", "detach", "parse_meta", "holds", "lease_info"),
+        *("write_record", "use_records_db"),
+    }
+    assert len(defined(library)) == 15 and not defined(library_for(library, "return 1"))
+    # Lines left blank, not dropped: Lua's line numbers in errors still match lib.lua's.
+    ack_lines = (LUA / "ack.lua").read_text(encoding="utf-8").count("\n")
+    assert made["ack"].count("\n") == library.count("\n") + ack_lines
+
+
 def test_scripts_are_read_once_per_process(redis_url: str, broker: RedisBroker) -> None:
     """A forked worker child uses the sources its parent read (shared memory)."""
 
@@ -169,6 +195,67 @@ def test_a_script_call_works_with_pools_that_want_a_command_name(
     assert scripts.call(client, scripts.incr, [key], [60_000]) == 1
     assert scripts.call(client, scripts.incr, [key], [60_000]) == 2
     client.close()
+
+
+def test_script_calls_keep_a_few_connections_out_of_the_pool(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    scripts = RedisScripts(client)
+    scripts.preload(client)
+    key = f"{prefix}:counter"
+    start = threading.Barrier(12, timeout=10)
+    counts: list[int] = []
+
+    def count() -> None:
+        start.wait()
+        for _ in range(20):
+            counts.append(scripts.call(client, scripts.incr, [key], [60_000]))
+
+    threads = [threading.Thread(target=count) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(counts) == list(range(1, 241))
+    assert 1 <= len(scripts._idle) <= IDLE_CONNECTIONS  # the others went back to the pool
+    client.close()  # closes the ones kept out too: they are still the pool's
+    assert all(connection._sock is None for connection in scripts._idle)
+
+
+def test_a_script_call_reconnects_a_kept_connection_the_server_closed(
+    redis_url: str, redis_client: redis.Redis, prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    scripts = RedisScripts(client)
+    key = f"{prefix}:counter"
+    assert scripts.call(client, scripts.incr, [key], [60_000]) == 1
+    [kept] = scripts._idle
+    kept.send_command("CLIENT", "ID")
+    redis_client.client_kill_filter(_id=kept.read_response())
+    assert scripts.call(client, scripts.incr, [key], [60_000]) == 2  # no ConnectionError
+    client.close()
+
+
+def test_script_calls_keep_no_connection_of_a_small_pool(redis_url: str, prefix: str) -> None:
+    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=1, timeout=1)
+    client = redis.Redis(connection_pool=pool)
+    scripts = RedisScripts(client)
+    assert scripts.call(client, scripts.incr, [f"{prefix}:n"], [60_000]) == 1
+    assert not scripts._idle
+    assert client.get(f"{prefix}:n") == b"1" and client.get(f"{prefix}:n") == b"1"
+    client.close()
+
+
+def test_a_script_call_takes_arguments_hiredis_refuses(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    scripts = RedisScripts(redis_client)
+    key = f"{prefix}:counter"
+    assert scripts.call(redis_client, scripts.incr, [key], [bytearray(b"60000")]) == 1
+    with pytest.raises(redis.DataError):  # what redis-py says of a bool
+        scripts.call(redis_client, scripts.incr, [key], [True])
+    assert scripts.call(redis_client, scripts.incr, [key], [60_000]) == 2
 
 
 def test_pipelined_scripts_survive_a_script_flush(
@@ -237,6 +324,10 @@ def round_trips() -> Iterator[mock.MagicMock]:
 
 def test_hot_paths_take_one_round_trip_each(broker: RedisBroker) -> None:
     broker.ping()  # the first call checks the server and loads the scripts
+    # A script call keeps its connection out of the pool (RedisScripts.call): the other
+    # commands then open one more, whose handshake is no round trip of theirs.
+    broker.publish_with_records([env("warm")], {}, 0)
+    broker.ping()
     with round_trips() as publish:
         broker.publish_with_records([env(f"m{i}") for i in range(5)], {"m0": b"PENDING"}, 0)
     with round_trips() as reserve:
@@ -392,6 +483,21 @@ def test_a_fresh_id_is_published_without_the_stored_id_checks(
     assert broker.queue_length("q") == 1
     assert broker.reserve(["q"], 10, LEASE) == [Delivery("new", "q", 5, b"again")]
     assert broker.reserve(["q"], 10, LEASE) == []
+
+
+def test_one_fresh_message_delayed_or_with_another_record_is_published_too(
+    broker: RedisBroker,
+) -> None:
+    """publish_one.lua takes one fresh message ready now with its own record, if any; the
+    others go through publish.lua."""
+    later = Envelope("later", "q", b"x", 5, time.time() + 60, fresh=True)
+    broker.publish_with_records([later], {"later": b"PENDING"}, 60)
+    now = Envelope("now", "q", b"y", 5, None, fresh=True)
+    broker.publish_with_records([now], {"other": b"R"}, 0)
+    assert broker.queue_counts(["q"])["q"] == QueueCounts(1, 1, 0)
+    assert broker.get_result("later") == b"PENDING" and broker.get_result("other") == b"R"
+    assert broker.get_result("now") is None
+    assert broker.reserve(["q"], 10, LEASE) == [Delivery("now", "q", 5, b"y")]
 
 
 def test_a_fresh_message_clears_the_empty_mark_of_its_list(broker: RedisBroker) -> None:

@@ -204,11 +204,13 @@ def test_watch_result_wakes_on_a_write_and_reuses_its_connection(
 def test_a_forked_child_opens_its_own_connections(broker: RedisBroker, other: RedisBroker) -> None:
     broker.wait(["q"], 0.01)
     broker.watch_result("t", None, 0.01)
+    broker.publish([env("before", queue="elsewhere")])  # keeps a connection for scripts
     connection_id = broker._client.client_id()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
+            assert not broker._scripts._idle  # the parent's: forgotten
             broker.publish([env("child")])
             broker.wait(["q"], 0.01)
             taken = broker.reserve(["q"], 5, LEASE)
@@ -222,6 +224,8 @@ def test_a_forked_child_opens_its_own_connections(broker: RedisBroker, other: Re
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert broker.get_result("child") == b"from the child"
     assert broker._client.client_id() == connection_id  # the child left it open
+    broker.publish([env("after", queue="elsewhere")])  # on the connection kept
+    assert [d.id for d in broker.reserve(["elsewhere"], 5, LEASE)] == ["before", "after"]
     # The parent's pooled subscriber still works.
     thread, returned = wait_in_thread(lambda: broker.wait(["q"], 10))
     time.sleep(0.1)

@@ -1,5 +1,8 @@
 -- lib.lua: helpers prepended, when loaded, to every script whose KEYS start with the
--- core keys (not a command of its own; see RedisScripts).
+-- core keys (not a command of its own; see RedisScripts). Each script gets the top level
+-- and only the functions it calls (library_for): each function here is a closure made
+-- anew on every call. A function starts with "local function name(" at the start of a
+-- line and ends with the first line that is "end".
 --
 -- KEYS (the core keys every message script receives first; see RedisKeys.core):
 --   KEYS[1] meta      hash    message id -> "generation:priority:queue"
