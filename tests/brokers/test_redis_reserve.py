@@ -105,14 +105,32 @@ def test_an_expired_lease_in_a_queue_without_keys_comes_first(
     assert len(calls) == 2  # promoting it needs q2's keys: every queue's, then
 
 
-def test_a_reserve_after_a_short_one_carries_every_queue_and_empties_wake_lists(
-    broker: RedisBroker, redis_client: redis.Redis
+def test_a_short_reserve_looks_at_every_queue_and_empties_their_wake_lists(
+    broker: RedisBroker, other: RedisBroker, redis_client: redis.Redis
 ) -> None:
-    publish(broker, "q3", ["a", "b", "c"])
-    broker.reserve(QUEUES, 2, LEASE)
+    publish(broker, "q3", ["a", "b", "c", "d", "e"])
+    broker.reserve(QUEUES, 2, LEASE)  # the next call: q3's keys
+    assert [d.id for d in other.reserve(["q3"], 2, LEASE)] == ["c", "d"]
     redis_client.rpush(broker.keys.wake_list("q9"), "1")  # a stale token
     with script_keys() as calls:
-        assert [d.id for d in broker.reserve(QUEUES, 2, LEASE)] == ["c"]
-        assert broker.reserve(QUEUES, 2, LEASE) == []
-    assert calls == [8 + 11 + 1, 8 + 11 * 20 + 1]
+        assert [d.id for d in broker.reserve(QUEUES, 2, LEASE)] == ["e"]
+    assert calls == [8 + 11 + 1, 8 + 11 * 20 + 1]  # q3 came short: then every queue
     assert not redis_client.exists(broker.keys.wake_list("q9"))
+    with script_keys() as calls:
+        assert broker.reserve(QUEUES, 2, LEASE) == []
+    assert calls == [8 + 11 * 20 + 1]
+
+
+def test_an_expired_lease_in_a_later_queue_is_promoted_in_the_same_reserve(
+    broker: RedisBroker, other: RedisBroker
+) -> None:
+    publish(broker, "q1", [f"first{n}" for n in range(10)])
+    assert len(broker.reserve(QUEUES, 2, LEASE)) == 2  # the next call: q1's keys
+    publish(other, "q9", ["lost"])
+    assert [d.id for d in other.reserve(["q9"], 1, 0.01)] == ["lost"]
+    time.sleep(0.05)  # its lease runs out
+    with script_keys() as calls:
+        taken = broker.reserve(QUEUES, 2, LEASE)
+    assert [d.id for d in taken] == ["first2", "first3"]  # q1 comes first
+    assert calls == [8 + 11 + 1, 8 + 11 + 1]  # then q9's keys, to promote it
+    assert broker.queue_length("q9") == 1

@@ -10,9 +10,10 @@
 -- ARGV[4]     "records_db:messages_db" when the revoked zset lives with the records in
 --   another database, else ""
 -- then 1 per queue given keys, in precedence order: queue name
--- then, optionally, every queue consumed, in precedence order (those given keys among
---   them): the caller passes the keys of the few queues it expects to take from, not of
---   all (the cost of a call follows its keys). Reaching a queue with ready messages but
+-- then, optionally, the queues consumed, in precedence order, up to the last one given
+--   keys (those given keys among them): the caller passes the keys of the few queues it
+--   expects to take from, not of all (the cost of a call follows its keys), and the names
+--   of the queues before them, which take precedence. Reaching a queue with ready messages but
 --   no keys before ``count`` is taken stops the take, and one without keys holding due
 --   or expired messages prevents it: "missing" is returned, and the caller runs the
 --   script again with the keys of every queue.
@@ -24,8 +25,8 @@
 -- next due is the seconds until the earliest delayed message or lease falls due ("" if
 -- none, or when count were taken, or missing), and the wake lists of the queues given
 -- keys are emptied (their tokens are stale). The fourth list holds the ready count of each
--- queue consumed after the take (in precedence order; empty when count is 0 or there is
--- one queue), for the caller to choose the keys of its next call.
+-- queue named after the take (in precedence order; empty when count is 0 or missing), for
+-- the caller to choose the keys of its next call.
 --
 -- Due delayed messages go to the back of their list, in eta order; expired leases to the
 -- front, first expired first. Each message taken gets a fresh lease token and one more
@@ -199,10 +200,11 @@ if taken_count > 0 then
   end
 end
 local ready_after = {}
-if count > 0 and #counts > 1 then
-  for position, ready in ipairs(counts) do
-    local index = slot[queues[position]]
-    ready_after[position] = (index and remaining[index]) or tonumber(ready or "0")
+if count > 0 and missing == 0 then
+  for position, queue in ipairs(queues) do
+    local index = slot[queue]
+    local counted = #queues > 1 and tonumber(counts[position] or "0")
+    ready_after[position] = (index and remaining[index]) or counted or 0
   end
 end
 local next_due = ""
