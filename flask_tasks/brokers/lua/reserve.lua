@@ -11,15 +11,15 @@
 --   another database, else ""
 -- then 1 per queue given keys, in precedence order: queue name
 -- then, optionally, the queues consumed, in precedence order, up to the last one given
---   keys (those given keys among them): the caller passes the keys of the few queues it
---   expects to take from, not of all (the cost of a call follows its keys), and the names
---   of the queues before them, which take precedence. Reaching a queue with ready messages but
---   no keys before ``count`` is taken stops the take, and one without keys holding due
+--   keys (those given keys among them): the caller passes the keys of the few queues
+--   it expects to take from, not of all (the cost of a call follows its keys), and the
+--   names of the queues before them, which take precedence. Reaching a queue with ready
+--   messages but no keys before ``count`` is taken stops the take; one without keys holding due
 --   or expired messages prevents it: "missing" is returned, and the caller runs the
 --   script again with the keys of every queue.
 -- Returns: { {id, meta, body, revoked (1 or 0), deliveries, token, ...} taken,
 -- {queue, ...}, next due, {ready, ...}, missing (1 or 0) }, the second list naming queues
--- outside ARGV that hold due or expired messages: the caller runs this script again with
+-- without keys here that hold due or expired messages: the caller runs this script again with
 -- those queues (and count 0) to promote them, since only keys in KEYS may be touched.
 -- When count > 0 and fewer than count were taken (nothing is left ready in these queues),
 -- next due is the seconds until the earliest delayed message or lease falls due ("" if
@@ -41,7 +41,7 @@
 local now = clock()
 local deadline = clock_plus(ARGV[1])
 local count, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
--- Queues given keys; the rest of ARGV, if any, is the precedence order of all consumed.
+-- Queues given keys; the rest of ARGV, if any, names the queues consumed up to them.
 local queue_count = (#KEYS - 9) / 11
 local REVOKED = KEYS[#KEYS]
 
@@ -96,7 +96,7 @@ promote(LEASES, true)
 local taken = {}
 local taken_count = 0
 local counts, missing = {}, 0
--- The queues in precedence order: those given keys, or every one consumed when listed.
+-- The queues in precedence order: those given keys, or those named when listed.
 local queues = {}
 for index = 1, queue_count do
   queues[index] = ARGV[4 + index]
