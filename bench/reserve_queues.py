@@ -1,18 +1,19 @@
-"""Server time of one Redis ``reserve`` with 1 queue consumed against 20.
+"""Server time (and caller CPU) of one Redis ``reserve`` with 1 queue consumed against 20.
 
     python -m bench.reserve_queues [--n 2000] [--repeat 3]
 
 Publishes N tasks (priority 5) on a throwaway Redis: to the one queue, or to the 20 queues
 in turn ("spread", as the bench's 20-queue producer does), or all to the last of the 20
 ("last": the queues before it are empty), then takes them with ``reserve(count=1)``, and
-prints the server's time inside the script per call (``INFO commandstats``), median of
-the repetitions. Compare versions one right after the other (the older one with
+prints the server's time inside the script per call (``INFO commandstats``) and this
+process's CPU per call (packing, sending, decoding), median of the repetitions. Compare versions one right after the other (the older one with
 ``PYTHONPATH`` pointing at a copy of its ``flask_tasks``).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             ("20 queues, all in the last", QUEUES, lambda index: "q19"),
         ]
         for label, consumed, target in cases:
-            usec = []
+            usec, client = [], []
             for repetition in range(options.repeat):
                 meter.flushall()
                 broker.publish(
@@ -57,18 +58,25 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 broker.reserve(consumed, 1, 30)  # marks the empty lists it meets
                 meter.config_resetstat()
-                taken = 1
+                taken, started = 1, _cpu()
                 while taken < count:
                     taken += len(broker.reserve(consumed, 1, 30))
+                client.append((_cpu() - started) * 1e6 / (count - 1))
                 stats = meter.info("commandstats")["cmdstat_evalsha"]
                 usec.append(stats["usec"] / stats["calls"])
             print(
                 f"{label}: reserve(count=1) {statistics.median(usec):.1f} µs of server "
-                f"script per call ({count:,} tasks, median of {options.repeat})"
+                f"script and {statistics.median(client):.1f} µs of caller CPU per call "
+                f"({count:,} tasks, median of {options.repeat})"
             )
         meter.close()
         broker.close()
     return 0
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

@@ -28,13 +28,12 @@ from .base import (
     lease_of,
 )
 from .redis_bulk import publish_many_call
+from .redis_reserve import ReserveCalls
 from .redis_scripts import ScriptCall
 from .redis_store import RedisStore, milliseconds
 from .redis_store import operational as _operational
 from .redis_wake import Waker
 
-#: Most due delayed messages, and most expired leases, one ``reserve`` looks at.
-PROMOTE_BATCH = 1000
 #: Most list entries one ``purge`` script pops before yielding the server.
 PURGE_BATCH = 5000
 #: Ids read per round trip when ``queue_counts`` counts delayed and leased messages.
@@ -75,8 +74,7 @@ class RedisBroker(RedisStore, Broker):
         self._waker = Waker(self._client, self.keys)
         # id -> queue of messages this broker handed out: a hint, checked by release.lua.
         self._queue_hints: dict[str, str] = {}
-        #: The KEYS of reserve.lua by queues consumed (a worker asks for the same ones).
-        self._reserve_keys: dict[tuple[str, ...], list[str]] = {}
+        self._reserve = ReserveCalls(self._client, self._scripts, self.keys, self._records_db)
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -143,7 +141,7 @@ class RedisBroker(RedisStore, Broker):
 
     @_operational
     def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
-        taken, foreign, next_due = self._run_reserve(queues, count, lease)
+        taken, foreign, next_due = self._reserve.run(queues, count, lease)
         if count > 0:
             self._waker.reserved(queues, len(taken) < 6 * count, next_due)
         deliveries = []
@@ -173,27 +171,8 @@ class RedisBroker(RedisStore, Broker):
             if not pending:
                 break
             seen.update(pending)
-            _taken, foreign, _due = self._run_reserve(pending, 0, 0)
+            _taken, foreign, _due = self._reserve.run(pending, 0, 0)
         return deliveries
-
-    def _run_reserve(
-        self, queues: Sequence[str], count: int, lease: float
-    ) -> tuple[list[Any], list[str], bytes]:
-        """Run reserve.lua: flat (id, meta, body, revoked flag, deliveries, token)
-        groups, the queues outside ``queues`` holding due or expired messages, and (when
-        it took nothing) the seconds until the earliest due time."""
-        args: list[Any] = [lease, max(0, count), PROMOTE_BATCH, self._records_db, *queues]
-        wanted = tuple(queues)
-        keys = self._reserve_keys.get(wanted)
-        if keys is None:  # 11 key names per queue: made once per set of queues
-            if len(self._reserve_keys) > 64:
-                self._reserve_keys.clear()
-            keys = self.keys.core() + self.keys.reserve_keys(queues) + [self.keys.revoked]
-            self._reserve_keys[wanted] = keys
-        taken, foreign, next_due = self._scripts.call(
-            self._client, self._scripts.reserve, keys, args
-        )
-        return taken, [queue.decode() for queue in foreign], next_due
 
     @_operational
     def wait(self, queues: Sequence[str], timeout: float) -> None:

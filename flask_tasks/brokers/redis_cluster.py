@@ -37,11 +37,12 @@ from .base import (
     check_envelope,
     lease_of,
 )
-from .redis import DEAD_LETTER_LIMIT, PROMOTE_BATCH, PURGE_BATCH, unpack_dead
+from .redis import DEAD_LETTER_LIMIT, PURGE_BATCH, unpack_dead
 from .redis_cluster_connection import node_client, pipeline
 from .redis_cluster_store import ClusterScripts, RedisClusterStore
 from .redis_cluster_wake import ClusterWaker
 from .redis_keys import RedisKeys
+from .redis_reserve import PROMOTE_BATCH
 from .redis_scripts import ScriptCall
 from .redis_store import operational as _operational
 
@@ -122,7 +123,7 @@ class RedisClusterBroker(RedisClusterStore, Broker):
             keys = self.keys.queue(queue)
             script_keys = keys.core() + keys.reserve_keys([queue]) + [keys.revoked]
             args: list[Any] = [lease, max(0, wanted), PROMOTE_BATCH, "", queue]
-            got, _foreign, due = self._scripts.reserve(script_keys, args)
+            got, _foreign, due = self._scripts.reserve(script_keys, args)[:3]
             taken += got
             if due:
                 next_due.append(float(due))

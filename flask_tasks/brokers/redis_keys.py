@@ -85,10 +85,6 @@ class RedisKeys:
         """The ready lists of ``queue``, priority 0 first."""
         return [self.ready_list(queue, p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
 
-    def ready_lists_of(self, queues: Sequence[str]) -> list[str]:
-        """The ready lists of several queues, queue by queue."""
-        return [key for queue in queues for key in self.ready_lists(queue)]
-
     def wake_list(self, queue: str) -> str:
         """List of wake tokens of ``queue``: one pushed per message made ready, popped
         (``BLPOP``) by one idle consumer each."""

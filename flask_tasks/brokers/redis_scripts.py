@@ -12,9 +12,9 @@ import functools
 import os
 import re
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import redis
 from redis.commands.core import Script
@@ -37,6 +37,9 @@ USES_LIB = (
 STANDALONE = ("set_result", "forget_result", "incr", "revoke", "heartbeat")
 
 _WAKE_OFF = "local WAKE_PUBLISH = false"
+
+#: Most commands :meth:`RedisScripts.call` keeps packed (a worker asks for a handful).
+_PACKED_LIMIT = 256
 
 #: One script call: the script, its KEYS and its ARGV.
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
@@ -129,6 +132,8 @@ class RedisScripts:
         # Never most of a small pool: the client's other commands need connections too.
         limit = getattr(self._pool, "max_connections", None) or 2**31
         self._keep = max(0, min(IDLE_CONNECTIONS, (limit - 1) // 2))
+        #: (sha, ``packed_as``) -> the EVALSHA command as sent (see :meth:`call`).
+        self._packed: dict[tuple[str, Hashable], Any] = {}
         _ALL.add(self)
 
     def preload(self, client: redis.Redis) -> None:
@@ -139,7 +144,12 @@ class RedisScripts:
         pipe.execute()
 
     def call(
-        self, client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]
+        self,
+        client: redis.Redis,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        packed_as: Optional[Hashable] = None,
     ) -> Any:
         """``script(keys, args)`` on a connection of ``client``'s pool, without the
         client's per-command bookkeeping: what a loop of ``delay()`` pays on every call.
@@ -151,7 +161,11 @@ class RedisScripts:
         metrics; each is checked as the pool would). They stay the pool's: closing it
         closes them; a forked child forgets them. NOSCRIPT loads the script and runs it
         again (it ran nothing); a connection or timeout error drops the connection and is
-        raised (the client is made with no retries: the callers retry)."""
+        raised (the client is made with no retries: the callers retry).
+
+        ``packed_as``: a name for this exact command (same keys and arguments), for calls
+        made again and again (a worker's reserve): its bytes are packed once, not on every
+        call (packing a reserve of 20 queues' keys costs more than the rest of the call)."""
         if client.connection is not None:  # a single-connection client: its own locking
             return script(keys, args, client)
         pool = client.connection_pool
@@ -162,7 +176,12 @@ class RedisScripts:
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
-                _send(connection, command)
+                if packed_as is None:
+                    _send(connection, command)
+                else:
+                    connection.send_packed_command(
+                        self._packed_command(connection, script.sha, packed_as, command)
+                    )
                 result = connection.read_response()
             except NoScriptError:  # loaded on this connection: the pool may have no other
                 _send(connection, ("SCRIPT", "LOAD", script.script))
@@ -179,6 +198,17 @@ class RedisScripts:
             raise
         _give_back(pool, idle, connection, self._keep)
         return result
+
+    def _packed_command(
+        self, connection: Any, sha: str, packed_as: Hashable, command: tuple[Any, ...]
+    ) -> Any:
+        packed = self._packed.get((sha, packed_as))
+        if packed is None:
+            if len(self._packed) >= _PACKED_LIMIT:
+                self._packed.clear()
+            packed = [b"".join(connection.pack_command(*command))]
+            self._packed[sha, packed_as] = packed
+        return packed
 
     def pipelined(self, client: redis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run ``calls`` (each atomic on its own) in one pipelined round trip.

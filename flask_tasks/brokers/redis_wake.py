@@ -57,13 +57,15 @@ class Waker:
                 return
         while True:
             pipe = self._client.pipeline(transaction=False)
-            pipe.exists(*self.keys.ready_lists_of(queues))
+            # The ready counts: one key, whatever the number of queues and priorities
+            # (the lists may hold stale entries, which are no work).
+            pipe.hmget(self.keys.ready, list(queues))
             # A delayed message falling due, or a lease running out, may make work ready.
             pipe.zrange(self.keys.delayed, 0, 0, withscores=True)
             pipe.zrange(self.keys.leases, 0, 0, withscores=True)
             pipe.time()  # due times are the server's: judge them by its clock
-            ready, *earliest, (seconds, microseconds) = pipe.execute()
-            if ready:
+            counts, *earliest, (seconds, microseconds) = pipe.execute()
+            if any(int(count or 0) > 0 for count in counts):
                 return
             now = seconds + microseconds / 1e6
             remaining = deadline - time.monotonic()

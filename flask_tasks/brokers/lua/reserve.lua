@@ -1,23 +1,32 @@
 -- reserve.lua: promote due and expired messages, then lease ready ones (Transport.reserve).
 --
 -- KEYS[1..8]  core keys (see lib.lua)
--- KEYS[9..]   11 per queue, queue by queue: its 10 ready lists (priority 0..9), then its
---   wake list
+-- KEYS[9..]   11 per queue given keys, queue by queue: its 10 ready lists (priority
+--   0..9), then its wake list
 -- KEYS[last]  revoked zset: task id, scored by when its revocation expires
 -- ARGV[1]     lease, in seconds from now by the server's clock
 -- ARGV[2]     count, most messages to take (0: only promote)
 -- ARGV[3]     batch, most due delayed and most expired leases to look at
 -- ARGV[4]     "records_db:messages_db" when the revoked zset lives with the records in
 --   another database, else ""
--- then 1 per queue, in precedence order: queue name
+-- then 1 per queue given keys, in precedence order: queue name
+-- then, optionally, the queues consumed, in precedence order, up to the last one given
+--   keys (those given keys among them): the caller passes the keys of the few queues
+--   it expects to take from, not of all (the cost of a call follows its keys), and the
+--   names of the queues before them, which take precedence. Reaching a queue with ready
+--   messages but no keys before ``count`` is taken stops the take; one without keys holding due
+--   or expired messages prevents it: "missing" is returned, and the caller runs the
+--   script again with the keys of every queue.
 -- Returns: { {id, meta, body, revoked (1 or 0), deliveries, token, ...} taken,
--- {queue, ...}, next due }, the second list naming queues
--- outside ARGV that hold due or expired messages: the caller runs this script again with
+-- {queue, ...}, next due, {ready, ...}, missing (1 or 0) }, the second list naming queues
+-- without keys here that hold due or expired messages: the caller runs this script again with
 -- those queues (and count 0) to promote them, since only keys in KEYS may be touched.
 -- When count > 0 and fewer than count were taken (nothing is left ready in these queues),
 -- next due is the seconds until the earliest delayed message or lease falls due ("" if
--- none, or when count were taken), and the wake lists of the queues are emptied (their
--- tokens are stale).
+-- none, or when count were taken, or missing), and the wake lists of the queues given
+-- keys are emptied (their tokens are stale). The fourth list holds the ready count of each
+-- queue named after the take (in precedence order; empty when count is 0 or missing), for
+-- the caller to choose the keys of its next call.
 --
 -- Due delayed messages go to the back of their list, in eta order; expired leases to the
 -- front, first expired first. Each message taken gets a fresh lease token and one more
@@ -32,7 +41,8 @@
 local now = clock()
 local deadline = clock_plus(ARGV[1])
 local count, batch = tonumber(ARGV[2]), tonumber(ARGV[3])
-local queue_count = #ARGV - 4
+-- Queues given keys; the rest of ARGV, if any, names the queues consumed up to them.
+local queue_count = (#KEYS - 9) / 11
 local REVOKED = KEYS[#KEYS]
 
 local slot = {}
@@ -85,29 +95,45 @@ promote(LEASES, true)
 
 local taken = {}
 local taken_count = 0
+local counts, missing = {}, 0
+-- The queues in precedence order: those given keys, or those named when listed.
+local queues = {}
+for index = 1, queue_count do
+  queues[index] = ARGV[4 + index]
+end
+if #ARGV > 4 + queue_count then
+  queues = { unpack(ARGV, 5 + queue_count) }
+  -- A consumed queue without keys has due or expired messages: they come first.
+  for _, queue in ipairs(queues) do
+    if seen[queue] then
+      missing = 1
+    end
+  end
+end
 -- Remaining ready count of each queue messages were taken from, by queue index.
 local remaining = {}
-if count > 0 then
+if count > 0 and missing == 0 then
   -- Queues are read in precedence order, and only as far as needed: the ready counts of
   -- all of them (one HMGET of a small hash, when there are several), then, for a queue with ready messages only,
   -- the empty marks of its 10 lists. Lists of a queue counted 0 hold stale entries at
   -- most, which are dropped when it has ready messages again.
-  local queues = {}
-  for index = 1, queue_count do
-    queues[index] = ARGV[4 + index]
-  end
   -- One queue: its marks alone tell (its count would cost a command and spare none).
-  local counts = { "1" }
-  if queue_count > 1 then
+  counts = { "1" }
+  if #queues > 1 then
     counts = redis.call("HMGET", READY, unpack(queues))
   end
   local found_empty = {}
-  for index = 1, queue_count do
+  for position = 1, #queues do
     if taken_count >= count then
       break
     end
-    local queue = queues[index]
-    if tonumber(counts[index] or "0") > 0 then
+    local queue = queues[position]
+    local index = slot[queue]
+    if tonumber(counts[position] or "0") > 0 and not index then
+      missing = 1
+      break
+    end
+    if index and tonumber(counts[position] or "0") > 0 then
       local fields = {}
       for priority = 0, 9 do
         fields[priority + 1] = empty_field(priority, queue)
@@ -173,8 +199,16 @@ if taken_count > 0 then
     taken[at + 3] = (revoked_until and tonumber(revoked_until) > tonumber(now)) and 1 or 0
   end
 end
+local ready_after = {}
+if count > 0 and missing == 0 then
+  for position, queue in ipairs(queues) do
+    local index = slot[queue]
+    local counted = #queues > 1 and tonumber(counts[position] or "0")
+    ready_after[position] = (index and remaining[index]) or counted or 0
+  end
+end
 local next_due = ""
-if count > 0 and taken_count < count then
+if count > 0 and taken_count < count and missing == 0 then
   local earliest
   for _, source in ipairs({DELAYED, LEASES}) do
     local first = redis.call("ZRANGE", source, 0, 0, "WITHSCORES")
@@ -195,4 +229,4 @@ if count > 0 and taken_count < count then
     redis.call("DEL", unpack(wake_keys))
   end
 end
-return {taken, foreign, next_due}
+return {taken, foreign, next_due, ready_after, missing}
