@@ -104,34 +104,53 @@ class SQLiteBroker(SQLiteStore, Broker):
     # -- consuming ------------------------------------------------------------------------
 
     def reserve(self, queues: Sequence[str], count: int, lease: float) -> list[Delivery]:
-        m, revoked = self._t["messages"], self._t["revoked"]
-        now = self.now()
-        taken: list[Delivery] = []
         with self._db.write() as conn:
-            recover_messages(conn, self._t, now)
-            self._sweep(conn, now)
-            for queue in queues:
-                wanted = count - len(taken)
-                if wanted <= 0:
-                    break
-                rows = conn.execute(
-                    f"SELECT id, priority, body, EXISTS (SELECT 1 FROM {revoked} AS r "
-                    f"WHERE r.task_id = {m}.id AND r.expires_at > ?), deliveries + 1 "
-                    f"FROM {m} WHERE state = {READY} AND queue = ? "
-                    "ORDER BY priority, seq LIMIT ?",
-                    (now, queue, wanted),
-                ).fetchall()
-                tokens = [secrets.token_hex(8) for _row in rows]
-                conn.executemany(
-                    f"UPDATE {m} SET state = {LEASED}, due = ?, deliveries = ?, token = ? "
-                    "WHERE id = ?",
-                    [(now + lease, row[4], token, row[0]) for row, token in zip(rows, tokens)],
-                )
-                taken.extend(
-                    Delivery(row[0], queue, row[1], bytes(row[2]), bool(row[3]), row[4], token)
-                    for row, token in zip(rows, tokens)
-                )
+            return self._reserve(conn, queues, count, lease, self.now())
+
+    def _reserve(
+        self, conn: sqlite3.Connection, queues: Sequence[str], count: int, lease: float, now: float
+    ) -> list[Delivery]:
+        m, revoked = self._t["messages"], self._t["revoked"]
+        taken: list[Delivery] = []
+        recover_messages(conn, self._t, now)
+        self._sweep(conn, now)
+        for queue in queues:
+            wanted = count - len(taken)
+            if wanted <= 0:
+                break
+            rows = conn.execute(
+                f"SELECT id, priority, body, EXISTS (SELECT 1 FROM {revoked} AS r "
+                f"WHERE r.task_id = {m}.id AND r.expires_at > ?), deliveries + 1 "
+                f"FROM {m} WHERE state = {READY} AND queue = ? "
+                "ORDER BY priority, seq LIMIT ?",
+                (now, queue, wanted),
+            ).fetchall()
+            # One random draw per batch: a token need only differ from every other lease's.
+            base = secrets.token_hex(6)
+            tokens = [f"{base}{number:x}" for number in range(len(rows))]
+            conn.executemany(
+                f"UPDATE {m} SET state = {LEASED}, due = ?, deliveries = ?, token = ? WHERE id = ?",
+                [(now + lease, row[4], token, row[0]) for row, token in zip(rows, tokens)],
+            )
+            taken.extend(
+                Delivery(row[0], queue, row[1], bytes(row[2]), bool(row[3]), row[4], token)
+                for row, token in zip(rows, tokens)
+            )
         return taken
+
+    def ack_and_reserve(
+        self,
+        settlements: Sequence[Settlement],
+        record_ttl: float,
+        queues: Sequence[str],
+        count: int,
+        lease: float,
+    ) -> tuple[list[str], list[Delivery]]:
+        """One transaction: one lock, one commit for a batch of outcomes and the next batch."""
+        with self._db.write() as conn:
+            now = self.now()
+            refused = self._ack(conn, settlements, record_ttl, now)
+            return refused, self._reserve(conn, queues, count, lease, now)
 
     def _next_wake(self, queues: Sequence[str]) -> Optional[float]:
         """0 if ``queues`` hold ready work, else the Unix time of the next due delayed
@@ -191,25 +210,34 @@ class SQLiteBroker(SQLiteStore, Broker):
         """All in one transaction: one commit, however many."""
         if not settlements:
             return []
+        with self._db.write() as conn:
+            return self._ack(conn, settlements, record_ttl, self.now())
+
+    def _ack(
+        self,
+        conn: sqlite3.Connection,
+        settlements: Sequence[Settlement],
+        record_ttl: float,
+        now: float,
+    ) -> list[str]:
         m = self._t["messages"]
         refused: list[str] = []
         records: dict[str, bytes] = {}
-        with self._db.write() as conn:
-            for held, record in settlements:
-                message_id, token = lease_of(held)
-                if token:
-                    cursor = conn.execute(
-                        f"DELETE FROM {m} WHERE id = ? AND token = ?", (message_id, token)
-                    )
-                    if cursor.rowcount == 0:
-                        refused.append(message_id)
-                        continue
-                else:
-                    conn.execute(f"DELETE FROM {m} WHERE id = ?", (message_id,))
-                if record is not None:
-                    records[message_id] = record
-            if records:
-                self._put_results(conn, records, record_ttl, self.now())
+        for held, record in settlements:
+            message_id, token = lease_of(held)
+            if token:
+                cursor = conn.execute(
+                    f"DELETE FROM {m} WHERE id = ? AND token = ?", (message_id, token)
+                )
+                if cursor.rowcount == 0:
+                    refused.append(message_id)
+                    continue
+            else:
+                conn.execute(f"DELETE FROM {m} WHERE id = ?", (message_id,))
+            if record is not None:
+                records[message_id] = record
+        if records:
+            self._put_results(conn, records, record_ttl, now)
         return refused
 
     def release_with_record(

@@ -19,7 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import signals
-from ..brokers import Delivery, ReadOnlyBroker, Settlement
+from ..brokers import Delivery, ReadOnlyBroker
 from ..exceptions import OperationalError
 from .control import (
     Interrupt,
@@ -31,6 +31,7 @@ from .control import (
 )
 from .logs import loggable
 from .monitor import Monitor
+from .outcomes import Outcomes
 from .runner import TaskRunner
 from .scaling import rss_kib
 
@@ -47,9 +48,6 @@ _REVOKE_RECHECK_AFTER = 0.05
 _IDLE_WAIT = 0.25
 #: Prefetched messages go back to their queue when every slot has been busy this long (s).
 STALL_RETURN = 0.2
-#: Outcomes batched while prefetched work waits: at most this many, this long (s).
-_ACK_BATCH = 64
-_ACK_DELAY = 0.02
 
 
 class Consumer(Monitor):
@@ -103,12 +101,10 @@ class Consumer(Monitor):
         self.exclusive_process = exclusive_process
         self.parent_pid = parent_pid
         self.runner = TaskRunner(runtime, hostname)
-        #: Outcomes of finished tasks not yet sent (solo consumers batch them while more
-        #: prefetched work waits, so N tasks cost one acknowledging round trip).
-        self._acks: list[Settlement] = []
-        self._acks_since = 0.0
+        #: Outcomes of finished tasks not yet sent (solo consumers batch them).
+        self._outcomes = Outcomes(self.runner)
         if not threaded:
-            self.runner.settle_buffer = self._acks
+            self.runner.settle_buffer = self._outcomes.buffer
         self.lease = float(runtime.config.visibility_timeout)
         self.tasks_done = 0
         self._lock = threading.Lock()
@@ -170,7 +166,8 @@ class Consumer(Monitor):
                     reserved = self._pending.popleft() if self._pending else None
                 if reserved is not None:
                     self._execute(*reserved)
-                    self._flush_acks(force=not self._pending)
+                    # Once none is pending, the next reserve settles them (one step).
+                    self._flush_acks(force=False)
                 continue
             try:
                 fetched = self._fetch()
@@ -195,15 +192,20 @@ class Consumer(Monitor):
             pending = len(self._pending)
             # Refill in batches: one round trip for several messages; none while stalled
             # (slow tasks in every slot: others should take the work).
-            if room <= 0 or self._stalled or (pending and room < max(1, self.capacity // 2)):
+            full = room <= 0 or self._stalled or (pending and room < max(1, self.capacity // 2))
+            if full and not self._outcomes.buffer:
                 self._changed.wait(0.5)
                 return True
+        if full:  # settle first: never wait with outcomes in hand
+            self._flush_acks(force=True)
+            return True
         if self._drained and not self.burst and self.transport.wait_sees_earlier_work:
             self._drained = False  # wait first: what was published since wakes it at once
+            self._flush_acks(force=True)
             self.transport.wait(self.queues, _IDLE_WAIT)
             if self.shutdown.warm.is_set():  # asked to stop while waiting: take nothing
                 return False
-        batch = self.transport.reserve(self.queues, room, self.lease)
+        batch = self._outcomes.settle_and_reserve(self.queues, room, self.lease)
         self._drained = 0 < len(batch) < room  # (an empty one waits below)
         if not batch:
             if self._held:
@@ -291,22 +293,7 @@ class Consumer(Monitor):
                 self.shutdown.warm.set()
 
     def _flush_acks(self, force: bool) -> None:
-        """Send buffered outcomes: when asked, when many, or when the oldest waited
-        ``_ACK_DELAY`` (their results become visible then)."""
-        if not self._acks:
-            return
-        now = time.monotonic()
-        if len(self._acks) == 1 and not self._acks_since:
-            self._acks_since = now
-        if not force and len(self._acks) < _ACK_BATCH and now - self._acks_since < _ACK_DELAY:
-            return
-        batch = list(self._acks)
-        self._acks.clear()
-        self._acks_since = 0.0
-        try:
-            self.runner.settle(batch)
-        except OperationalError as error:  # their leases bring them back: run again
-            logger.error("Could not acknowledge %d finished task(s): %s", len(batch), error)
+        self._outcomes.flush(force)
 
     def _track(self, message_id: str, task: Optional[Task[Any, Any]]) -> None:
         with self._lock:

@@ -354,6 +354,23 @@ class TaskRunner:
         if refused:
             _log_refused(refused, "outcome")
 
+    def settle_and_reserve(
+        self, settlements: list[Settlement], queues: list[str], count: int, lease: float
+    ) -> list[Delivery]:
+        """:meth:`settle`, then reserve up to ``count`` messages: one step on a broker
+        that does both at once (SQLite: one transaction instead of two)."""
+        broker = self.runtime.connections.joint
+        if broker is None:
+            if settlements:
+                self.settle(settlements)
+            return self.runtime.transport.reserve(queues, count, lease)
+        refused, taken = broker.ack_and_reserve(
+            settlements, self.runtime.config.result_expires, queues, count, lease
+        )
+        if refused:
+            _log_refused(refused, "outcome")
+        return taken
+
     def settle_now(self, message: Held, record: Record) -> None:
         """Settle a message with a final record, when its task cannot finish by itself."""
         self.settle([(message, self._encode(lease_of(message)[0], record))])

@@ -143,6 +143,26 @@ def test_ack_with_records_of_many(broker: Broker) -> None:
     ]
 
 
+def test_ack_and_reserve_settles_a_batch_and_takes_the_next(broker: Broker) -> None:
+    broker.publish([env(f"m{i}") for i in range(5)])
+    first = broker.reserve(["q"], 2, LEASE)
+    stale = Delivery(first[1].id, "q", 5, b"", token="not-its-lease")
+    refused, taken = broker.ack_and_reserve(
+        [(first[0], b"record-0"), (stale, b"stale")], 60, ["q"], 2, LEASE
+    )
+    assert refused == [first[1].id]
+    assert [d.id for d in taken] == ["m2", "m3"]
+    assert broker.get_results(["m0", "m1"]) == [b"record-0", None]
+    assert broker.held(["m0", "m1", "m2", "m3"]) in ({"m1", "m2", "m3"}, None)
+    refused, taken = broker.ack_and_reserve([], 60, ["q"], 5, LEASE)
+    assert (refused, [d.id for d in taken]) == ([], ["m4"])
+    refused, taken = broker.ack_and_reserve(
+        [(t, None) for t in [first[1], *taken]], 0, ["q"], 5, LEASE
+    )
+    assert (refused, taken) == ([], [])
+    assert broker.held(["m1", "m4"]) in (set(), None)
+
+
 # -- release_with_record ---------------------------------------------------------------------
 
 

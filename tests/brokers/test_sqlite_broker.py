@@ -354,3 +354,43 @@ def test_checkpoint_truncates_the_write_ahead_log(tmp_path) -> None:
         broker.close()
         if holder is not None:
             holder.close()
+
+
+# -- the write lock ------------------------------------------------------------------------
+
+
+def test_a_write_waits_for_another_connections_lock_then_goes_through(
+    broker: SQLiteBroker, db_path: Path
+) -> None:
+    """The broker's own wait (SQLite's busy handler off while it takes the lock): a lock
+    held 50 ms delays the write, which then commits; reads get the busy handler back."""
+    with closing(sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.05, lambda: other.execute("ROLLBACK"))
+        release.start()
+        started = time.monotonic()
+        broker.publish([Envelope("m", "q", b"body")])
+        release.join()
+        assert time.monotonic() - started >= 0.04
+    connection = broker._db.connection()
+    assert not connection.patient  # left off after the write
+    assert broker.queue_length("q") == 1
+    assert connection.patient  # a read turned it on again
+    busy_ms = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    assert busy_ms == int(broker._db.options.busy_timeout * 1000)
+
+
+def test_a_write_still_fails_once_its_busy_timeout_runs_out(db_path: Path) -> None:
+    broker = SQLiteBroker(f"sqlite:///{db_path}", busy_timeout=0.1)
+    try:
+        with closing(sqlite3.connect(db_path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            with pytest.raises(OperationalError, match="locked"):
+                broker.publish([Envelope("m", "q", b"body")])
+            assert 0.1 <= time.monotonic() - started < 5
+            other.execute("ROLLBACK")
+        broker.publish([Envelope("m", "q", b"body")])
+        assert broker.queue_length("q") == 1
+    finally:
+        broker.close()
