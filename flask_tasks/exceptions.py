@@ -63,6 +63,11 @@ class Retry(TaskError):
         return type(self), (str(self), self.exc, self.when)
 
 
+class ReadOnlyBroker(OperationalError):
+    """The broker's storage cannot be written by this process (a read-only SQLite file,
+    directory or mount): retrying cannot help, so a worker stops instead."""
+
+
 class MaxRetriesExceededError(TaskError):
     """A task asked to retry more often than its ``max_retries`` allows."""
 
@@ -95,6 +100,7 @@ __all__ = [
     "MaxRetriesExceededError",
     "NotRegistered",
     "OperationalError",
+    "ReadOnlyBroker",
     "Retry",
     "SoftTimeLimitExceeded",
     "TaskError",

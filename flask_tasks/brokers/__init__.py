@@ -7,6 +7,7 @@ start); :class:`Connections` opens an app's transport and store lazily, once per
 
 from __future__ import annotations
 
+from ..exceptions import ReadOnlyBroker
 from .base import (
     Broker,
     DeadLetter,
@@ -14,7 +15,6 @@ from .base import (
     Envelope,
     Held,
     QueueCounts,
-    ReadOnlyBroker,
     Settlement,
     Store,
     Transport,

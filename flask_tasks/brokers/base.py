@@ -49,7 +49,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
-from ..exceptions import OperationalError
 from .values import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -64,11 +63,6 @@ from .values import (
     hide_password,
     lease_of,
 )
-
-
-class ReadOnlyBroker(OperationalError):
-    """The broker's storage cannot be written by this process (a read-only SQLite file,
-    directory or mount): retrying cannot help, so a worker stops instead."""
 
 
 class _Connection(ABC):
@@ -220,8 +214,8 @@ class Transport(_Connection):
 
 
 class Store(_Connection):
-    """What outlives a message: result records, revocations, counters, claims, heartbeats.
-    Thread-safe, shared across ``fork()`` and raising errors as :class:`Transport` is."""
+    """What outlives a message: records, revocations, counters, claims, heartbeats. Like
+    :class:`Transport`: thread-safe, shared across ``fork()`` only where ``survives_fork``."""
 
     # -- result records -------------------------------------------------------------------
 
@@ -394,7 +388,6 @@ __all__ = [
     "Envelope",
     "Held",
     "QueueCounts",
-    "ReadOnlyBroker",
     "Settlement",
     "Store",
     "Transport",

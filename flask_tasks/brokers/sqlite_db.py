@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import parse_qsl
 
-from ..exceptions import ImproperlyConfigured, OperationalError
-from .base import ReadOnlyBroker
+from ..exceptions import ImproperlyConfigured, OperationalError, ReadOnlyBroker
 from .sqlite_notify import ChangeNotifier
 from .sqlite_schema import DELAYED, LEASED, READY, SCHEMA, add_missing_columns, table_names
 from .sqlite_wake import wake_directory
