@@ -99,6 +99,12 @@ def trace(url: str, port: int, n: int, pause: float) -> int:
         for _ in range(20):  # warm up: connections, scripts, children forked
             noop.delay().get(timeout=30)
         time.sleep(0.5)
+        plain = []
+        for _ in range(n):  # the same loop without MONITOR: what MONITOR adds
+            start = time.perf_counter_ns()
+            noop.delay().get(timeout=30)
+            plain.append((time.perf_counter_ns() - start) // 1000)
+        print(f"total without MONITOR: median {statistics.median(plain):.0f} us")
         lines: list[bytes] = []
         stop = threading.Event()
         watcher = threading.Thread(target=monitor, args=(port, lines, stop))
@@ -151,7 +157,15 @@ def report(events: list[tuple[int, str, str, bytes]], trips: list[tuple[int, int
         except StopIteration:
             anomalies += 1
             continue
+        inner = [e for e in window if e[1] == "lua"]
+        publish_end = max(e[0] for e in inner if publish[0] <= e[0] < worker[0])
+        reserve_end = max(e[0] for e in inner if worker[0] <= e[0] < settle[0])
         add("total (producer clock)", end - start)
+        add("2a publish script, first -> last inner command", publish_end - publish[0])
+        add("2b publish script's end -> worker's reserve", worker[0] - publish_end)
+        add("3a reserve script, first -> last inner command", reserve_end - worker[0])
+        add("3b reserve script's end -> settle (worker: run)", settle[0] - reserve_end)
+        add("3c settle script -> its result PUBLISH", result_pub[0] - settle[0])
         add("1 delay(): call -> publish script at server", publish[0] - start)
         if blpop:
             add("   (BLPOP logged after publish by)", blpop[0][0] - publish[0])
