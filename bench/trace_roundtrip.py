@@ -142,7 +142,6 @@ def report(events: list[tuple[int, str, str, bytes]], trips: list[tuple[int, int
             rpush_wake = next(
                 e for e in window if e[2] == "RPUSH" and b"wake" in e[3] and e[0] >= publish[0]
             )
-            blpop = [e for e in window if e[2] == "BLPOP" and e[0] >= publish[0]]
             worker = next(
                 e for e in window if e[2] == "EVALSHA" and e[1] != producer and e[0] > publish[0]
             )
@@ -167,8 +166,6 @@ def report(events: list[tuple[int, str, str, bytes]], trips: list[tuple[int, int
         add("3b reserve script's end -> settle (worker: run)", settle[0] - reserve_end)
         add("3c settle script -> its result PUBLISH", result_pub[0] - settle[0])
         add("1 delay(): call -> publish script at server", publish[0] - start)
-        if blpop:
-            add("   (BLPOP logged after publish by)", blpop[0][0] - publish[0])
         add("2 wake: publish -> worker's reserve at server", worker[0] - publish[0])
         add("3 reserve -> settle script at server (run + ack)", settle[0] - worker[0])
         add("4 result PUBLISH -> get() returns (producer clock)", end - result_pub[0])
