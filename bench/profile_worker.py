@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,16 +50,22 @@ def per_call_us(function: Callable[[], Any], calls: int = 2000, rounds: int = 5)
 
 
 class StubBroker:
-    """Takes the broker's place with no I/O: publish and ack do nothing, reserve hands
-    out one prepared delivery. Measures the Python side alone."""
+    """Takes the broker's place with no I/O: publishing and settling do nothing, reserve
+    hands out one prepared delivery. Measures the Python side alone."""
 
     kind = "stub"
     url = "stub://"
+    survives_fork = True
+    counts_lost_deliveries = True
+    wait_sees_earlier_work = False
 
     def __init__(self, delivery: Any = None) -> None:
         self.delivery = delivery
 
-    def publish(self, envelopes: Any, records: Any = None, record_ttl: float = 0) -> None:
+    def publish(self, envelopes: Any) -> None:
+        pass
+
+    def publish_with_records(self, envelopes: Any, records: Any, record_ttl: float) -> None:
         pass
 
     def reserve(self, queues: Any, count: int, lease: float) -> list[Any]:
@@ -66,14 +74,45 @@ class StubBroker:
     def revoked(self, ids: Any) -> set[str]:
         return set()
 
-    def ack(self, message_id: str, record: Any = None, record_ttl: float = 0) -> None:
-        pass
+    def ack(self, message_ids: Any) -> list[str]:
+        return []
+
+    def ack_with_records(self, settlements: Any, record_ttl: float) -> list[str]:
+        return []
+
+    def ack_and_reserve(self, settlements: Any, record_ttl: float, *reserve: Any) -> Any:
+        return [], self.reserve(*reserve)
 
     def set_result(self, task_id: str, record: bytes, ttl: float) -> None:
         pass
 
+    def set_results_fenced(self, records: Any, ttl: float) -> list[str]:
+        return []
+
     def close(self) -> None:
         pass
+
+
+class StubConnections:
+    """A runtime's ``connections`` with the stub broker as transport, store and joint broker."""
+
+    def __init__(self, broker: StubBroker) -> None:
+        self.transport = self.store = self.broker = self.joint = broker
+        self.broker_url = broker.url
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def stubbed(runtime: Any, delivery: Any = None) -> Iterator[None]:
+    """``runtime`` (and its producer) on a :class:`StubBroker` while the block runs."""
+    real = runtime.connections
+    runtime.connections = runtime.producer.connections = StubConnections(StubBroker(delivery))
+    try:
+        yield
+    finally:
+        runtime.connections = runtime.producer.connections = real
 
 
 def _app(url: str) -> Flask:
@@ -82,48 +121,49 @@ def _app(url: str) -> Flask:
     return create_app(url)
 
 
-def producer_costs(app: Flask) -> list[tuple[str, float]]:
+def _message(runtime: Any) -> Any:
+    """The message of one ``noop.delay()``, as the producer builds it."""
+    return runtime.producer.message("bench.noop", (), {}, {}, runtime.options_for("bench.noop"))
+
+
+def producer_costs(app: Flask, url: str) -> list[tuple[str, float]]:
+    import redis
+
     from bench.apps.ft_app import noop
     from flask_tasks import group
-    from flask_tasks import states as task_states
+    from flask_tasks.records import Record
 
-    state = app.extensions["tasks"]
+    runtime = app.extensions["tasks"]
+    producer = runtime.producer
+    ping = redis.Redis.from_url(url)
     with app.app_context():
-        message = state.build_message("bench.noop", (), {}, {}, noop)
+        message = _message(runtime)
         as_dict = message.to_dict()
-        body = state.encode_message(message)
-        record = state.make_record(task_states.PENDING, task="bench.noop")
-
-        def build() -> Any:
-            return state.build_message("bench.noop", (), {}, {}, noop)
+        body = producer.encode(message)
+        record = producer.pending_record(message)
 
         def publish() -> None:
             envelope = _envelope(message.id, body)
-            state.broker.publish([envelope], {message.id: record}, 86400)
+            producer.publish_envelopes([envelope], {message.id: record})
 
         def group_of_1000() -> None:
             group(noop.s() for _ in range(1000)).apply_async()
 
         rows = [
-            ("build_message()", per_call_us(build)),
-            ("Message.to_dict() (dataclasses.asdict)", per_call_us(message.to_dict)),
-            ("codec.encode(message dict)", per_call_us(lambda: state.codec.encode(as_dict))),
+            ("producer.message() (builds the Message)", per_call_us(lambda: _message(runtime))),
+            ("Message.to_dict()", per_call_us(message.to_dict)),
+            ("codec.encode(message dict)", per_call_us(lambda: runtime.codec.encode(as_dict))),
+            ("producer.encode() = to_dict + encode", per_call_us(lambda: producer.encode(message))),
             (
-                "encode_message() = to_dict + encode",
-                per_call_us(lambda: state.encode_message(message)),
+                "Record.pending().encode() (cached by the producer per task)",
+                per_call_us(lambda: Record.pending("bench.noop").encode(runtime.codec)),
             ),
-            (
-                "make_record(PENDING)",
-                per_call_us(lambda: state.make_record(task_states.PENDING, task="bench.noop")),
-            ),
-            ("broker.publish(1 envelope + its record), Redis", per_call_us(publish)),
-            ("Redis PING round trip (floor)", per_call_us(state.broker._client.ping)),
+            ("publish_envelopes(1 envelope + its record), Redis", per_call_us(publish)),
+            ("Redis PING round trip (floor)", per_call_us(ping.ping)),
             ("delay(), Redis", per_call_us(noop.delay)),
             ("group of 1,000, per task, Redis", per_call_us(group_of_1000, calls=5) / 1000),
         ]
-        real = state._broker
-        state._broker = StubBroker()
-        try:
+        with stubbed(runtime):
             rows += [
                 ("delay(), stub broker (Python only)", per_call_us(noop.delay)),
                 (
@@ -131,81 +171,72 @@ def producer_costs(app: Flask) -> list[tuple[str, float]]:
                     per_call_us(group_of_1000, calls=5) / 1000,
                 ),
             ]
-        finally:
-            state._broker = real
-        state.broker._client.flushall()
+    ping.flushall()
+    ping.close()
     return rows
 
 
-def worker_costs(app: Flask) -> list[tuple[str, float]]:
+def worker_costs(app: Flask, url: str) -> list[tuple[str, float]]:
+    import redis
+
     from bench.apps.ft_app import noop
-    from flask_tasks import states as task_states
     from flask_tasks.brokers import Delivery
     from flask_tasks.execution import execute
-    from flask_tasks.message import Message
+    from flask_tasks.message import Message, Request
+    from flask_tasks.records import Record
     from flask_tasks.worker.runner import TaskRunner
 
-    state = app.extensions["tasks"]
-    runner = TaskRunner(state, "bench@profile")
+    runtime = app.extensions["tasks"]
+    runner = TaskRunner(runtime, "bench@profile")
     log = logging.getLogger("flask_tasks.worker")
     log.setLevel(logging.WARNING)
     with app.app_context():
-        message = state.build_message("bench.noop", (), {}, {}, noop)
-    body = state.encode_message(message)
+        message = _message(runtime)
+    body = runtime.producer.encode(message)
     delivery = Delivery(message.id, "default", 5, body)
-    request = runner._request(message, delivery)
+    request = Request(message, hostname="bench@profile")
 
     def push_pop() -> None:
         with app.app_context():
             pass
 
     def success_record() -> bytes:
-        return state.make_record(
-            task_states.SUCCESS,
-            None,
-            task="bench.noop",
-            parent_id=None,
-            children=[],
-            retries=0,
-            worker="bench@profile",
-        )
+        record = Record.success(None, "bench.noop", worker="bench@profile")
+        return record.encode(runtime.codec)
 
     rows = [
-        ("codec.decode(body)", per_call_us(lambda: state.codec.decode(body))),
+        ("codec.decode(body)", per_call_us(lambda: runtime.codec.decode(body))),
         (
             "decode + Message.from_dict",
-            per_call_us(lambda: Message.from_dict(state.codec.decode(body))),
+            per_call_us(lambda: Message.from_dict(runtime.codec.decode(body))),
         ),
         (
-            "runner.decode(delivery) (with registry check)",
+            "runner.intake.decode(delivery) (with registry check)",
             per_call_us(lambda: runner.intake.decode(delivery)),
         ),
         (
-            "runner._request() (builds Request)",
-            per_call_us(lambda: runner._request(message, delivery)),
+            "Request(message) (what a bound task sees)",
+            per_call_us(lambda: Request(message, hostname="bench@profile")),
         ),
-        ("state.task_options(task)", per_call_us(lambda: state.task_options(noop))),
+        ("runtime.options_for(task)", per_call_us(lambda: runtime.options_for(noop.name))),
         (
             "execute() (app context, request var, hooks)",
-            per_call_us(lambda: execute(state, noop, request)),
+            per_call_us(lambda: execute(runtime, noop, request)),
         ),
         ("app.app_context() push + pop alone", per_call_us(push_pop)),
-        ("make_record(SUCCESS, 7 fields)", per_call_us(success_record)),
+        ("Record.success().encode()", per_call_us(success_record)),
         ("logger.info() below the level (3 per task)", per_call_us(lambda: log.info("x %s", 1))),
     ]
-    real = state._broker
-    state._broker = StubBroker(delivery)
-    try:
+    with stubbed(runtime, delivery):
         rows.append(
             (
                 "runner.process(delivery), stub broker (Python only)",
                 per_call_us(lambda: runner.process(delivery)),
             )
         )
-    finally:
-        state._broker = real
-    broker = state.broker
-    broker._client.flushall()
+    broker = runtime.connections.broker
+    flush = redis.Redis.from_url(url)
+    flush.flushall()
 
     def publish_only() -> None:
         broker.publish([_envelope(message.id, body)])
@@ -214,13 +245,14 @@ def worker_costs(app: Flask) -> list[tuple[str, float]]:
         broker.publish([_envelope(message.id, body)])
         (taken,) = broker.reserve(["default"], 1, 3600)
         broker.revoked([taken.id])
-        broker.ack(taken.id, b"x" * 150, 86400)
+        broker.ack_with_records([(taken, b"x" * 150)], 86400)
 
     rows += [
         ("Redis: publish alone (to subtract from the next row)", per_call_us(publish_only)),
-        ("Redis: publish + reserve(1) + revoked() + ack(record)", per_call_us(reserve_ack)),
+        ("Redis: publish + reserve(1) + revoked() + ack_with_records", per_call_us(reserve_ack)),
     ]
-    broker._client.flushall()
+    flush.flushall()
+    flush.close()
     return rows
 
 
@@ -441,8 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         out.write(
             f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.2f}\n\n"
         )
-        out.write(render("Producer: one delay() and its parts", producer_costs(app)) + "\n\n")
-        out.write(render("Worker: one message and its parts", worker_costs(app)) + "\n\n")
+        out.write(render("Producer: one delay() and its parts", producer_costs(app, url)) + "\n\n")
+        out.write(render("Worker: one message and its parts", worker_costs(app, url)) + "\n\n")
         plain, profiled, table = profile_consumer(app, options.n)
         out.write(
             f"### cProfile of a solo consumer draining {options.n:,} tasks (Redis, burst)\n\n"

@@ -100,10 +100,12 @@ class _Connection(ABC):
         return time.time()
 
     def server_time(self) -> Optional[float]:
-        """Unix time by the server's own clock (one round trip), to judge times other
-        processes set; None where the server keeps no clock apart from this host's
-        (SQLite, memory) or this implementation does not ask it (RabbitMQ, PostgreSQL)."""
+        """Unix time by the server's clock (one round trip), to judge times other processes
+        set; None where it has none apart from this host's (SQLite, memory) or unasked."""
         return None
+
+    def consuming(self, active: bool) -> None:
+        """A worker's consumer in this process starts (True) or stops using this."""
 
 
 class Transport(_Connection):

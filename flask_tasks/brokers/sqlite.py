@@ -33,8 +33,8 @@ from .base import (
     check_envelope,
     lease_of,
 )
-from .sqlite_db import back_of_queue, chunks, front_of_queue, marks, recover_messages
-from .sqlite_schema import DELAYED, LEASED, READY
+from .sqlite_db import chunks, marks
+from .sqlite_schema import DELAYED, LEASED, READY, back_of_queue, front_of_queue, recover_messages
 from .sqlite_store import SQLiteStore
 
 

@@ -20,13 +20,12 @@ from typing import Any, Optional
 from urllib.parse import parse_qsl
 
 from ..exceptions import ImproperlyConfigured, OperationalError, ReadOnlyBroker
+from .sqlite_checkpoint import Checkpointer
 from .sqlite_notify import ChangeNotifier
-from .sqlite_schema import DELAYED, LEASED, READY, SCHEMA, add_missing_columns, table_names
+from .sqlite_schema import SCHEMA, add_missing_columns, table_names
 from .sqlite_wake import wake_directory
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-#: Most delayed (and, separately, expired) messages one ``reserve`` moves back to queues.
-_RECOVER_BATCH = 500
 #: Seconds between tries to take the write lock while another connection holds it: the
 #: first pause, doubled at each try up to the longest.
 _FIRST_PAUSE = 0.0001
@@ -102,58 +101,13 @@ def parse_url(url: str) -> tuple[str, str]:
     return path, query
 
 
-def back_of_queue(tables: Mapping[str, str]) -> str:
-    """SQL for the ``seq`` that puts a message behind every ready one of its queue and
-    priority (parameters: queue, priority)."""
-    return (
-        f"(SELECT COALESCE(MAX(seq), 0) + 1 FROM {tables['messages']} "
-        f"WHERE state = {READY} AND queue = ? AND priority = ?)"
-    )
-
-
-def front_of_queue(tables: Mapping[str, str]) -> str:
-    """SQL for the ``seq`` that puts a message before every ready one (same parameters)."""
-    return (
-        f"(SELECT COALESCE(MIN(seq), 0) - 1 FROM {tables['messages']} "
-        f"WHERE state = {READY} AND queue = ? AND priority = ?)"
-    )
-
-
-def recover_messages(conn: sqlite3.Connection, tables: Mapping[str, str], now: float) -> None:
-    """Move due delayed messages to the back of their queues, and messages whose lease
-    ran out to the front, in the order in which they were leased (a batch of each)."""
-    m = tables["messages"]
-    due = conn.execute(
-        f"SELECT id, queue, priority FROM {m} WHERE state = {DELAYED} AND due <= ? "
-        f"ORDER BY due LIMIT {_RECOVER_BATCH}",
-        (now,),
-    ).fetchall()
-    back = back_of_queue(tables)
-    for message_id, queue, priority in due:
-        conn.execute(
-            f"UPDATE {m} SET state = {READY}, due = 0, seq = {back} WHERE id = ?",
-            (queue, priority, message_id),
-        )
-    expired = conn.execute(
-        f"SELECT id, queue, priority, due, seq FROM {m} WHERE state = {LEASED} "
-        f"AND due <= ? ORDER BY due LIMIT {_RECOVER_BATCH}",
-        (now,),
-    ).fetchall()
-    # Each goes in front of the one before: put them back last-leased first.
-    expired.sort(key=lambda row: (row[3], row[4]), reverse=True)
-    front = front_of_queue(tables)
-    for message_id, queue, priority, _due, _seq in expired:
-        conn.execute(
-            f"UPDATE {m} SET state = {READY}, due = 0, seq = {front} WHERE id = ?",
-            (queue, priority, message_id),
-        )
-
-
 class _Connection(sqlite3.Connection):
     """A connection that remembers whether SQLite's busy handler is on (see
     :meth:`Database._begin`, which turns it off, and :meth:`Database.patient`)."""
 
     patient = True
+    #: SQLite checkpoints in this connection's commits (off while a Checkpointer runs).
+    autocheckpoint = True
 
 
 #: Connections inherited over fork(): kept referenced so that they are never closed.
@@ -183,6 +137,9 @@ class Database:
         self._pid = os.getpid()
         self._closed = False
         self.notifier = self._notifier()
+        #: Checkpoints off the task loop while this process consumes (:meth:`consuming`).
+        self.checkpointer: Optional[Checkpointer] = None
+        self._consumers = 0
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, exist_ok=True)
@@ -272,6 +229,7 @@ class Database:
             self._connections = {}
             self._pid = os.getpid()
             self.notifier = self._notifier()
+            self.checkpointer, self._consumers = None, 0  # its thread stayed in the parent
 
     def __del__(self) -> None:
         # A broker dropped without close() (a test's app, a short script): close its files
@@ -288,6 +246,9 @@ class Database:
     def close(self) -> None:
         """Close every connection this process opened; later calls fail."""
         self._closed = True
+        checkpointer, self.checkpointer = self.checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         self.notifier.close()
         with self._lock:
             connections, self._connections = self._connections, {}
@@ -304,6 +265,22 @@ class Database:
                 .fetchone()
             )
         return not busy
+
+    def consuming(self, active: bool) -> None:
+        """A consumer of this process starts (True) or stops: while any runs, checkpoints
+        run in a thread of their own (:mod:`.sqlite_checkpoint`), not in its commits."""
+        with self._lock:
+            self._consumers += 1 if active else -1
+            checkpointer = self.checkpointer
+            if active and checkpointer is None and not self._closed:
+                self.checkpointer = Checkpointer(self._open)
+                self.checkpointer.start()
+            elif not active and self._consumers <= 0 and checkpointer is not None:
+                self.checkpointer, self._consumers = None, 0
+            else:
+                return
+        if not active and checkpointer is not None:
+            checkpointer.stop()
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -345,6 +322,11 @@ class Database:
         """
         with self.errors():
             connection = self.connection()
+            checkpointer = self.checkpointer
+            automatic = checkpointer is None or checkpointer.failed
+            if connection.autocheckpoint is not automatic:
+                connection.execute(f"PRAGMA wal_autocheckpoint = {1000 if automatic else 0}")
+                connection.autocheckpoint = automatic
             self._begin(
                 connection, self.options.busy_timeout if busy_timeout is None else busy_timeout
             )
@@ -358,6 +340,8 @@ class Database:
                 raise
         if connection.total_changes != changes:
             self.notifier.committed()
+            if checkpointer is not None:
+                checkpointer.committed()
 
     def _begin(self, connection: _Connection, timeout: float) -> None:
         """``BEGIN IMMEDIATE``, trying again every fraction of a millisecond while another

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 #: Message states (the ``state`` column).
 READY, DELAYED, LEASED = 0, 1, 2
+#: Most delayed (and, separately, expired) messages one ``reserve`` moves back to queues.
+_RECOVER_BATCH = 500
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS {messages} (
@@ -144,4 +146,51 @@ def delete_expired(conn: sqlite3.Connection, tables: Mapping[str, str], now: flo
             f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {name} "
             f"WHERE expires_at <= ? LIMIT {_SWEEP_BATCH})",
             (now,),
+        )
+
+
+def back_of_queue(tables: Mapping[str, str]) -> str:
+    """SQL for the ``seq`` that puts a message behind every ready one of its queue and
+    priority (parameters: queue, priority)."""
+    return (
+        f"(SELECT COALESCE(MAX(seq), 0) + 1 FROM {tables['messages']} "
+        f"WHERE state = {READY} AND queue = ? AND priority = ?)"
+    )
+
+
+def front_of_queue(tables: Mapping[str, str]) -> str:
+    """SQL for the ``seq`` that puts a message before every ready one (same parameters)."""
+    return (
+        f"(SELECT COALESCE(MIN(seq), 0) - 1 FROM {tables['messages']} "
+        f"WHERE state = {READY} AND queue = ? AND priority = ?)"
+    )
+
+
+def recover_messages(conn: sqlite3.Connection, tables: Mapping[str, str], now: float) -> None:
+    """Move due delayed messages to the back of their queues, and messages whose lease
+    ran out to the front, in the order in which they were leased (a batch of each)."""
+    m = tables["messages"]
+    due = conn.execute(
+        f"SELECT id, queue, priority FROM {m} WHERE state = {DELAYED} AND due <= ? "
+        f"ORDER BY due LIMIT {_RECOVER_BATCH}",
+        (now,),
+    ).fetchall()
+    back = back_of_queue(tables)
+    for message_id, queue, priority in due:
+        conn.execute(
+            f"UPDATE {m} SET state = {READY}, due = 0, seq = {back} WHERE id = ?",
+            (queue, priority, message_id),
+        )
+    expired = conn.execute(
+        f"SELECT id, queue, priority, due, seq FROM {m} WHERE state = {LEASED} "
+        f"AND due <= ? ORDER BY due LIMIT {_RECOVER_BATCH}",
+        (now,),
+    ).fetchall()
+    # Each goes in front of the one before: put them back last-leased first.
+    expired.sort(key=lambda row: (row[3], row[4]), reverse=True)
+    front = front_of_queue(tables)
+    for message_id, queue, priority, _due, _seq in expired:
+        conn.execute(
+            f"UPDATE {m} SET state = {READY}, due = 0, seq = {front} WHERE id = ?",
+            (queue, priority, message_id),
         )

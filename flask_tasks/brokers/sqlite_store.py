@@ -255,6 +255,10 @@ class SQLiteStore(Store):
     def close(self) -> None:
         self._db.close()
 
+    def consuming(self, active: bool) -> None:
+        """While a consumer runs, checkpoints leave its commits for a thread of their own."""
+        self._db.consuming(active)
+
     def checkpoint(self) -> bool:
         """Fold the write-ahead log into the database file and truncate it, so no large
         ``-wal`` file is left while other processes keep the database open (call it at

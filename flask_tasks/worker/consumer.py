@@ -139,6 +139,7 @@ class Consumer(Monitor):
         if self.exclusive_process and can_signal_main_thread():
             self._signals = SignalInterrupter()
         threading.Thread(target=self._monitor, name="flask-tasks-monitor", daemon=True).start()
+        self.transport.consuming(True)
         if self.threaded:
             for _ in range(self.concurrency):
                 self._start_executor()
@@ -154,6 +155,7 @@ class Consumer(Monitor):
             if self.shutdown.cold.is_set():
                 self._cold_exit()  # here too: the monitor may already have stopped
             self._stopped.set()
+            self.transport.consuming(False)
             with self._changed:
                 self._changed.notify_all()
             signals.worker_shutdown.send(self)
