@@ -20,7 +20,7 @@ from unittest import mock
 
 import pytest
 import redis
-from redis.connection import AbstractConnection
+from redis.connection import AbstractConnection, Connection
 from redis.crc import key_slot
 
 from flask_tasks.brokers import Delivery, Envelope, QueueCounts
@@ -250,12 +250,22 @@ def test_script_calls_keep_no_connection_of_a_small_pool(redis_url: str, prefix:
 def test_a_script_call_takes_arguments_hiredis_refuses(
     redis_client: redis.Redis, prefix: str
 ) -> None:
+    """An argument hiredis's packer refuses is packed as redis-py packs it: accepted where
+    this redis-py converts it (a bytearray, since redis-py 8), refused as it refuses it."""
     scripts = RedisScripts(redis_client)
     key = f"{prefix}:counter"
-    assert scripts.call(redis_client, scripts.incr, [key], [bytearray(b"60000")]) == 1
+    try:
+        Connection().pack_command("SET", "k", bytearray(b"1"))
+    except redis.DataError:  # older redis-py with hiredis: what hiredis takes only
+        with pytest.raises(redis.DataError):
+            scripts.call(redis_client, scripts.incr, [key], [bytearray(b"60000")])
+        count = 0
+    else:
+        assert scripts.call(redis_client, scripts.incr, [key], [bytearray(b"60000")]) == 1
+        count = 1
     with pytest.raises(redis.DataError):  # what redis-py says of a bool
         scripts.call(redis_client, scripts.incr, [key], [True])
-    assert scripts.call(redis_client, scripts.incr, [key], [60_000]) == 2
+    assert scripts.call(redis_client, scripts.incr, [key], [60_000]) == count + 1
 
 
 def test_pipelined_scripts_survive_a_script_flush(
