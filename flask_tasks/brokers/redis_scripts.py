@@ -173,21 +173,20 @@ class RedisScripts:
         connection = _take_idle(idle) if idle else None
         if connection is None:
             connection = _take(pool)
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             try:
                 if packed_as is None:
-                    _send(connection, command)
-                else:
+                    _send(connection, ("EVALSHA", script.sha, len(keys), *keys, *args))
+                else:  # the arguments are only read when the command is not packed yet
                     connection.send_packed_command(
-                        self._packed_command(connection, script.sha, packed_as, command)
+                        self._packed_command(connection, script.sha, packed_as, keys, args)
                     )
                 result = connection.read_response()
             except NoScriptError:  # loaded on this connection: the pool may have no other
                 _send(connection, ("SCRIPT", "LOAD", script.script))
                 sha = connection.read_response()
                 script.sha = sha.decode() if isinstance(sha, bytes) else sha
-                _send(connection, ("EVALSHA", script.sha, *command[2:]))
+                _send(connection, ("EVALSHA", script.sha, len(keys), *keys, *args))
                 result = connection.read_response()
         except redis.ResponseError:
             _give_back(pool, idle, connection, self._keep)
@@ -200,12 +199,18 @@ class RedisScripts:
         return result
 
     def _packed_command(
-        self, connection: Any, sha: str, packed_as: Hashable, command: tuple[Any, ...]
+        self,
+        connection: Any,
+        sha: str,
+        packed_as: Hashable,
+        keys: Sequence[str],
+        args: Sequence[Any],
     ) -> Any:
         packed = self._packed.get((sha, packed_as))
         if packed is None:
             if len(self._packed) >= _PACKED_LIMIT:
                 self._packed.clear()
+            command = ("EVALSHA", sha, len(keys), *keys, *args)
             packed = [b"".join(connection.pack_command(*command))]
             self._packed[sha, packed_as] = packed
         return packed
